@@ -1,0 +1,167 @@
+"""The ``backfire`` command: parse, call, print. The work itself lives in :mod:`backfire.jobs`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from backfire import __version__, io, jobs
+from backfire.inpainters.registry import ModelError, available_models, load_inpainter
+from backfire.judge.verdict import Verdict
+from backfire.progress import Progress
+from backfire.protect.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
+from backfire.protect.targets import TARGET_KINDS
+
+DEFAULT_MODEL = "lama"
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_PROTECTED = 0, 1, 2, 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (io.InputError, ModelError, ValueError) as error:
+        print(f"backfire: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("backfire: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="backfire",
+        description="Protect regions of a photo against AI inpainting: masking the region and "
+                    "inpainting fails, edits elsewhere still work.")
+    parser.add_argument("--version", action="version", version=f"backfire {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = commands.add_parser("protect", help="protect an image (or a folder of NAME.png + NAME_mask.png)")
+    _add_io(p, mask_help="the region to protect (white = protected); not used with a folder")
+    _add_model(p)
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES), help="protection recipe")
+    p.add_argument("--budget", type=float, default=None, metavar="B",
+                   help="L∞ budget in /255 (default: the recipe's; paper: 0.025 = 6.375/255)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the recipe's)")
+    p.add_argument("--target", choices=TARGET_KINDS, default=None,
+                   help="what a failed edit shows (default: the recipe's; paper: solid)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_protect)
+
+    p = commands.add_parser("edit", help="inpaint the masked region, exactly as an attacker would")
+    _add_io(p, mask_help="the region to inpaint (white = fill); not used with a folder")
+    _add_model(p)
+    p.set_defaults(run=run_edit)
+
+    p = commands.add_parser("verify", help="check a protected image: do edits of the region fail?")
+    p.add_argument("original", type=Path)
+    p.add_argument("protected", type=Path)
+    p.add_argument("--mask", type=Path, required=True, help="the protected region")
+    _add_model(p)
+    p.add_argument("--target", choices=TARGET_KINDS, default="solid")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="also write the verdict as JSON here")
+    p.set_defaults(run=run_verify)
+    return parser
+
+
+def _add_io(p: argparse.ArgumentParser, mask_help: str) -> None:
+    p.add_argument("image", type=Path, help="an image, or a folder of NAME.png + NAME_mask.png")
+    p.add_argument("--mask", type=Path, default=None, help=mask_help)
+    p.add_argument("-o", "--out", type=Path, required=True, help="output file (a folder for a folder)")
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"inpainting model: {', '.join(available_models())}")
+    p.add_argument("--weights", type=Path, default=None, help="model weights file")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--max-pixels", type=int, default=io.DEFAULT_MAX_PIXELS,
+                   help="refuse images larger than this many pixels (default 40 MP)")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def run_protect(args: argparse.Namespace) -> int:
+    recipe = get_recipe(args.recipe)
+    budget = None if args.budget is None else args.budget / 255
+    if budget is not None and not 0 < budget <= 1:
+        raise ValueError(f"--budget must be in (0, 255], got {args.budget}")
+    if args.steps is not None and args.steps < 0:
+        raise ValueError(f"--steps must be ≥ 0, got {args.steps}")
+    tasks = jobs.plan(args.image, args.mask, args.out)
+    inpainter = load_inpainter(args.model, weights=args.weights, device=args.device)
+    failures = 0
+    for i, task in enumerate(tasks, 1):
+        label = f"[{i}/{len(tasks)}] {task.image.name}" if len(tasks) > 1 else task.image.name
+        try:
+            verdict = jobs.protect_task(
+                task, inpainter, recipe, budget=budget, steps=args.steps, target=args.target, seed=args.seed,
+                max_pixels=args.max_pixels, on_step=Progress(label, enabled=not args.quiet), log=_log)
+        except io.InputError as error:
+            if len(tasks) == 1:
+                raise
+            failures += 1
+            _log(f"backfire: error: {error}")
+            continue
+        print(f"{task.out}  (report: {jobs.report_paths(task.out)[0]})")
+        print(format_verdict(verdict))
+    if failures:
+        _log(f"backfire: {failures} of {len(tasks)} images failed; the others were written")
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def run_edit(args: argparse.Namespace) -> int:
+    tasks = jobs.plan(args.image, args.mask, args.out)
+    inpainter = load_inpainter(args.model, weights=args.weights, device=args.device)
+    for task in tasks:
+        jobs.edit_task(task, inpainter, args.max_pixels, _log)
+        print(task.out)
+    return EXIT_OK
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    if args.json is not None:
+        io.check_not_input(args.json, [args.original, args.protected, args.mask])
+    inpainter = load_inpainter(args.model, weights=args.weights, device=args.device)
+    verdict = jobs.verify_files(args.original, args.protected, args.mask, inpainter, args.target, args.seed,
+                                args.max_pixels, _log)
+    print(format_verdict(verdict))
+    if args.json is not None:
+        jobs.write_json(args.json, verdict.as_dict(), [args.original, args.protected, args.mask])
+    return EXIT_OK if verdict.protected else EXIT_NOT_PROTECTED
+
+
+def format_verdict(verdict: Verdict) -> str:
+    """A short table a person can read in a terminal."""
+    inv = verdict.invisibility
+    lines = [f"  model {verdict.model}; invisibility: PSNR {inv['psnr']:.1f} dB, SSIM {inv['ssim']:.4f}, "
+             f"L∞ {inv['linf_255']:.1f}/255",
+             "  attacker edit   failed  distance to target (orig → prot)  region SSIM (orig → prot)"]
+    for e in verdict.edits:
+        if e.kind == "attacker":
+            lines.append(f"  {e.name:<15} {'yes' if e.failed else 'no':<7} "
+                         f"{e.target_distance_original:.3f} → {e.target_distance_protected:.3f}"
+                         f"{'':<20}{e.region_ssim_original:.3f} → {e.region_ssim_protected:.3f}")
+    lines.append("  benign edit     intact  fidelity SSIM  fidelity PSNR")
+    for e in verdict.edits:
+        if e.kind == "benign":
+            lines.append(f"  {e.name:<15} {'yes' if e.intact else 'no':<7} {e.fidelity_ssim:.4f}"
+                         f"         {e.fidelity_psnr:.1f} dB")
+    attacks = [e for e in verdict.edits if e.kind == "attacker"]
+    benign = [e for e in verdict.edits if e.kind == "benign"]
+    word = "PROTECTED" if verdict.protected else "NOT PROTECTED"
+    lines.append(f"  verdict: {word} — {sum(bool(e.failed) for e in attacks)}/{len(attacks)} attacker edits "
+                 f"fail, {sum(bool(e.intact) for e in benign)}/{len(benign)} benign edits intact")
+    if verdict.skipped:
+        lines.append(f"  skipped (no mask of this kind fits): {', '.join(verdict.skipped)}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

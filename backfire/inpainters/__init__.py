@@ -1,0 +1,18 @@
+"""Inpainting models behind one differentiable interface (:class:`Inpainter`).
+
+    >>> from backfire.inpainters import load_inpainter
+    >>> model = load_inpainter("lama", weights="big-lama.pt")
+    >>> filled = model(image, mask)
+"""
+
+from backfire.inpainters.base import Inpainter, ModuleInpainter
+from backfire.inpainters.registry import ModelError, WeightsNotFoundError, available_models, load_inpainter
+
+__all__ = [
+    "Inpainter",
+    "ModelError",
+    "ModuleInpainter",
+    "WeightsNotFoundError",
+    "available_models",
+    "load_inpainter",
+]

@@ -1,0 +1,96 @@
+"""The one interface every inpainting model sits behind.
+
+An :class:`Inpainter` fills the pixels where ``mask == 1`` and returns the input unchanged elsewhere.
+It is differentiable in the image, works at any H×W (networks that need a multiple of 8 are padded
+internally and cropped back) and on batches.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class Inpainter(abc.ABC):
+    """A differentiable inpainting model.
+
+    Arguments:
+        name: registry name, used in reports.
+        device: where the model runs.
+        dtype: the dtype the network computes in (inputs are converted, outputs come back in it).
+        multiple: the network needs H and W divisible by this; inputs are padded to it.
+
+    Shape:
+        - image: (N, 3, H, W) in [0, 1]
+        - mask: (N, 1, H, W) in {0, 1}, 1 = fill; a (1, 1, H, W) mask is broadcast over the batch
+        - output: (N, 3, H, W) in [0, 1], equal to ``image`` where ``mask == 0``
+
+    Examples::
+
+        >>> model = load_inpainter("lama", weights="big-lama.pt")
+        >>> filled = model(image, mask)
+    """
+
+    def __init__(self, name: str, device: torch.device | str, dtype: torch.dtype, multiple: int = 8):
+        self.name = name
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.multiple = multiple
+
+    @abc.abstractmethod
+    def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
+        """The network's raw prediction for the whole frame.
+
+        ``masked_image`` is already zero inside the hole and padded to ``multiple``; it is on the
+        model's device and dtype. Returns (N, 3, H, W) in [0, 1].
+        """
+
+    def __call__(self, image: Tensor, mask: Tensor) -> Tensor:
+        image, mask = self._validate(image, mask)
+        # The hole is erased before the network sees it: whatever the protection writes inside
+        # the region cannot reach the fill, so the trigger must live in the context.
+        masked = image * (1 - mask)
+        h, w = image.shape[-2:]
+        padded_image, padded_mask = self._pad(masked), self._pad(mask)
+        prediction = self.fill(padded_image, padded_mask)[..., :h, :w]
+        return mask * prediction + (1 - mask) * image
+
+    def _validate(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be N×3×H×W, got {tuple(image.shape)}")
+        if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[-2:] != image.shape[-2:]:
+            raise ValueError(f"mask must be N×1×H×W matching the image, got {tuple(mask.shape)}")
+        if mask.shape[0] not in (1, image.shape[0]):
+            raise ValueError(f"mask batch {mask.shape[0]} does not match image batch {image.shape[0]}")
+        image = image.to(self.device, self.dtype)
+        mask = (mask.to(self.device) > 0.5).to(self.dtype).expand(image.shape[0], -1, -1, -1)
+        return image, mask
+
+    def _pad(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % self.multiple, -w % self.multiple
+        if pad_h == 0 and pad_w == 0:
+            return x
+        # Reflection keeps image statistics at the border; it needs the pad to be smaller than the side.
+        mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+        return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, device={self.device}, dtype={self.dtype})"
+
+
+class ModuleInpainter(Inpainter):
+    """An Inpainter around an ``nn.Module`` called as ``module(masked_image, mask)``."""
+
+    def __init__(self, name: str, module: torch.nn.Module, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32, multiple: int = 8):
+        super().__init__(name, device, dtype, multiple)
+        self.module = module.to(self.device, dtype).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
+        return self.module(masked_image, mask)

@@ -1,0 +1,291 @@
+"""Fast Fourier convolutions and the FFC ResNet generator of LaMa.
+
+This is an independent implementation of the generator described in *Resolution-robust Large Mask
+Inpainting with Fourier Convolutions* (Suvorov et al., WACV 2022). The module tree, attribute names
+and channel layout follow LaMa's ``saicinpainting/training/modules/ffc.py`` so that the
+``generator.*`` weights of LaMa's ``best.ckpt`` load with ``strict=True``.
+
+One implementation serves every size: :data:`BIG_LAMA` is the released big-LaMa generator, and
+smaller :class:`FFCConfig` values give compact models of the same architecture.
+
+Features travel as a pair ``(x_l, x_g)``: local channels (ordinary convolutions) and global
+channels (a convolution in the frequency domain). A side with no channels is the int ``0``, as in
+LaMa, so that ``0 + tensor`` and ``Identity(0)`` keep the arithmetic uniform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "BIG_LAMA",
+    "ConcatTupleLayer",
+    "FFC",
+    "FFCConfig",
+    "FFCResNetGenerator",
+    "FFCResnetBlock",
+    "FFC_BN_ACT",
+    "FourierUnit",
+    "SpectralTransform",
+    "build_generator",
+]
+
+# A feature map that may be missing: LaMa writes the absent side of a (local, global) pair as 0.
+MaybeTensor = Union[Tensor, int]
+
+
+@dataclass(frozen=True)
+class FFCConfig:
+    """Size of an :class:`FFCResNetGenerator` (input 4 channels: RGB + mask; output 3)."""
+
+    ngf: int = 64
+    """Channels after the first convolution; doubled by each downsampling."""
+    n_downsampling: int = 3
+    """Stride-2 stages before the residual blocks (the input side must be a multiple of 2**n)."""
+    n_blocks: int = 18
+    """FFC residual blocks at the bottleneck."""
+    ratio_g: float = 0.75
+    """Fraction of the bottleneck channels that are global (Fourier)."""
+    max_features: int = 1024
+    """Cap on any layer's channel count."""
+
+
+BIG_LAMA = FFCConfig(ngf=64, n_downsampling=3, n_blocks=18, ratio_g=0.75, max_features=1024)
+"""The configuration of the released big-LaMa generator (≈51 M parameters)."""
+
+
+def _split(channels: int, ratio_g: float) -> tuple[int, int]:
+    """(local, global) channel counts, rounded the way LaMa rounds them."""
+    if not 0.0 <= ratio_g <= 1.0:
+        raise ValueError(f"global ratio must be in [0, 1], got {ratio_g}")
+    global_ = int(channels * ratio_g)
+    return channels - global_, global_
+
+
+class FourierUnit(nn.Module):
+    """A 1×1 convolution applied to the real and imaginary parts of the 2-D spectrum.
+
+    The spectrum of a C-channel map is laid out as (N, C, 2, H, W//2+1) — real and imaginary
+    parts adjacent per channel — and viewed as 2C channels, as in LaMa. The FFTs always run in
+    float32 (cuFFT has no bfloat16 and half precision only works for power-of-two sizes); the
+    1×1 convolution block runs in the input's dtype.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv_layer = nn.Conv2d(in_channels * 2, out_channels * 2, kernel_size=1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels * 2)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Tracing notes (export_torchscript traces this in float32 and the archive may later be
+        # converted to another dtype): the cast to float32 must copy, because a no-op x.float()
+        # returns x itself and the tracer would then substitute the cast for x everywhere after it;
+        # casts back go to the weight's dtype, which follows module.to(dtype).
+        compute = self.conv_layer.weight
+        size = x.shape[-2:]
+        spectrum = torch.fft.rfftn(x.to(torch.float32, copy=True), dim=(-2, -1), norm="ortho")
+        # (N, C, H, W') complex -> (N, C, 2, H, W') -> (N, 2C, H, W'): real, imag adjacent per channel.
+        y = torch.stack((spectrum.real, spectrum.imag), dim=2).flatten(1, 2).type_as(compute)
+        y = self.relu(self.bn(self.conv_layer(y)))
+        y = y.float().unflatten(1, (-1, 2))
+        spectrum = torch.complex(y[:, :, 0], y[:, :, 1])
+        out = torch.fft.irfftn(spectrum, s=size, dim=(-2, -1), norm="ortho")
+        return out.type_as(compute)
+
+
+class SpectralTransform(nn.Module):
+    """The global-to-global path: 1×1 reduce, Fourier unit with a skip, 1×1 expand."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, enable_lfu: bool = False):
+        super().__init__()
+        if enable_lfu:
+            # Big-LaMa and every LaMa release config use enable_lfu: false; the local Fourier
+            # unit is not implemented rather than implemented untested.
+            raise NotImplementedError("SpectralTransform: the local Fourier unit (enable_lfu=True) is not supported")
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        hidden = out_channels // 2
+        self.downsample = nn.AvgPool2d(kernel_size=2, stride=2) if stride == 2 else nn.Identity()
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, kernel_size=1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+        )
+        self.fu = FourierUnit(hidden, hidden)
+        self.conv2 = nn.Conv2d(hidden, out_channels, kernel_size=1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv1(self.downsample(x))
+        return self.conv2(x + self.fu(x))
+
+
+def _is_real(module: nn.Module) -> bool:
+    return not isinstance(module, nn.Identity)
+
+
+class FFC(nn.Module):
+    """Fast Fourier convolution: four paths between the local and global channel groups.
+
+    ``convl2l``, ``convl2g`` and ``convg2l`` are spatial convolutions, ``convg2g`` a
+    :class:`SpectralTransform`; a path whose input or output group is empty is ``nn.Identity``
+    (it holds no weights, like LaMa's). ``forward`` takes ``(x_l, x_g)`` or a tensor (all local)
+    and returns ``(out_l, out_g)`` with an empty side as the int 0.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, ratio_gin: float,
+                 ratio_gout: float, stride: int = 1, padding: int = 0, dilation: int = 1,
+                 bias: bool = False, padding_type: str = "reflect", enable_lfu: bool = False):
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        in_cl, in_cg = _split(in_channels, ratio_gin)
+        out_cl, out_cg = _split(out_channels, ratio_gout)
+        if 0 < ratio_gout < 1 and (out_cl == 0 or out_cg == 0):
+            raise ValueError(f"ratio_gout={ratio_gout} leaves an empty side for {out_channels} channels")
+        self.ratio_gin = ratio_gin
+        self.ratio_gout = ratio_gout
+        self.in_cl, self.in_cg, self.out_cl, self.out_cg = in_cl, in_cg, out_cl, out_cg
+        self.global_in_num = in_cg
+
+        def conv(cin: int, cout: int) -> nn.Module:
+            if cin == 0 or cout == 0:
+                return nn.Identity()
+            return nn.Conv2d(cin, cout, kernel_size, stride, padding, dilation, bias=bias,
+                             padding_mode=padding_type)
+
+        self.convl2l = conv(in_cl, out_cl)
+        self.convl2g = conv(in_cl, out_cg)
+        self.convg2l = conv(in_cg, out_cl)
+        self.convg2g = (SpectralTransform(in_cg, out_cg, stride, enable_lfu)
+                        if in_cg and out_cg else nn.Identity())
+
+    def forward(self, x: tuple[MaybeTensor, MaybeTensor] | Tensor) -> tuple[MaybeTensor, MaybeTensor]:
+        x_l, x_g = x if isinstance(x, tuple) else (x, 0)
+        out_l: MaybeTensor = 0
+        out_g: MaybeTensor = 0
+        if self.out_cl:
+            out_l = _paths(self.convl2l, x_l, self.convg2l, x_g)
+        if self.out_cg:
+            out_g = _paths(self.convl2g, x_l, self.convg2g, x_g)
+        return out_l, out_g
+
+
+def _paths(from_local: nn.Module, x_l: MaybeTensor, from_global: nn.Module, x_g: MaybeTensor) -> MaybeTensor:
+    """Sum of the paths that exist (an Identity path is an empty input group: it adds nothing)."""
+    out: MaybeTensor = 0
+    if _is_real(from_local):
+        out = from_local(x_l)
+    if _is_real(from_global):
+        out = out + from_global(x_g)
+    return out
+
+
+class FFC_BN_ACT(nn.Module):  # noqa: N801 - LaMa's name, kept so the structure is recognisable
+    """:class:`FFC` followed by BatchNorm and an activation on each non-empty side."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, ratio_gin: float,
+                 ratio_gout: float, stride: int = 1, padding: int = 0, dilation: int = 1,
+                 bias: bool = False, padding_type: str = "reflect", activation: bool = True):
+        super().__init__()
+        self.ffc = FFC(in_channels, out_channels, kernel_size, ratio_gin, ratio_gout, stride,
+                       padding, dilation, bias, padding_type)
+        out_cl, out_cg = self.ffc.out_cl, self.ffc.out_cg
+        self.bn_l = nn.BatchNorm2d(out_cl) if out_cl else nn.Identity()
+        self.bn_g = nn.BatchNorm2d(out_cg) if out_cg else nn.Identity()
+        self.act_l = nn.ReLU(inplace=True) if out_cl and activation else nn.Identity()
+        self.act_g = nn.ReLU(inplace=True) if out_cg and activation else nn.Identity()
+
+    def forward(self, x: tuple[MaybeTensor, MaybeTensor] | Tensor) -> tuple[MaybeTensor, MaybeTensor]:
+        x_l, x_g = self.ffc(x)
+        return self.act_l(self.bn_l(x_l)), self.act_g(self.bn_g(x_g))
+
+
+class FFCResnetBlock(nn.Module):
+    """Two 3×3 :class:`FFC_BN_ACT` with reflect padding and a residual on both sides."""
+
+    def __init__(self, dim: int, ratio_gin: float, ratio_gout: float, dilation: int = 1,
+                 padding_type: str = "reflect"):
+        super().__init__()
+        self.conv1 = FFC_BN_ACT(dim, dim, 3, ratio_gin, ratio_gout, padding=dilation,
+                                dilation=dilation, padding_type=padding_type)
+        self.conv2 = FFC_BN_ACT(dim, dim, 3, ratio_gout, ratio_gout, padding=dilation,
+                                dilation=dilation, padding_type=padding_type)
+
+    def forward(self, x: tuple[MaybeTensor, MaybeTensor] | Tensor) -> tuple[MaybeTensor, MaybeTensor]:
+        id_l, id_g = x if isinstance(x, tuple) else (x, 0)
+        x_l, x_g = self.conv2(self.conv1((id_l, id_g)))
+        return id_l + x_l, id_g + x_g
+
+
+class ConcatTupleLayer(nn.Module):
+    """``(x_l, x_g)`` → one tensor, local channels first."""
+
+    def forward(self, x: tuple[MaybeTensor, MaybeTensor]) -> Tensor:
+        x_l, x_g = x
+        if not isinstance(x_g, Tensor):
+            if not isinstance(x_l, Tensor):
+                raise ValueError("ConcatTupleLayer: both sides are empty")
+            return x_l
+        if not isinstance(x_l, Tensor):
+            return x_g
+        return torch.cat((x_l, x_g), dim=1)
+
+
+class FFCResNetGenerator(nn.Module):
+    """LaMa's generator: FFC encoder, FFC residual bottleneck, transposed-convolution decoder.
+
+    ``self.model`` is one ``nn.Sequential`` with LaMa's indices. For big-LaMa (3 downsamplings,
+    18 blocks): 0 pad, 1 stem, 2–4 downsampling, 5–22 residual blocks, 23 concat, 24–32 three
+    (ConvTranspose2d, BatchNorm2d, ReLU) upsampling stages, 33 pad, 34 output conv, 35 sigmoid.
+
+    Shape: (N, input_nc, H, W) → (N, output_nc, H, W) in [0, 1]; H and W multiples of
+    ``2 ** n_downsampling``.
+    """
+
+    def __init__(self, input_nc: int = 4, output_nc: int = 3, ngf: int = 64, n_downsampling: int = 3,
+                 n_blocks: int = 18, max_features: int = 1024, ratio_g: float = 0.75):
+        super().__init__()
+        if n_blocks < 0 or n_downsampling < 1 or ngf < 1:
+            raise ValueError(f"invalid generator size: ngf={ngf}, n_downsampling={n_downsampling}, n_blocks={n_blocks}")
+        self.config = FFCConfig(ngf, n_downsampling, n_blocks, ratio_g, max_features)
+        self.input_nc, self.output_nc = input_nc, output_nc
+
+        def width(mult: int | float) -> int:
+            return min(max_features, int(ngf * mult))
+
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            FFC_BN_ACT(input_nc, ngf, kernel_size=7, ratio_gin=0, ratio_gout=0, padding=0),
+        ]
+        for i in range(n_downsampling):
+            last = i == n_downsampling - 1
+            layers.append(FFC_BN_ACT(width(2 ** i), width(2 ** (i + 1)), kernel_size=3, ratio_gin=0,
+                                     ratio_gout=ratio_g if last else 0, stride=2, padding=1))
+        bottleneck = width(2 ** n_downsampling)
+        layers += [FFCResnetBlock(bottleneck, ratio_g, ratio_g) for _ in range(n_blocks)]
+        layers.append(ConcatTupleLayer())
+        for i in range(n_downsampling):
+            mult = 2 ** (n_downsampling - i)
+            layers += [
+                nn.ConvTranspose2d(width(mult), width(mult / 2), kernel_size=3, stride=2, padding=1,
+                                   output_padding=1),
+                nn.BatchNorm2d(width(mult / 2)),
+                nn.ReLU(inplace=True),
+            ]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0), nn.Sigmoid()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+def build_generator(config: FFCConfig = BIG_LAMA, input_nc: int = 4, output_nc: int = 3) -> FFCResNetGenerator:
+    """The generator of ``config`` with PyTorch's default initialisation."""
+    return FFCResNetGenerator(input_nc, output_nc, ngf=config.ngf, n_downsampling=config.n_downsampling,
+                              n_blocks=config.n_blocks, max_features=config.max_features,
+                              ratio_g=config.ratio_g)

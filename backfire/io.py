@@ -1,0 +1,798 @@
+"""Image and mask input/output for backfire (the bottom layer: imports nothing from backfire).
+
+Pixels are float32 torch tensors in [0, 1] everywhere in backfire: images are 3xHxW,
+masks are HxW with values in {0, 1}.
+
+Reading
+    :func:`read_image` and :func:`read_mask` turn any image Pillow can decode into those
+    tensors and report every conversion they made as a one-line human-readable note.
+    Every problem with the user's file raises :class:`InputError` with a one-line message
+    that names the file, says what is wrong and, where useful, what to do.
+
+    Safety rules applied to every read:
+
+    * the pixel cap (``max_pixels``) is checked from the header, before any pixel is
+      decoded; Pillow's own global decompression-bomb limit is suspended while we read,
+      so that it never pre-empts our (clearer) message for images under our cap;
+    * truncated data is never loaded silently: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is
+      forced to False while we decode, the pixels are fully loaded, and PNG files are
+      additionally checked chunk by chunk (CRCs and IEND);
+    * EXIF orientation is applied, so pixels are upright as photo viewers show them.
+
+    The Pillow globals are changed only while a read holds a module lock and are always
+    restored afterwards; other threads using Pillow at the same moment may briefly see
+    them changed.
+
+Writing
+    All writes are atomic (temporary file in the target's directory, fsync, then
+    ``os.replace``): a failure leaves neither a temporary file nor a partial target.
+    Writes refuse to replace any of the paths given in ``protect_inputs``, whatever the
+    spelling of the path (symlinks, ``./``, hard links).
+"""
+
+from __future__ import annotations
+
+import io as _stdio
+import os
+import struct
+import tempfile
+import threading
+import warnings
+import zlib
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+__all__ = [
+    "check_not_input",
+    "check_output",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "InputError",
+    "LoadedImage",
+    "LoadedMask",
+    "encode_image",
+    "find_pairs",
+    "quantize",
+    "read_image",
+    "read_mask",
+    "save_image",
+    "save_mask",
+    "to_uint8",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+#: Extensions recognised as images by :func:`find_pairs` (lower case, with the dot).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+
+_MASK_SUFFIX = "_mask"
+_MAX_LISTED = 5
+
+
+class InputError(ValueError):
+    """A problem with the user's input or output paths; the message is one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_one_line(message))
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """An image read by :func:`read_image`.
+
+    ``pixels`` is 3xHxW float32 in [0, 1]; ``notes`` lists every conversion made.
+    """
+
+    pixels: torch.Tensor
+    notes: list[str]
+    path: Path
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(W, H) of the upright image."""
+        return int(self.pixels.shape[-1]), int(self.pixels.shape[-2])
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedMask:
+    """A mask read by :func:`read_mask`: ``mask`` is HxW float32 in {0, 1} (1 = protect)."""
+
+    mask: torch.Tensor
+    notes: list[str]
+    path: Path
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(W, H) of the mask."""
+        return int(self.mask.shape[-1]), int(self.mask.shape[-2])
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _show(path: PathLike) -> str:
+    """The path as the user gave it, made safe to print on one line."""
+    s = os.fspath(path)
+    if any(ch in s for ch in "\n\r\t") or not s.isprintable():
+        return repr(s)
+    return s
+
+
+def _detail(exc: BaseException) -> str:
+    text = _one_line(str(exc))
+    return text if text else type(exc).__name__
+
+
+def _corrupt(shown: str, what: str, exc: BaseException) -> InputError:
+    return InputError(f"{shown}: {what} file is truncated or corrupt ({_detail(exc)})")
+
+
+def _size_text(w: int, h: int) -> str:
+    return f"{w}x{h}"
+
+
+_PIL_LOCK = threading.RLock()
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# EXIF orientation -> (transpose method, what was done)
+_ORIENTATIONS = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT, "mirrored left-right"),
+    3: (Image.Transpose.ROTATE_180, "rotated 180 degrees"),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM, "mirrored top-bottom"),
+    5: (Image.Transpose.TRANSPOSE, "transposed"),
+    6: (Image.Transpose.ROTATE_270, "rotated 90 degrees clockwise"),
+    7: (Image.Transpose.TRANSVERSE, "transversed"),
+    8: (Image.Transpose.ROTATE_90, "rotated 90 degrees counter-clockwise"),
+}
+
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError)
+
+
+@contextmanager
+def _pillow_guard() -> Iterator[list[warnings.WarningMessage]]:
+    """Suspend Pillow's bomb limit, forbid truncated loads, and record decoder warnings."""
+    with _PIL_LOCK:
+        old_max = Image.MAX_IMAGE_PIXELS
+        old_trunc = ImageFile.LOAD_TRUNCATED_IMAGES
+        Image.MAX_IMAGE_PIXELS = None  # our own cap is checked from the header instead
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                yield caught
+        finally:
+            Image.MAX_IMAGE_PIXELS = old_max
+            ImageFile.LOAD_TRUNCATED_IMAGES = old_trunc
+
+
+def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
+    notes: list[str] = []
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            continue
+        note = f"decoder warning: {_one_line(str(w.message))}"
+        if note not in notes:
+            notes.append(note)
+    return notes
+
+
+def _png_header(head: bytes) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR, or None if not a PNG."""
+    if len(head) >= 26 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        return head[24], head[25]
+    return None
+
+
+def _open_checked(
+    path: PathLike, max_pixels: int | None, what: str
+) -> tuple[Image.Image, list[str]]:
+    """Open, check the cap from the header, decode fully, apply EXIF orientation.
+
+    Must be called inside :func:`_pillow_guard`. Returns a loaded, upright image (mode
+    untouched) and the notes so far.
+    """
+    shown = _show(path)
+    p = Path(path)
+    if not os.path.lexists(p):
+        raise InputError(f"{shown}: {what} file does not exist")
+    if p.is_dir():
+        raise InputError(f"{shown}: is a directory, not an {what} file")
+    if not p.exists():
+        raise InputError(f"{shown}: is a broken symbolic link (its target does not exist)")
+    try:
+        fp = open(p, "rb")
+    except PermissionError:
+        raise InputError(f"{shown}: cannot read the {what} file: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{shown}: cannot read the {what} file: {_detail(exc)}") from None
+
+    notes: list[str] = []
+    with fp:
+        try:
+            head = fp.read(32)
+            fp.seek(0)
+        except OSError as exc:
+            raise InputError(f"{shown}: cannot read the {what} file: {_detail(exc)}") from None
+        if not head:
+            raise InputError(f"{shown}: {what} file is empty (0 bytes)")
+        try:
+            im = Image.open(fp)
+        except UnidentifiedImageError:
+            raise InputError(
+                f"{shown}: not an {what} file that can be read (unknown format or corrupt "
+                "header); use PNG, JPEG, WebP or TIFF"
+            ) from None
+        except Image.DecompressionBombError as exc:  # defensive: the limit is suspended
+            raise InputError(f"{shown}: {what} is too large to open ({_detail(exc)})") from None
+        except _DECODE_ERRORS as exc:
+            raise _corrupt(shown, what, exc) from None
+
+        w, h = im.size
+        if w <= 0 or h <= 0:
+            raise InputError(f"{shown}: {what} has zero size ({_size_text(w, h)})")
+        if max_pixels is not None and w * h > max_pixels:
+            raise InputError(
+                f"{shown}: {what} is {_size_text(w, h)} = {w * h:,} pixels, over the limit of "
+                f"{max_pixels:,} pixels; raise the limit with --max-pixels {w * h} (or more) "
+                "if you trust this file"
+            )
+
+        try:
+            if getattr(im, "is_animated", False):
+                notes.append("multi-frame/animated image: only the first frame is used")
+                im.seek(0)
+            im.load()
+        except _DECODE_ERRORS as exc:
+            raise _corrupt(shown, what, exc) from None
+
+        png = _png_header(head)
+        if png is not None:
+            # Pillow decodes all the pixels of a PNG cut within its last bytes; a full
+            # chunk walk (CRCs up to IEND) catches any truncation or corruption.
+            try:
+                with open(p, "rb") as fp2:
+                    Image.open(fp2).verify()
+            except _DECODE_ERRORS as exc:
+                raise _corrupt(shown, what, exc) from None
+            depth, colour_type = png
+            if depth == 16 and colour_type in (2, 4, 6):
+                notes.append("16-bit colour reduced to 8 bits by the decoder")
+
+        try:
+            orientation = int(im.getexif().get(0x0112, 1))
+        except Exception:  # noqa: BLE001 - corrupt EXIF must not stop the read
+            orientation = 1
+            notes.append("EXIF data unreadable: orientation ignored")
+        if orientation in _ORIENTATIONS:
+            method, done = _ORIENTATIONS[orientation]
+            im = im.transpose(method)
+            notes.append(f"{done} upright from EXIF orientation {orientation}")
+        elif orientation != 1:
+            notes.append(f"invalid EXIF orientation {orientation} ignored")
+    return im, notes
+
+
+def _channels(
+    im: Image.Image, notes: list[str], shown: str, what: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Float32 RGB (3xHxW, [0,1]) and alpha (HxW, [0,1], or None) from a loaded image."""
+    mode = im.mode
+    alpha: np.ndarray | None = None
+
+    if "icc_profile" in im.info and im.info["icc_profile"]:
+        notes.append("embedded ICC colour profile ignored (values used as sRGB)")
+
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        arr = np.asarray(im).astype(np.float32) / np.float32(65535.0)
+        notes.append("16-bit greyscale read at full precision")
+        grey = arr
+    elif mode == "I":
+        raw = np.asarray(im).astype(np.int64)
+        if raw.size and (raw.min() < 0 or raw.max() > 65535):
+            notes.append("32-bit integer greyscale: values outside 0..65535 clamped")
+            raw = np.clip(raw, 0, 65535)
+        grey = raw.astype(np.float32) / np.float32(65535.0)
+        notes.append("32-bit integer greyscale read as 16-bit (divided by 65535)")
+    elif mode == "F":
+        arr = np.asarray(im).astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise InputError(f"{shown}: float {what} contains NaN or infinite values")
+        if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+            notes.append(
+                f"float greyscale values in [{float(arr.min()):.4g}, {float(arr.max()):.4g}] "
+                "clamped to [0, 1]"
+            )
+            arr = np.clip(arr, 0.0, 1.0)
+        grey = arr
+    else:
+        grey = None
+
+    if grey is not None:
+        notes.append("greyscale expanded to RGB")
+        g = torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32))
+        return g.unsqueeze(0).expand(3, -1, -1).contiguous(), None
+
+    expand_note = "greyscale expanded to RGB"
+    if mode == "1":
+        expand_note = "1-bit black-and-white image expanded to RGB"
+        im = im.convert("L")
+        mode = "L"
+    elif mode == "P":
+        if "transparency" in im.info:
+            im = im.convert("RGBA")
+        else:
+            im = im.convert("RGB")
+        notes.append("palette image converted to RGB")
+        mode = im.mode
+    elif mode == "PA":
+        im = im.convert("RGBA")
+        notes.append("palette image converted to RGB")
+        mode = "RGBA"
+    elif mode == "CMYK":
+        im = im.convert("RGB")
+        notes.append("CMYK converted to RGB")
+        mode = "RGB"
+    elif mode == "YCbCr":
+        im = im.convert("RGB")
+        notes.append("YCbCr converted to RGB")
+        mode = "RGB"
+    elif mode == "L" and "transparency" in im.info:
+        im = im.convert("LA")
+        mode = "LA"
+    elif mode == "RGB" and "transparency" in im.info:
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        try:
+            im = im.convert("RGBA" if mode in ("RGBa", "La") else "RGB")
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{shown}: unsupported {what} mode {mode} ({_detail(exc)})") from None
+        notes.append(f"mode {mode} converted to RGB")
+        mode = im.mode
+
+    arr = np.asarray(im)
+    if mode in ("L", "LA"):
+        if mode == "LA":
+            alpha = arr[..., 1]
+            arr = arr[..., 0]
+        notes.append(expand_note)
+        arr = np.repeat(arr[None, ...], 3, axis=0)
+    else:  # RGB / RGBA
+        if mode == "RGBA":
+            alpha = arr[..., 3]
+            arr = arr[..., :3]
+        arr = np.moveaxis(arr, -1, 0)
+    rgb = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32) / 255.0
+    if alpha is None:
+        return rgb, None
+    return rgb, torch.from_numpy(np.ascontiguousarray(alpha)).to(torch.float32) / 255.0
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read an image as 3xHxW float32 in [0, 1], upright, with notes of every conversion.
+
+    Conversions (each adds a note): EXIF orientation applied; only the first frame of
+    animated/multi-frame files; 1/L/I;16/I/F greyscale expanded to RGB (16-bit greyscale
+    divided by 65535 at full precision, float clamped to [0, 1]); palette, CMYK, YCbCr
+    converted to RGB; 16-bit colour PNGs are reduced to 8 bits by Pillow (noted).
+
+    Alpha rule: any alpha channel (RGBA, LA, PA, palette or colour-key transparency) is
+    dropped by compositing the image on white: ``rgb * a + (1 - a)``. A fully opaque alpha
+    channel leaves the pixels unchanged.
+
+    ``max_pixels`` (None = no cap) is checked from the header before anything is decoded.
+    Raises :class:`InputError` for every problem with the file.
+    """
+    shown = _show(path)
+    with _pillow_guard() as caught:
+        im, notes = _open_checked(path, max_pixels, "image")
+        try:
+            rgb, alpha = _channels(im, notes, shown, "image")
+        except _DECODE_ERRORS as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise _corrupt(shown, "image", exc) from None
+        notes.extend(_warning_notes(caught))
+    if alpha is not None:
+        if bool((alpha < 1.0).any()):
+            notes.append("alpha dropped (transparent pixels composited on white)")
+            rgb = rgb * alpha + (1.0 - alpha)
+        else:
+            notes.append("alpha channel dropped (fully opaque)")
+    rgb = rgb.clamp_(0.0, 1.0).contiguous()
+    return LoadedImage(pixels=rgb, notes=_dedupe(notes), path=Path(path))
+
+
+def read_mask(
+    path: PathLike, size: tuple[int, int], max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> LoadedMask:
+    """Read a protection mask for an image of ``size`` = (W, H): HxW float32 in {0, 1}.
+
+    Rule (after EXIF orientation is applied): a pixel is protected (1) if its luminance
+    ``0.299 R + 0.587 G + 0.114 B`` is > 0.5, i.e. white marks the region to protect. If
+    the mask has an alpha channel with any transparency, the alpha decides instead: a
+    pixel is protected if its alpha is > 0.5 (a transparent PNG with the region painted
+    opaque, in any colour). Grey values are thresholded at 0.5, with a note.
+
+    Raises :class:`InputError` if the mask's size differs from ``size`` (with a hint when
+    the sizes match after swapping W and H, i.e. an EXIF rotation mismatch), if it selects
+    no pixel, if it covers the whole image, or for any unreadable file.
+    """
+    shown = _show(path)
+    want_w, want_h = int(size[0]), int(size[1])
+    with _pillow_guard() as caught:
+        im, notes = _open_checked(path, max_pixels, "mask")
+        w, h = im.size
+        if (w, h) != (want_w, want_h):
+            msg = (
+                f"{shown}: mask is {_size_text(w, h)} (WxH) but the image is "
+                f"{_size_text(want_w, want_h)}; the mask must have the image's size"
+            )
+            if (h, w) == (want_w, want_h):
+                msg += (
+                    " (they match with width and height swapped: one of the two files "
+                    "probably has an EXIF rotation the other lacks; re-export the mask from "
+                    "the upright image)"
+                )
+            raise InputError(msg)
+        mask_notes: list[str] = []
+        try:
+            rgb, alpha = _channels(im, mask_notes, shown, "mask")
+        except _DECODE_ERRORS as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise _corrupt(shown, "mask", exc) from None
+        notes.extend(n for n in mask_notes if not n.endswith("expanded to RGB"))
+        notes.extend(_warning_notes(caught))
+
+    if alpha is not None and bool((alpha < 1.0).any()):
+        values = alpha
+        notes.append("mask taken from the alpha channel (opaque = protected)")
+        region = "opaque"
+    else:
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(3, 1, 1)
+        values = (rgb * weights).sum(0)
+        if bool((rgb[0] != rgb[1]).any() | (rgb[1] != rgb[2]).any()):
+            notes.append("colour mask: luminance used")
+        region = "white"
+    if bool(((values > 0.0) & (values < 1.0)).any()):
+        notes.append("mask is not pure black/white: grey values thresholded at 0.5")
+    mask = (values > 0.5).to(torch.float32).contiguous()
+
+    n_on = int(mask.sum().item())
+    if n_on == 0:
+        raise InputError(
+            f"{shown}: mask selects no pixel: white (or opaque) marks the region to protect"
+            + (" (this mask is transparent everywhere)" if region == "opaque" else "")
+        )
+    if n_on == mask.numel():
+        raise InputError(
+            f"{shown}: mask covers the whole image: nothing is left as context for the "
+            "protection; mark only the region to protect (white) and leave the rest black"
+        )
+    return LoadedMask(mask=mask, notes=_dedupe(notes), path=Path(path))
+
+
+def _dedupe(notes: list[str]) -> list[str]:
+    out: list[str] = []
+    for n in notes:
+        if n not in out:
+            out.append(n)
+    return out
+
+
+# --------------------------------------------------------------------------- pixels
+
+
+def _as_chw(pixels: torch.Tensor) -> torch.Tensor:
+    if not isinstance(pixels, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(pixels).__name__}")
+    t = pixels.detach()
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 3 or t.shape[0] != 3:
+        raise ValueError(f"expected pixels of shape 3xHxW or 1x3xHxW, got {tuple(pixels.shape)}")
+    if not t.is_floating_point():
+        raise ValueError(f"expected floating-point pixels in [0, 1], got dtype {t.dtype}")
+    if t.shape[1] == 0 or t.shape[2] == 0:
+        raise ValueError(f"cannot save an empty image of shape {tuple(pixels.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("pixels contain NaN or infinite values")
+    return t
+
+
+def quantize(pixels: torch.Tensor) -> torch.Tensor:
+    """round(clamp(x, 0, 1) * 255) / 255 as float32: exactly what a saved 8-bit PNG reads back as."""
+    x = pixels.detach().to(torch.float32).clamp(0.0, 1.0)
+    return torch.round(x * 255.0) / 255.0
+
+
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """3xHxW (or 1x3xHxW) float in [0, 1] -> HxWx3 uint8, rounded (never truncated)."""
+    t = _as_chw(pixels).to(device="cpu", dtype=torch.float32).clamp(0.0, 1.0)
+    q = torch.round(t * 255.0).to(torch.uint8)
+    return np.ascontiguousarray(q.permute(1, 2, 0).numpy())
+
+
+_LOSSLESS = {".png": "PNG", ".webp": "WEBP"}
+_LOSSY = {".jpg": "JPEG", ".jpeg": "JPEG"}
+
+
+def _format_for(path: PathLike, allowed: dict[str, str], what: str) -> str:
+    ext = Path(path).suffix.lower()
+    if ext == "":
+        return "PNG"
+    if ext not in allowed:
+        names = ", ".join(sorted(allowed))
+        raise InputError(
+            f"{_show(path)}: cannot save the {what} as '{ext}': use one of {names} (.png recommended)"
+        )
+    return allowed[ext]
+
+
+def _encode(img: Image.Image, fmt: str) -> bytes:
+    buf = _stdio.BytesIO()
+    if fmt == "PNG":
+        img.save(buf, format="PNG", compress_level=6)
+    elif fmt == "WEBP":
+        img.save(buf, format="WEBP", lossless=True, quality=100, method=4, exact=True)
+    elif fmt == "JPEG":
+        img.save(buf, format="JPEG", quality=95, subsampling=0)
+    else:  # pragma: no cover - guarded by _format_for
+        raise ValueError(f"unknown format {fmt}")
+    return buf.getvalue()
+
+
+def encode_image(pixels: torch.Tensor, fmt: str = "PNG") -> bytes:
+    """Encode 3xHxW float pixels as 8-bit ``fmt`` bytes ("PNG", "WEBP" lossless, "JPEG" q95)."""
+    fmt = fmt.upper()
+    if fmt not in ("PNG", "WEBP", "JPEG"):
+        raise ValueError(f"unsupported format {fmt!r}; use PNG, WEBP or JPEG")
+    return _encode(Image.fromarray(to_uint8(pixels), mode="RGB"), fmt)
+
+
+def save_image(
+    pixels: torch.Tensor, path: PathLike, *, protect_inputs: Iterable[PathLike] = ()
+) -> None:
+    """Save 3xHxW (or 1x3xHxW) float pixels in [0, 1] as an 8-bit image, atomically.
+
+    Values are clamped to [0, 1] and rounded (``round(x * 255)``), never truncated, so a
+    tensor passed through :func:`quantize` reads back exactly. The format follows the
+    extension: ``.png`` (also used when there is no extension), ``.webp`` (lossless), or
+    ``.jpg``/``.jpeg`` (quality 95). Lossy JPEG alters the pixels and weakens the
+    protection: prefer PNG. Refuses (InputError) to overwrite any path in ``protect_inputs``.
+    """
+    fmt = _format_for(path, {**_LOSSLESS, **_LOSSY}, "image")
+    check_output(path, protect_inputs)
+    write_bytes_atomic(path, encode_image(pixels, fmt), protect_inputs=protect_inputs)
+
+
+def save_mask(
+    mask: torch.Tensor, path: PathLike, *, protect_inputs: Iterable[PathLike] = ()
+) -> None:
+    """Save an HxW (or 1xHxW, 1x1xHxW) mask as an 8-bit greyscale image: 255 where mask > 0.5.
+
+    Only lossless formats (``.png``, the default, or ``.webp``) are allowed, so that the
+    saved mask reads back identically with :func:`read_mask`. Atomic; refuses to overwrite
+    any path in ``protect_inputs``.
+    """
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(mask).__name__}")
+    m = mask.detach()
+    while m.dim() > 2 and m.shape[0] == 1:
+        m = m[0]
+    if m.dim() != 2 or m.shape[0] == 0 or m.shape[1] == 0:
+        raise ValueError(f"expected a mask of shape HxW, got {tuple(mask.shape)}")
+    fmt = _format_for(path, _LOSSLESS, "mask")
+    check_output(path, protect_inputs)
+    arr = np.where((m.to("cpu", torch.float32) > 0.5).numpy(), 255, 0).astype(np.uint8)
+    data = _encode(Image.fromarray(arr, mode="L"), fmt)
+    write_bytes_atomic(path, data, protect_inputs=protect_inputs)
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_not_input(path: PathLike, protect_inputs: Iterable[PathLike]) -> None:
+    """Raise InputError if ``path`` names any of ``protect_inputs`` (symlinks and spellings included)."""
+    for src in protect_inputs:
+        if _same_file(Path(path), Path(src)):
+            raise InputError(
+                f"{_show(path)}: refusing to overwrite the input file {_show(src)}; choose another output path"
+            )
+
+
+def check_output(path: PathLike, protect_inputs: Iterable[PathLike] = ()) -> Path:
+    """Raise InputError unless ``path`` can be written: not an input, not a folder, its folder exists."""
+    shown = _show(path)
+    target = Path(path)
+    if os.fspath(target) == "":
+        raise InputError("output path is empty")
+    check_not_input(target, protect_inputs)
+    parent = target.parent
+    if not parent.exists():
+        raise InputError(f"{shown}: output directory {_show(parent)} does not exist; create it first")
+    if not parent.is_dir():
+        raise InputError(f"{shown}: {_show(parent)} is not a directory")
+    if target.is_dir():
+        raise InputError(f"{shown}: is a directory; give a file name to write")
+    return target
+
+
+def _file_mode() -> int:
+    """Permissions a newly created file gets under the current umask (0o666 & ~umask)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_bytes_atomic(path: PathLike, data: bytes, protect_inputs: Iterable[PathLike] = ()) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, then os.replace).
+
+    On any failure the temporary file is removed and an existing target is left untouched.
+    Raises :class:`InputError` if ``path`` is (another spelling of) a path in
+    ``protect_inputs``, if its directory does not exist, or if the write fails.
+    """
+    protect = list(protect_inputs)
+    target = check_output(path, protect)
+    shown = _show(path)
+    mode = None
+    try:
+        if target.exists():
+            mode = os.stat(target).st_mode & 0o7777
+    except OSError:
+        mode = None
+    if mode is None:
+        mode = _file_mode()
+
+    tmp_name: str | None = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".tmp", dir=os.fspath(target.parent) or "."
+        )
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, target)
+        tmp_name = None
+    except OSError as exc:
+        reason = exc.strerror or _detail(exc)
+        raise InputError(f"{shown}: cannot write the file: {reason}") from None
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(os.fspath(directory) or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: PathLike, text: str, protect_inputs: Iterable[PathLike] = ()) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically; see :func:`write_bytes_atomic`."""
+    write_bytes_atomic(path, text.encode("utf-8"), protect_inputs=protect_inputs)
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def find_pairs(folder: PathLike) -> list[tuple[Path, Path]]:
+    """Pair every image ``NAME.ext`` in ``folder`` with its mask ``NAME_mask.<ext2>``.
+
+    Images and masks are files with an extension in :data:`IMAGE_EXTENSIONS` (any case);
+    the mask may use a different image extension than its image. Files whose stem ends in
+    ``_mask`` are masks, never images; masks without an image, hidden files, other files
+    and sub-folders are ignored. Returns (image, mask) pairs sorted by image file name.
+
+    Raises :class:`InputError` if the folder does not exist, holds no image, if an image
+    has no mask (listing the first few), or if a name is ambiguous (two masks for one
+    image, or two images sharing one mask).
+    """
+    shown = _show(folder)
+    root = Path(folder)
+    if not root.exists():
+        raise InputError(f"{shown}: folder does not exist")
+    if not root.is_dir():
+        raise InputError(f"{shown}: is not a folder")
+    try:
+        entries = sorted(root.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        raise InputError(f"{shown}: cannot list the folder: {exc.strerror or _detail(exc)}") from None
+
+    images: dict[str, list[Path]] = {}
+    masks: dict[str, list[Path]] = {}
+    for entry in entries:
+        if entry.name.startswith(".") or entry.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if not entry.is_file():
+            continue
+        stem = entry.stem
+        if stem.endswith(_MASK_SUFFIX) and len(stem) > len(_MASK_SUFFIX):
+            masks.setdefault(stem[: -len(_MASK_SUFFIX)], []).append(entry)
+        else:
+            images.setdefault(stem, []).append(entry)
+
+    if not images:
+        exts = ", ".join(IMAGE_EXTENSIONS)
+        raise InputError(f"{shown}: folder contains no image ({exts}) other than masks")
+
+    pairs: list[tuple[Path, Path]] = []
+    missing: list[str] = []
+    for stem in sorted(images):
+        imgs = images[stem]
+        found = masks.get(stem, [])
+        if len(found) > 1:
+            names = ", ".join(m.name for m in found)
+            raise InputError(f"{shown}: several masks for {stem} ({names}); keep only one")
+        if len(imgs) > 1 and found:
+            names = ", ".join(i.name for i in imgs)
+            raise InputError(
+                f"{shown}: images {names} share the name {stem}, so the mask {found[0].name} "
+                "is ambiguous; rename all but one"
+            )
+        if not found:
+            missing.extend(i.name for i in imgs)
+            continue
+        pairs.append((imgs[0], found[0]))
+
+    if missing:
+        listed = ", ".join(missing[:_MAX_LISTED])
+        more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
+        raise InputError(
+            f"{shown}: {len(missing)} image(s) have no mask: {listed}{more}; "
+            f"add NAME{_MASK_SUFFIX}.png next to each image NAME.ext"
+        )
+    pairs.sort(key=lambda pair: pair[0].name)
+    return pairs

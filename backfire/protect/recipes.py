@@ -1,0 +1,85 @@
+"""Named protection recipes, as values: a new recipe is a new entry here, never a new loop."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from backfire.protect.targets import TargetKind
+
+Role = Literal["attack", "keep"]
+
+
+@dataclass(frozen=True)
+class Term:
+    """One edit the optimisation looks at.
+
+    Arguments:
+        mask: which edit mask, built from the protected region M: ``"exact"`` (M),
+            ``"dilated"`` (M dilated by the recipe's square), ``"ring"`` (dilated − M).
+        role: ``"attack"`` pushes the fill toward the target; ``"keep"`` holds it at the clean fill.
+        weight: the term's weight in the loss.
+    """
+
+    mask: Literal["exact", "dilated", "ring"]
+    role: Role
+    weight: float
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything the engine needs to know to protect an image.
+
+    Arguments:
+        name: registry name.
+        terms: the edits in the loss (each an MSE averaged over the pixels of its mask).
+        steps: optimisation steps.
+        budget: L∞ bound on the perturbation, in [0, 1] pixel units (0.025 ≈ 6.4/255).
+        lr, betas: Adam's step size and moment decay.
+        init_high: the perturbation starts as U[0, init_high).
+        dilation: radius of the square that dilates M (8 → a 17×17 square).
+        target: what a failed edit should look like.
+    """
+
+    name: str
+    terms: tuple[Term, ...]
+    steps: int
+    budget: float
+    lr: float
+    betas: tuple[float, float]
+    init_high: float
+    dilation: int
+    target: TargetKind = "solid"
+    description: str = ""
+
+    def but(self, **changes) -> Recipe:
+        """A copy with some fields changed (``None`` values leave the field as it is)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PAPER = Recipe(
+    name="paper",
+    description="Zhang et al. 2024 (arXiv 2410.14966), reproduced exactly",
+    terms=(Term("exact", "attack", 1.0), Term("dilated", "attack", 1.0), Term("ring", "keep", 2.0)),
+    steps=20,
+    budget=0.025,
+    lr=0.1,
+    betas=(0.5, 0.5),
+    init_high=0.01,
+    dilation=8,
+    target="solid",
+)
+
+RECIPES: dict[str, Recipe] = {PAPER.name: PAPER}
+DEFAULT_RECIPE = PAPER.name
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}") from None

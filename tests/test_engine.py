@@ -1,0 +1,174 @@
+import dataclasses
+
+import pytest
+import torch
+
+from backfire import masks as mask_ops
+from backfire.inpainters.base import Inpainter
+from backfire.judge import metrics
+from backfire.protect import PAPER, get_recipe, make_target, protect
+from backfire.protect.engine import masked_mse
+
+
+class CountingInpainter(Inpainter):
+    """Passes through to a real model and counts calls and images filled."""
+
+    def __init__(self, inner):
+        super().__init__(inner.name, inner.device, inner.dtype, inner.multiple)
+        self.inner, self.calls, self.images = inner, 0, 0
+
+    def fill(self, masked_image, mask):
+        self.calls += 1
+        self.images += masked_image.shape[0]
+        return self.inner.fill(masked_image, mask)
+
+
+def test_paper_recipe_is_the_papers():
+    assert PAPER.steps == 20 and PAPER.budget == 0.025 and PAPER.lr == 0.1
+    assert PAPER.betas == (0.5, 0.5) and PAPER.init_high == 0.01 and PAPER.dilation == 8
+    assert [(t.mask, t.role, t.weight) for t in PAPER.terms] == [
+        ("exact", "attack", 1.0), ("dilated", "attack", 1.0), ("ring", "keep", 2.0)]
+    assert PAPER.target == "solid"
+    with pytest.raises(ValueError, match="unknown recipe"):
+        get_recipe("nope")
+
+
+def _naive_paper(x, region, model, steps, seed):
+    """The paper's loop written out plainly: three separate forward passes per step."""
+    plus = mask_ops.dilate(region, 8, shape="square")
+    ring = plus - region
+    target = make_target(x, "solid")
+    with torch.no_grad():
+        ring_ref = model(x[None], ring[None, None])[0]
+    delta = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) * 0.01
+    delta = ((x + delta.clamp(-0.025, 0.025)).clamp(0, 1) - x).requires_grad_(True)
+    opt = torch.optim.Adam([delta], lr=0.1, betas=(0.5, 0.5))
+
+    def mse(y, goal, m):
+        return ((y - goal) ** 2 * m).sum() / (m.sum() * 3)
+
+    for _ in range(steps):
+        opt.zero_grad()
+        xa = (x + delta).clamp(0, 1)[None]
+        loss = (mse(model(xa, region[None, None])[0], target, region)
+                + mse(model(xa, plus[None, None])[0], target, plus)
+                + 2 * mse(model(xa, ring[None, None])[0], ring_ref, ring))
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            delta.copy_((x + delta.clamp(-0.025, 0.025)).clamp(0, 1) - x)
+    return torch.round((x + delta).clamp(0, 1) * 255) / 255
+
+
+def test_engine_reproduces_the_papers_loop_exactly(tiny_model, photo):
+    x, region = photo
+    one = protect(x, region, tiny_model, "paper", steps=1, seed=3).protected
+    assert torch.equal(one, _naive_paper(x, region, tiny_model, steps=1, seed=3))
+    # Batched and separate passes differ in the last float bits; with betas (0.5, 0.5) Adam's step is
+    # nearly sign(g), so near-zero gradients can flip later on: compare two steps, to one 8-bit level.
+    ours = protect(x, region, tiny_model, "paper", steps=2, seed=3).protected
+    theirs = _naive_paper(x, region, tiny_model, steps=2, seed=3)
+    assert (ours - theirs).abs().max() <= 1 / 255 + 1e-6
+    assert (ours != theirs).float().mean() < 0.001
+
+
+def test_clean_reference_is_computed_once_and_edits_are_batched(tiny_model, photo):
+    x, region = photo
+    counting = CountingInpainter(tiny_model)
+    protect(x, region, counting, "paper", steps=5)
+    assert counting.calls == 1 + 5          # one clean ring fill, then one batched pass per step
+    assert counting.images == 1 + 5 * 3
+
+
+def test_result_respects_budget_range_and_8_bit_grid(tiny_model, photo):
+    x, region = photo
+    result = protect(x, region, tiny_model, "paper", budget=4 / 255, steps=6)
+    y = result.protected
+    assert y.shape == x.shape and y.dtype == torch.float32
+    assert 0 <= y.min() and y.max() <= 1
+    assert torch.allclose(y * 255, torch.round(y * 255), atol=1e-4)
+    assert metrics.linf_255(x, y) <= 4 + 0.5 + 1e-3   # the budget, plus rounding to the 8-bit grid
+    assert metrics.linf_255(x, y) > 1                   # it did perturb
+    assert len(result.losses) == 6
+
+
+def test_optimisation_pulls_the_fill_toward_the_target_and_more_budget_pulls_harder(tiny_model, photo):
+    x, region = photo
+    target = make_target(x, "solid")
+    m = region[None, None]
+
+    def distance(image):
+        with torch.no_grad():
+            fill = tiny_model(image[None], m)[0]
+        return metrics.mean_abs_in(fill, target, region)
+
+    clean = distance(x)
+    small = distance(protect(x, region, tiny_model, "paper", steps=30).protected)
+    large = distance(protect(x, region, tiny_model, "paper", budget=32 / 255, steps=30).protected)
+    assert large < small < clean - 0.005
+
+
+def test_loss_goes_down(tiny_model, photo):
+    x, region = photo
+    losses = protect(x, region, tiny_model, "paper", budget=16 / 255, steps=25).losses
+    assert min(losses[-5:]) < losses[0]
+
+
+def test_seed_makes_runs_repeatable(tiny_model, photo):
+    x, region = photo
+    a = protect(x, region, tiny_model, steps=3, seed=7).protected
+    b = protect(x, region, tiny_model, steps=3, seed=7).protected
+    c = protect(x, region, tiny_model, steps=3, seed=8).protected
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_max_batch_accumulates_to_the_same_result(tiny_model, photo):
+    x, region = photo
+    full = protect(x, region, tiny_model, steps=3).protected
+    chunked = protect(x, region, tiny_model, steps=3, max_batch=1).protected
+    assert (full - chunked).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_inverted_target_and_odd_sizes(tiny_model):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 37, 53, generator=g)
+    region = torch.zeros(37, 53)
+    region[10:20, 20:35] = 1
+    result = protect(x, region, tiny_model, target="inverted", steps=2)
+    assert result.protected.shape == (3, 37, 53)
+    assert torch.allclose(result.target, 1 - x)
+    assert result.recipe.target == "inverted" and result.recipe.name == "paper"
+
+
+def test_zero_steps_returns_the_quantised_start(tiny_model, photo):
+    x, region = photo
+    y = protect(x, region, tiny_model, steps=0).protected
+    assert metrics.linf_255(x, y) <= 0.01 * 255 + 0.5 + 1e-3
+
+
+@pytest.mark.parametrize("bad_region", [torch.zeros(48, 64), torch.ones(48, 64), torch.ones(10, 10)])
+def test_bad_regions_raise(tiny_model, photo, bad_region):
+    x, _ = photo
+    with pytest.raises(ValueError):
+        protect(x, bad_region, tiny_model, steps=1)
+
+
+def test_bad_budget_raises(tiny_model, photo):
+    x, region = photo
+    with pytest.raises(ValueError, match="budget"):
+        protect(x, region, tiny_model, budget=-0.1, steps=1)
+
+
+def test_masked_mse_averages_over_mask_pixels_only():
+    out = torch.zeros(1, 3, 4, 4)
+    goal = torch.zeros(1, 3, 4, 4)
+    goal[..., 0, 0] = 1.0
+    m = torch.zeros(1, 1, 4, 4)
+    m[..., 0, :2] = 1
+    assert masked_mse(out, goal, m).item() == pytest.approx(0.5)
+
+
+def test_recipe_but_overrides_only_given_fields():
+    changed = PAPER.but(steps=50, budget=None)
+    assert changed.steps == 50 and changed.budget == PAPER.budget
+    assert dataclasses.replace(changed, steps=20) == PAPER
