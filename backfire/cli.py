@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the verdict as JSON here")
     p.set_defaults(run=run_verify)
+
+    p = commands.add_parser("export", help="write a LaMa-family model as TorchScript in big-lama.pt's convention")
+    p.add_argument("--torchscript", type=Path, required=True, metavar="OUT",
+                   help="output .pt file, called as model(image, mask) like IOPaint's big-lama.pt")
+    _add_model(p)
+    p.set_defaults(run=run_export)
     return parser
 
 
@@ -135,6 +141,13 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.json is not None:
         jobs.write_json(args.json, verdict.as_dict(), [args.original, args.protected, args.mask])
     return EXIT_OK if verdict.protected else EXIT_NOT_PROTECTED
+
+
+def run_export(args: argparse.Namespace) -> int:
+    inpainter = load_inpainter(args.model, weights=args.weights, device="cpu")
+    path = jobs.export_torchscript(inpainter, args.torchscript, [p for p in [args.weights] if p])
+    print(f"{path}: TorchScript, model(image N×3×H×W in [0,1], mask N×1×H×W) → N×3×H×W in [0,1]")
+    return EXIT_OK
 
 
 def format_verdict(verdict: Verdict) -> str:

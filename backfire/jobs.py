@@ -140,6 +140,18 @@ def write_json(path: Path, record: dict, protect_inputs) -> None:
     io.write_text_atomic(path, json.dumps(_finite(record), indent=2) + "\n", protect_inputs=protect_inputs)
 
 
+def export_torchscript(inpainter: Inpainter, out: Path, inputs: list[Path]) -> Path:
+    """Write a LaMa-family model as a TorchScript ``model(image, mask)``, as IOPaint's big-lama.pt is."""
+    from backfire.inpainters.lama import LamaModule, export_torchscript as trace_and_save
+
+    module = getattr(inpainter, "module", None)
+    if not isinstance(module, LamaModule):
+        raise io.InputError(f"{inpainter.name}: only LaMa-family models loaded from weights can be exported "
+                            f"(a TorchScript file already is one)")
+    io.check_output(out, inputs)
+    return trace_and_save(module, out)
+
+
 def _finite(value):
     """JSON has no NaN or infinity: write them as null."""
     if isinstance(value, float) and not math.isfinite(value):

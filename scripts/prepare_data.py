@@ -89,8 +89,10 @@ def fetch(photos: Path) -> None:
         sys.exit(f"prepare_data: error: {FETCH} not found (pass --photos DIR instead)")
     log(f"fetching photos into {photos} with {FETCH} (~1 min, ~80 MB)")
     run = subprocess.run(["bash", str(FETCH), str(photos)], capture_output=True, text=True)
-    if run.returncode != 0 and "apt-get" in run.stderr and shutil.which("apt-get"):
-        log("apt-get download failed; running 'apt-get update' once and retrying")
+    if run.returncode != 0 and shutil.which("apt-get"):
+        # Usually 'apt-get download' cannot locate the packages: the package lists were never fetched.
+        log(f"the fetch failed ({run.stderr.strip().splitlines()[-1] if run.stderr.strip() else 'no message'}); "
+            "running 'apt-get update' once and retrying")
         update = subprocess.run(["apt-get", "update"], capture_output=True, text=True)
         if update.returncode != 0:
             sys.exit("prepare_data: error: 'apt-get update' failed (no network or no permission?):\n"
@@ -262,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     photos = args.photos
     if photos is None:
         photos = out / "photos"
-        if not all((photos / d).is_dir() for d in TRAIN_DIRS):
+        # fetch_photos.sh writes copyright/ last: without it, an earlier fetch did not finish
+        complete = (photos / "copyright").is_dir() and all(
+            (photos / d).is_dir() and any((photos / d).iterdir()) for d in TRAIN_DIRS)
+        if not complete:
             fetch(photos)
         else:
             log(f"using the photos already in {photos}")

@@ -3,11 +3,11 @@
 
     python scripts/train_inpainter.py --data OUTDIR --out RUN_DIR [--steps 20000 --batch 16 ...]
 
-Writes ``RUN_DIR/checkpoint.pt`` every ``--ckpt-every`` steps (and at the end), and at the end — also
-when ``--time-limit-min`` is reached or on Ctrl-C — ``RUN_DIR/generator_ema.safetensors`` (the EMA
-generator's state_dict in fp16, keys ``model.*``; load it into
-``backfire.inpainters.ffc.build_generator(FFCConfig(...))``), ``RUN_DIR/train_log.csv`` and
-``RUN_DIR/summary.json``. ``--resume`` continues from ``RUN_DIR/checkpoint.pt`` exactly where it stopped
+Writes ``RUN_DIR/checkpoint.pt`` and ``RUN_DIR/generator_ema.safetensors`` (the EMA generator's
+state_dict in fp16, keys ``model.*``, its FFCConfig as JSON in the metadata under ``ffc_config``; load
+it into ``backfire.inpainters.ffc.build_generator(FFCConfig(...))``) every ``--ckpt-every`` steps and at
+the end; at the end — also when ``--time-limit-min`` is reached, on Ctrl-C or SIGTERM — the final
+validation, ``RUN_DIR/train_log.csv`` (appended as it goes) and ``RUN_DIR/summary.json``. ``--resume`` continues from ``RUN_DIR/checkpoint.pt`` exactly where it stopped
 (architecture and seed come from the checkpoint; loss weights, steps and limits from the command line).
 Losses and schedule: see ``backfire/train/trainer.py``.
 """
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--val-batch", type=int, default=d.val_batch)
     g.add_argument("--no-amp", dest="amp", action="store_false", help="no bf16 autocast on CUDA")
     g.add_argument("--channels-last", action="store_true")
-    g.add_argument("--prefetch", type=int, default=d.prefetch, help="batch-preparing threads; -1 = auto")
+    g.add_argument("--workers", type=int, default=d.workers,
+                   help="batch-preparing worker processes; -1 = auto (min(6, CPUs-2) on CUDA, 0 on CPU)")
     g.add_argument("--no-hflip", dest="hflip", action="store_false")
     args = ap.parse_args(argv)
 

@@ -172,3 +172,13 @@ def test_recipe_but_overrides_only_given_fields():
     changed = PAPER.but(steps=50, budget=None)
     assert changed.steps == 50 and changed.budget == PAPER.budget
     assert dataclasses.replace(changed, steps=20) == PAPER
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (9, 17)])
+def test_tiny_images_are_padded_enough_for_the_network(tiny_model, size):
+    x = torch.rand(1, 3, *size)
+    m = torch.zeros(1, 1, *size)
+    m[..., 0, 0] = 1
+    y = tiny_model(x, m)
+    assert y.shape == x.shape
+    assert torch.equal(y[m.expand_as(y) == 0], x[m.expand_as(x) == 0])

@@ -71,7 +71,9 @@ class Inpainter(abc.ABC):
 
     def _pad(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
-        pad_h, pad_w = -h % self.multiple, -w % self.multiple
+        # At least two multiples per side: a 1-px bottleneck cannot be reflection-padded inside the net.
+        smallest = 2 * self.multiple
+        pad_h, pad_w = max(-h % self.multiple, smallest - h), max(-w % self.multiple, smallest - w)
         if pad_h == 0 and pad_w == 0:
             return x
         # Reflection keeps image statistics at the border; it needs the pad to be smaller than the side.

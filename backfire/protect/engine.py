@@ -88,7 +88,8 @@ def protect(
         budget=budget, steps=steps, target=target)
     _check_inputs(image, region, recipe)
     started = time.perf_counter()
-    device, dtype = inpainter.device, inpainter.dtype
+    # δ and the loss stay in fp32 whatever the model computes in: Adam on fp16 values loses small steps.
+    device, dtype = inpainter.device, torch.float32
     x = image.to(device, dtype)
     masks = torch.stack([term_mask(region, t, recipe.dilation) for t in recipe.terms])[:, None]
     masks = masks.to(device, dtype)
@@ -113,7 +114,7 @@ def protect(
 
     with torch.no_grad():
         protected = torch.round((x + delta).clamp(0, 1) * 255) / 255
-    return Protection(protected=protected.float().cpu(), target=goal_image.float().cpu(), recipe=recipe,
+    return Protection(protected=protected.cpu(), target=goal_image.cpu(), recipe=recipe,
                       seconds=time.perf_counter() - started, losses=losses)
 
 
@@ -136,7 +137,7 @@ def _goals(x: Tensor, target: Tensor, masks: Tensor, terms: tuple[Term, ...], in
     goals = target.expand(len(terms), -1, -1, -1).clone()
     keep = [i for i, t in enumerate(terms) if t.role == "keep"]
     if keep:
-        goals[keep] = inpainter(x.expand(len(keep), -1, -1, -1), masks[keep])
+        goals[keep] = inpainter(x.expand(len(keep), -1, -1, -1), masks[keep]).to(goals.dtype)
     return goals
 
 

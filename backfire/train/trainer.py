@@ -56,8 +56,8 @@ import math
 import os
 import platform
 import random
+import signal
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -74,6 +74,7 @@ from backfire.train.discriminator import PatchDiscriminator
 from backfire.train.masks import random_mask
 
 __all__ = [
+    "BatchMaker",
     "CSV_FIELDS",
     "TrainConfig",
     "Trainer",
@@ -176,7 +177,7 @@ class TrainConfig:
     val_batch: int = 16
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = False
-    prefetch: int = -1  # batches prepared ahead in threads; -1 = auto (2 on CUDA, 0 on CPU)
+    workers: int = -1  # processes preparing batches ahead; -1 = auto (min(6, CPUs − 2) on CUDA, 0 on CPU)
 
     def generator_config(self) -> FFCConfig:
         return FFCConfig(self.ngf, self.n_downsampling, self.n_blocks, self.ratio_g, self.max_features)
@@ -265,7 +266,48 @@ def export_generator(generator: nn.Module, path: str | Path, config: FFCConfig,
     metadata.update(extra_metadata or {})
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file(tensors, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+# -------------------------------------------------------------------------------------- batches
+
+class BatchMaker(torch.utils.data.Dataset):
+    """``maker[step]`` → (uint8 N×H×W×3 images, bool N×H×W masks), a pure function of (seed, step).
+
+    Crops are visited in a fresh seeded permutation each epoch; each is flipped left–right with
+    probability ½; masks come from ``np.random.default_rng([seed, 1, step])``. A ``Dataset`` indexed by
+    step, so a ``DataLoader`` can prepare batches ahead in worker processes without changing them.
+    """
+
+    def __init__(self, crops: np.ndarray, batch: int, seed: int, hflip: bool = True):
+        self.crops, self.batch, self.seed, self.hflip = crops, batch, seed, hflip
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def indices(self, step: int) -> np.ndarray:
+        n, b = len(self.crops), self.batch
+        start = step * b
+        out = np.empty(b, np.int64)
+        filled = 0
+        while filled < b:
+            epoch, pos = divmod(start + filled, n)
+            perm = np.random.default_rng([self.seed, 2, epoch]).permutation(n)
+            take = min(b - filled, n - pos)
+            out[filled:filled + take] = perm[pos:pos + take]
+            filled += take
+        return out
+
+    def __getitem__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, 1, int(step)])
+        imgs = self.crops[self.indices(int(step))]
+        if self.hflip:
+            flip = rng.random(len(imgs)) < 0.5
+            imgs[flip] = imgs[flip][:, :, ::-1]
+        h, w = imgs.shape[1:3]
+        masks = np.stack([random_mask(h, w, rng) for _ in range(len(imgs))])
+        return imgs, masks
 
 
 # -------------------------------------------------------------------------------------- trainer
@@ -308,10 +350,10 @@ class Trainer:
         self._ema_params = list(self.ema.parameters())
         self._g_params = list(self.G.parameters())
 
-        workers = cfg.prefetch if cfg.prefetch >= 0 else (2 if self.cuda else 0)
-        self._pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 else None
-        self._prefetch_depth = workers * 2
-        self._futures: dict[int, Future] = {}
+        self.batches = BatchMaker(train, cfg.batch, cfg.seed, cfg.hflip)
+        self.workers = cfg.workers if cfg.workers >= 0 else (min(6, max(1, (os.cpu_count() or 2) - 2)) if self.cuda else 0)
+        self._loader: Any = None
+        self._loader_next = -1
         self._val_masks: np.ndarray | None = None
 
     # ----------------------------------------------------------------------------- parameters
@@ -325,45 +367,27 @@ class Trainer:
         return sum(p.numel() for p in net.parameters())
 
     # ----------------------------------------------------------------------------------- data
-    def _indices(self, step: int) -> np.ndarray:
-        n, b = len(self.train_data), self.cfg.batch
-        start = step * b
-        out = np.empty(b, np.int64)
-        filled = 0
-        while filled < b:
-            epoch, pos = divmod(start + filled, n)
-            perm = np.random.default_rng([self.cfg.seed, 2, epoch]).permutation(n)
-            take = min(b - filled, n - pos)
-            out[filled:filled + take] = perm[pos:pos + take]
-            filled += take
-        return out
-
     def make_batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 N×H×W×3 images, bool N×H×W masks) of ``step`` — a pure function of (seed, step)."""
-        rng = np.random.default_rng([self.cfg.seed, 1, step])
-        imgs = self.train_data[self._indices(step)].copy()
-        if self.cfg.hflip:
-            flip = rng.random(len(imgs)) < 0.5
-            imgs[flip] = imgs[flip][:, :, ::-1]
-        h, w = imgs.shape[1:3]
-        masks = np.stack([random_mask(h, w, rng) for _ in range(len(imgs))])
-        return imgs, masks
+        return self.batches[step]
 
-    def _batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._pool is None:
-            return self.make_batch(step)
-        future = self._futures.pop(step, None)
-        for s in range(step + 1, step + 1 + self._prefetch_depth):
-            if s not in self._futures:
-                self._futures[s] = self._pool.submit(self.make_batch, s)
-        for s in [s for s in self._futures if s < step]:  # stale (after a resume)
-            self._futures.pop(s).cancel()
-        return future.result() if future is not None else self.make_batch(step)
+    def _batch(self, step: int):
+        """The batch of ``step``, from the worker processes when there are any (they run ahead)."""
+        if self.workers == 0:
+            return self.batches[step]
+        if self._loader is None or self._loader_next != step:
+            self.close()
+            loader = torch.utils.data.DataLoader(
+                self.batches, batch_size=None, sampler=range(step, 2**62), num_workers=self.workers,
+                pin_memory=self.cuda, prefetch_factor=4, persistent_workers=False)
+            self._loader = iter(loader)
+        self._loader_next = step + 1
+        return next(self._loader)
 
-    def to_tensors(self, imgs: np.ndarray, masks: np.ndarray) -> tuple[Tensor, Tensor]:
-        img = torch.from_numpy(imgs)
-        mask = torch.from_numpy(masks)
-        if self.cuda:
+    def to_tensors(self, imgs: np.ndarray | Tensor, masks: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
+        img = torch.as_tensor(imgs)
+        mask = torch.as_tensor(masks)
+        if self.cuda and not img.is_pinned():
             img, mask = img.pin_memory(), mask.pin_memory()
         img = img.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         mask = mask.to(self.device, non_blocking=True)[:, None].float()
@@ -428,12 +452,13 @@ class Trainer:
         if not bool(torch.isfinite(loss_g)):
             self.skipped += 1
             self.step += 1
-            out["skipped"] = torch.ones(())
+            out["skipped"] = torch.ones((), device=self.device)
             return out
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        if cfg.grad_clip > 0:
-            out["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.G.parameters(), cfg.grad_clip).detach()
+        # the global gradient norm, logged; clipped only when grad_clip > 0 (a factor of 1 otherwise)
+        out["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.G.parameters(), cfg.grad_clip if cfg.grad_clip > 0
+                                                          else math.inf).detach()
         self.opt_g.step()
 
         if adv_w > 0:
@@ -529,19 +554,23 @@ class Trainer:
         random.setstate(rng["python"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        for f in self._futures.values():
-            f.cancel()
-        self._futures.clear()
+        self.close()  # batches prepared ahead belong to the old position
 
     def save_checkpoint(self, path: str | Path) -> None:
         _atomic_save(self.state_dict(), Path(path))
 
     def load_checkpoint(self, path: str | Path) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        # Loaded on the CPU: the RNG states must stay CPU tensors; load_state_dict moves the weights
+        # and the optimiser states to the networks' device.
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the batch-preparing worker processes (they restart on the next step)."""
+        if self._loader is not None:
+            shutdown = getattr(self._loader, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            self._loader = None
 
 
 # --------------------------------------------------------------------------------------- driver
@@ -629,15 +658,24 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
                 f"SSIM {last_val['val_ssim_hole']:.4f}, L1 {last_val['val_l1_hole']:.4f} ({val_seconds:.1f} s)")
             csv_log.write({"step": trainer.step, "phase": "val", **last_val, "elapsed_s": elapsed()})
 
+    config = cfg.generator_config()
+
     def save() -> None:
+        """Checkpoint, and the export beside it (so a run killed hard still leaves usable weights)."""
         nonlocal ckpt_seconds
         t = time.monotonic()
         trainer.save_checkpoint(ckpt_path)
+        export_generator(trainer.ema, out / EXPORT, config, {"steps": str(trainer.step), "hardware": hardware})
         ckpt_seconds = time.monotonic() - t
 
     if trainer.step == 0:
         run_val()
     stopped = "steps"
+    terminated: list[int] = []
+    try:  # SIGTERM (e.g. from `timeout`) stops cleanly like the time limit
+        previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
+    except ValueError:  # not the main thread
+        previous_handler = None
     acc: dict[str, float] = {}
     n_acc, t_log, t_session = 0, time.monotonic(), time.monotonic()
     seconds_at_start = trainer.train_seconds
@@ -648,9 +686,14 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
                 stopped = "time_limit"
                 log(f"time limit {time_limit_min:g} min reached at step {trainer.step}; stopping cleanly")
                 break
+            if terminated:
+                stopped = "terminated"
+                log(f"SIGTERM at step {trainer.step}; stopping cleanly")
+                break
             losses = trainer.train_step()
-            for k, v in losses.items():
-                acc[k] = acc.get(k, 0.0) + float(v)  # one sync per step, as the finiteness check already makes
+            values = torch.stack([v.float() for v in losses.values()]).tolist()  # one transfer per step
+            for k, v in zip(losses, values):
+                acc[k] = acc.get(k, 0.0) + v
             n_acc += 1
             step = trainer.step
             if step % cfg.log_every == 0 or step == steps:
@@ -672,13 +715,14 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
     except KeyboardInterrupt:
         stopped = "interrupted"
         log(f"interrupted at step {trainer.step}; saving")
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    trainer.close()
     trainer.train_seconds = seconds_at_start + time.monotonic() - t_session
     if last_val_step != trainer.step:
         run_val()
     save()
-    config = cfg.generator_config()
-    export_generator(trainer.ema, out / EXPORT, config,
-                     {"steps": str(trainer.step), "hardware": hardware})
     summary = {
         "config": asdict(cfg),
         "generator_config": asdict(config),

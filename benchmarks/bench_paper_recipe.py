@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Seconds per image for recipe `paper` with the big-LaMa architecture, and the ratio to one fwd+bwd pass.
+
+    python benchmarks/bench_paper_recipe.py [--sizes 256,512] [--steps 20] [--device cpu] [--threads N]
+
+The model is a random-weight generator of the big-LaMa architecture (51 M parameters): cost depends on
+the architecture and the image size, not on the weights. Both figures of a row are measured in the same
+run, on the same machine. With ``--steps`` below 20 the per-image figure is extrapolated as
+setup + 20 × (measured seconds per step), and the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from backfire.examples import example_photo
+from backfire.inpainters.lama import BIG_LAMA, LamaInpainter, random_generator
+from backfire.protect import PAPER, protect
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def fwd_bwd_seconds(model: LamaInpainter, size: int, repeats: int) -> float:
+    """Median seconds of one forward+backward pass of one image (mask = the example logo)."""
+    image, mask = example_photo(size, size)
+    x = image[None].to(model.device).requires_grad_(True)
+    m = mask[None, None].to(model.device)
+    times = []
+    for _ in range(repeats + 1):  # the first pass warms up allocators and kernels
+        _sync(model.device)
+        start = time.perf_counter()
+        model(x, m).sum().backward()
+        _sync(model.device)
+        times.append(time.perf_counter() - start)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def recipe_seconds(model: LamaInpainter, size: int, steps: int) -> tuple[float, float]:
+    """(seconds per image for the full recipe, seconds per step), measured over ``steps`` steps."""
+    image, mask = example_photo(size, size)
+    stamps: list[float] = []
+    _sync(model.device)
+    start = time.perf_counter()
+    protect(image, mask, model, PAPER, steps=steps, on_step=lambda *_: stamps.append(time.perf_counter()))
+    total = time.perf_counter() - start
+    per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else total
+    setup = stamps[0] - start - per_step
+    return setup + PAPER.steps * per_step, per_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="256,512")
+    parser.add_argument("--steps", type=int, default=PAPER.steps, help="steps to measure (≥ 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="fwd+bwd passes to time (median)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = LamaInpainter(random_generator(BIG_LAMA), device=device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"machine: {platform.machine()} {name}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"model: big-LaMa architecture, random weights, "
+          f"{sum(p.numel() for p in model.module.parameters()) / 1e6:.1f} M parameters, fp32")
+    print(f"recipe: paper ({PAPER.steps} steps × {len(PAPER.terms)} edits in one batch; clean ring fill once)")
+    print(f"{'size':>9} {'fwd+bwd s':>10} {'s/step':>8} {'s/image':>9} {'ratio':>7}  note")
+    for size in (int(s) for s in args.sizes.split(",")):
+        one = fwd_bwd_seconds(model, size, args.repeats)
+        per_image, per_step = recipe_seconds(model, size, max(2, args.steps))
+        note = "measured" if args.steps >= PAPER.steps else f"extrapolated from {max(2, args.steps)} steps"
+        print(f"{size:>4}×{size:<4} {one:>10.2f} {per_step:>8.2f} {per_image:>9.1f} {per_image / one:>7.1f}  {note}",
+              flush=True)
+    print("ratio = seconds per protected image / seconds of one fwd+bwd pass of one image")
+
+
+if __name__ == "__main__":
+    main()

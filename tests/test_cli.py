@@ -1,0 +1,231 @@
+import hashlib
+import io as _io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from backfire import cli
+from backfire import io as bio
+from backfire.examples import example_photo
+from backfire.inpainters.lama import random_generator, save_lama_checkpoint
+from tests.conftest import TINY
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "tiny-lama.ckpt"
+    save_lama_checkpoint(random_generator(TINY, seed=1), path)
+    return path
+
+
+@pytest.fixture
+def files(tmp_path) -> tuple[Path, Path]:
+    image, mask = example_photo(64, 48, seed=0)
+    bio.save_image(image, tmp_path / "photo.png")
+    bio.save_mask(mask, tmp_path / "photo_mask.png")
+    return tmp_path / "photo.png", tmp_path / "photo_mask.png"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run(capsys, *args) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _model(weights):
+    return ["--model", "lama", "--weights", weights, "--device", "cpu"]
+
+
+def test_protect_writes_image_report_and_preview_and_keeps_inputs(capsys, files, weights, tmp_path):
+    photo, mask = files
+    before = {p: _digest(p) for p in files}
+    code, out, err = _run(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png",
+                          *_model(weights), "--steps", "2", "--budget", "4")
+    assert code == 0, err
+    assert {p: _digest(p) for p in files} == before
+    protected = bio.read_image(tmp_path / "out.png").pixels
+    original = bio.read_image(photo).pixels
+    assert 0 < (protected - original).abs().max() * 255 <= 4.5
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["recipe"]["name"] == "paper" and report["recipe"]["steps"] == 2
+    assert report["budget_255"] == pytest.approx(4)
+    assert {e["name"] for e in report["edits"]} == {"exact", "dilate-8", "ring", "away-16"}
+    assert report["invisibility"]["linf_255"] <= 4.5
+    assert isinstance(report["protected"], bool)
+    preview = Image.open(tmp_path / "out.preview.png")
+    assert preview.width >= 6 * 64 and preview.height >= 48
+    assert "verdict:" in out and "exact" in out
+    assert "/20" not in err and "2/2" in err  # progress was shown, for the steps asked
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_verdict_is_computed_on_the_saved_file(capsys, files, weights, tmp_path):
+    photo, mask = files
+    _run(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights), "--steps", "1")
+    report = json.loads((tmp_path / "out.json").read_text())
+    code, out, _ = _run(capsys, "verify", photo, tmp_path / "out.png", "--mask", mask, *_model(weights),
+                        "--json", tmp_path / "verify.json")
+    again = json.loads((tmp_path / "verify.json").read_text())
+    assert code in (0, 3) and (code == 0) == again["protected"]
+    assert again["invisibility"] == report["invisibility"]
+    assert [e["target_distance_protected"] for e in again["edits"]] == \
+        [e["target_distance_protected"] for e in report["edits"]]
+
+
+def test_protect_a_folder_mirrors_names(capsys, tmp_path, weights):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        image, mask = example_photo(48, 40, seed=i)
+        bio.save_image(image, src / f"img{i}.png")
+        bio.save_mask(mask, src / f"img{i}_mask.png")
+    code, _, err = _run(capsys, "protect", src, "-o", tmp_path / "out", *_model(weights), "--steps", "1", "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "img0.json", "img0.png", "img0.preview.png", "img1.json", "img1.png", "img1.preview.png"]
+
+
+def test_edit_fills_only_the_mask(capsys, files, weights, tmp_path):
+    photo, mask = files
+    code, _, err = _run(capsys, "edit", photo, "--mask", mask, "-o", tmp_path / "edit.png", *_model(weights))
+    assert code == 0, err
+    edited = bio.read_image(tmp_path / "edit.png").pixels
+    original = bio.read_image(photo).pixels
+    region = bio.read_mask(mask, size=(64, 48)).mask.bool()
+    assert torch.equal(edited[:, ~region], original[:, ~region])
+    assert (edited[:, region] - original[:, region]).abs().mean() > 0.05
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("case", ["missing", "text", "truncated", "mask_size", "empty_mask", "full_mask",
+                                  "cap", "overwrite_input", "no_weights", "unknown_model", "bad_budget"])
+def test_bad_input_is_one_line_nonzero_and_writes_nothing(capsys, files, weights, tmp_path, case):
+    photo, mask = files
+    out = tmp_path / "out.png"
+    args = ["protect", photo, "--mask", mask, "-o", out, *_model(weights), "--steps", "1"]
+    if case == "missing":
+        args[1] = tmp_path / "nope.png"
+    elif case == "text":
+        args[1] = _write_bytes(tmp_path / "notes.png", b"hello, not an image\n")
+    elif case == "truncated":
+        data = photo.read_bytes()
+        args[1] = _write_bytes(tmp_path / "cut.png", data[: len(data) // 2])
+    elif case == "mask_size":
+        bio.save_mask(torch.ones(10, 10), tmp_path / "small_mask.png")
+        args[3] = tmp_path / "small_mask.png"
+    elif case == "empty_mask":
+        bio.save_mask(torch.zeros(48, 64), tmp_path / "empty_mask.png")
+        args[3] = tmp_path / "empty_mask.png"
+    elif case == "full_mask":
+        bio.save_mask(torch.ones(48, 64), tmp_path / "full_mask.png")
+        args[3] = tmp_path / "full_mask.png"
+    elif case == "cap":
+        args += ["--max-pixels", "1000"]
+    elif case == "overwrite_input":
+        args[5] = photo
+    elif case == "no_weights":
+        args[8:10] = ["--seed", "0"]  # drop --weights
+    elif case == "unknown_model":
+        args[7] = "nonexistent-model"
+    elif case == "bad_budget":
+        args += ["--budget", "-3"]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    digest = _digest(photo)
+    code, out, err = _run(capsys, *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("backfire: error: "), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert _digest(photo) == digest
+
+
+def _variant(image: Image.Image, mode: str) -> tuple[Image.Image, dict]:
+    if mode == "RGBA":
+        return image.convert("RGBA"), {}
+    if mode == "L":
+        return image.convert("L"), {}
+    if mode == "P":
+        return image.convert("P", palette=Image.Palette.ADAPTIVE), {}
+    if mode == "I;16":
+        grey = np.asarray(image.convert("L"), dtype=np.uint16) * 257
+        return Image.fromarray(grey), {}  # uint16 → a 16-bit greyscale PNG
+    raise ValueError(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "I;16"])
+def test_convertible_images_are_converted_and_said(capsys, files, weights, tmp_path, mode):
+    photo, mask = files
+    converted, _ = _variant(Image.open(photo), mode)
+    path = tmp_path / f"photo_{mode.replace(';', '')}.png"
+    converted.save(path)
+    code, _, err = _run(capsys, "protect", path, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights),
+                        "--steps", "1", "--quiet")
+    assert code == 0, err
+    assert "note:" in err
+    assert bio.read_image(tmp_path / "out.png").pixels.shape == (3, 48, 64)
+
+
+def test_exif_rotated_photo_is_read_upright(capsys, files, weights, tmp_path):
+    photo, mask = files
+    rotated = Image.open(photo).transpose(Image.Transpose.ROTATE_90)  # stored sideways: 48 wide, 64 high
+    exif = Image.Exif()
+    exif[0x0112] = 8  # "rotate 90 CW to view": undoes the transpose above
+    path = tmp_path / "sideways.jpg"
+    rotated.save(path, exif=exif.tobytes(), quality=98)
+    code, _, err = _run(capsys, "protect", path, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights),
+                        "--steps", "1", "--quiet")
+    assert code == 0, err
+    assert "EXIF" in err
+    assert bio.read_image(tmp_path / "out.png").pixels.shape == (3, 48, 64)
+
+
+def test_console_script_runs_and_help_names_the_commands(tmp_path):
+    exe = Path(sys.executable).with_name("backfire")
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for command in ("protect", "edit", "verify"):
+        assert command in result.stdout
+    result = subprocess.run([str(exe), "protect", str(tmp_path / "missing.png"), "--mask", "m.png",
+                             "-o", str(tmp_path / "o.png"), "--weights", "w.ckpt"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("backfire: error:")
+
+
+def test_export_torchscript_round_trip(capsys, weights, tmp_path):
+    out = tmp_path / "exported.pt"
+    code, stdout, err = _run(capsys, "export", "--torchscript", out, *_model(weights))
+    assert code == 0, err
+    # loaded exactly as simple-lama-inpainting / IOPaint load big-lama.pt: torch.jit.load, model(image, mask)
+    scripted = torch.jit.load(str(out), map_location="cpu").eval()
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 40, 56, generator=g)
+    mask = torch.zeros(1, 1, 40, 56)
+    mask[..., 10:25, 20:40] = 1
+    from backfire.inpainters import load_inpainter
+
+    reference = load_inpainter("lama", weights=weights, device="cpu")
+    with torch.no_grad():
+        assert torch.allclose(scripted(image, mask), reference(image, mask), atol=1e-5)
+    again = load_inpainter("lama", weights=out, device="cpu")
+    with torch.no_grad():
+        assert torch.allclose(again(image, mask), reference(image, mask), atol=1e-5)
+
+
+def test_export_refuses_to_overwrite_its_weights(capsys, weights):
+    code, _, err = _run(capsys, "export", "--torchscript", weights, *_model(weights))
+    assert code == 2 and "refusing to overwrite" in err
