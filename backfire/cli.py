@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from backfire import __version__, io, jobs
 from backfire.inpainters.registry import ModelError, available_models, load_inpainter
 from backfire.judge.verdict import Verdict
@@ -25,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     except (io.InputError, ModelError, ValueError) as error:
         print(f"backfire: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (MemoryError, torch.OutOfMemoryError) as error:
+        print(f"backfire: error: out of memory ({type(error).__name__}); try a smaller image or another device; "
+              "nothing half-written was left behind", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("backfire: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
