@@ -43,7 +43,7 @@ def held_out_images(data: Path, faces: int, max_side: int) -> list[tuple[str, to
         scale = min(1.0, max_side / max(picture.size))
         picture = picture.resize((max(8, round(picture.width * scale)), max(8, round(picture.height * scale))),
                                  Image.Resampling.LANCZOS)
-        images.append((path.stem, torch.from_numpy(np.asarray(picture)).permute(2, 0, 1).float() / 255))
+        images.append((path.stem, torch.from_numpy(np.array(picture)).permute(2, 0, 1).float() / 255))
     return images
 
 

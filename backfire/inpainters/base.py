@@ -58,6 +58,15 @@ class Inpainter(abc.ABC):
         prediction = self.fill(padded_image, padded_mask)[..., :h, :w]
         return mask * prediction + (1 - mask) * image
 
+    def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
+        """A differentiable, affordable stand-in for ``self(image, mask)`` that the optimisation uses.
+
+        Feed-forward models are their own surrogate. Models whose real edit is too costly to
+        backpropagate through (a whole diffusion sampling run) override this; the verdict always
+        uses ``__call__``, the edit an attacker really runs. Same shapes as ``__call__``.
+        """
+        return self(image, mask)
+
     def _validate(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be N×3×H×W, got {tuple(image.shape)}")

@@ -137,7 +137,7 @@ def _goals(x: Tensor, target: Tensor, masks: Tensor, terms: tuple[Term, ...], in
     goals = target.expand(len(terms), -1, -1, -1).clone()
     keep = [i for i, t in enumerate(terms) if t.role == "keep"]
     if keep:
-        goals[keep] = inpainter(x.expand(len(keep), -1, -1, -1), masks[keep]).to(goals.dtype)
+        goals[keep] = inpainter.surrogate(x.expand(len(keep), -1, -1, -1), masks[keep]).to(goals.dtype)
     return goals
 
 
@@ -149,7 +149,8 @@ def _accumulate_gradient(perturbed: Tensor, masks: Tensor, goals: Tensor, weight
     for start in range(0, len(masks), chunk):
         part = slice(start, start + chunk)
         inputs = perturbed.clamp(0, 1).expand(len(masks[part]), -1, -1, -1)
-        loss = (weights[part] * masked_mse(inpainter(inputs, masks[part]), goals[part], masks[part])).sum()
+        fills = inpainter.surrogate(inputs, masks[part])
+        loss = (weights[part] * masked_mse(fills, goals[part], masks[part])).sum()
         loss.backward(retain_graph=start + chunk < len(masks))
         total += loss.item()
     return total
