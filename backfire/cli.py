@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from backfire import __version__, io, jobs
+from backfire import masks as mask_ops
 from backfire.inpainters.registry import ModelError, available_models, load_inpainter
 from backfire.judge.verdict import Verdict
 from backfire.progress import Progress
@@ -77,6 +78,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output .pt file, called as model(image, mask) like IOPaint's big-lama.pt")
     _add_model(p)
     p.set_defaults(run=run_export)
+
+    p = commands.add_parser("evaluate", help="the full evaluation protocol on a folder of NAME.png + NAME_mask.png")
+    p.add_argument("folder", type=Path, help="a folder of NAME.png + NAME_mask.png pairs (never written to)")
+    _add_model(p)
+    p.add_argument("--recipe", nargs="+", default=[DEFAULT_RECIPE], choices=sorted(RECIPES),
+                   help="recipes to compare side by side")
+    p.add_argument("--budget", nargs="+", type=float, default=None, metavar="B",
+                   help="L∞ budgets in /255 (default: each recipe's own)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: FOLDER-evaluation beside it)")
+    p.add_argument("--families", nargs="+", default=list(mask_ops.FAMILIES), metavar="FAMILY",
+                   help=f"mask families (default: all): {', '.join(mask_ops.FAMILIES)}")
+    p.add_argument("--robustness", nargs="*", default=None, metavar="TRANSFORM",
+                   help="also clean the protected image before each attacker edit; no names = every "
+                        "transform of the protocol")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the recipe's)")
+    p.add_argument("--no-fid", action="store_true", help="skip FID (saves the Inception passes)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(run=run_evaluate)
+
+    p = commands.add_parser("mask", help="make a mask: faces, text or a box")
+    p.add_argument("image", type=Path)
+    found = p.add_mutually_exclusive_group(required=True)
+    found.add_argument("--faces", action="store_true", help="every frontal face (OpenCV Haar cascade)")
+    found.add_argument("--text", action="store_true", help="every text line (needs rapidocr-onnxruntime)")
+    found.add_argument("--box", metavar="X,Y,W,H", help="a rectangle in pixels")
+    p.add_argument("-o", "--out", type=Path, required=True, help="the mask PNG to write")
+    p.add_argument("--grow", type=int, default=0, metavar="PX", help="dilate the mask by PX pixels")
+    p.set_defaults(run=run_mask)
     return parser
 
 
@@ -153,6 +184,54 @@ def run_export(args: argparse.Namespace) -> int:
     inpainter = load_inpainter(args.model, weights=args.weights, device="cpu")
     path = jobs.export_torchscript(inpainter, args.torchscript, [p for p in [args.weights] if p])
     print(f"{path}: TorchScript, model(image N×3×H×W in [0,1], mask N×1×H×W) → N×3×H×W in [0,1]")
+    return EXIT_OK
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from backfire.judge.evaluate import evaluate
+    from backfire.judge.transforms import TRANSFORMS
+
+    folder = args.folder
+    if not folder.is_dir():
+        raise io.InputError(f"{folder}: not a folder of NAME.png + NAME_mask.png pairs")
+    out = args.out or folder.resolve().parent / f"{folder.resolve().name}-evaluation"
+    budgets = [None] if args.budget is None else [b / 255 for b in args.budget]
+    if any(b is not None and not 0 < b <= 1 for b in budgets):
+        raise ValueError(f"--budget values must be in (0, 255], got {args.budget}")
+    if args.steps is not None and args.steps < 0:
+        raise ValueError(f"--steps must be ≥ 0, got {args.steps}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be ≥ 1, got {args.limit}")
+    transforms = [] if args.robustness is None else (args.robustness or list(TRANSFORMS))
+    inpainter = load_inpainter(args.model, weights=args.weights, device=args.device)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "run"}
+    config["out"] = str(out)
+    evaluate(folder, out, inpainter, [get_recipe(r) for r in args.recipe], budgets, args.families, transforms,
+             args.limit, args.seed, None if args.quiet else _log, steps=args.steps, with_fid=not args.no_fid,
+             config=config, max_pixels=args.max_pixels)
+    print(f"{out / 'summary.md'}\n{out / 'report.html'}\n{out / 'cases.csv'}\n{out / 'config.json'}")
+    return EXIT_OK
+
+
+def run_mask(args: argparse.Namespace) -> int:
+    from backfire import regions
+
+    if args.grow < 0:
+        raise ValueError(f"--grow must be ≥ 0, got {args.grow}")
+    io.check_output(args.out, [args.image])
+    if args.box is not None:
+        box = regions.parse_box(args.box)  # checked before the image is read
+    image = io.read_image(args.image, max_pixels=io.DEFAULT_MAX_PIXELS)
+    if args.faces:
+        mask = regions.face_mask(image.pixels)
+    elif args.text:
+        mask = regions.text_mask(image.pixels)
+    else:
+        mask = regions.box_mask(image.size, box)
+    if args.grow:
+        mask = mask_ops.dilate(mask, args.grow)
+    io.save_mask(mask, args.out, protect_inputs=[args.image])
+    print(f"{args.out}: {int(mask.sum())} px ({100 * float(mask.mean()):.1f} % of the image)")
     return EXIT_OK
 
 

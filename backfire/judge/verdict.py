@@ -43,6 +43,7 @@ class EditResult:
     intact: bool | None = None
     fidelity_ssim: float | None = None
     fidelity_psnr: float | None = None
+    family: str = ""  # the mask family of ../shared/EVALUATION.md the edit belongs to
 
 
 @dataclass
@@ -112,7 +113,9 @@ def judge(
         protected_fill = m * fills[1] + (1 - m) * original
         images.append(EditImages(edit.name, clean_fill, protected_fill))
         measure = _attacker_edit if edit.kind == "attacker" else _benign_edit
-        results.append(measure(edit.name, original, clean_fill, protected_fill, m, region, target))
+        result = measure(edit.name, original, clean_fill, protected_fill, m, region, target)
+        result.family = edit.family
+        results.append(result)
     produced = {e.family for e in edits}
     verdict = Verdict(
         model=inpainter.name,

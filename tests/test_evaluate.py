@@ -1,0 +1,272 @@
+"""``backfire evaluate`` (the protocol on a folder), its transforms, and ``backfire mask``."""
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backfire import cli
+from backfire import io as bio
+from backfire.examples import example_photo
+from backfire.inpainters.lama import random_generator, save_lama_checkpoint
+from backfire.judge import metrics
+from backfire.judge.evaluate import COLUMNS
+from backfire.judge.transforms import TRANSFORMS, get_transforms
+from tests.conftest import TINY
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tests run beside other work: keep them on one core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "tiny-lama.ckpt"
+    save_lama_checkpoint(random_generator(TINY, seed=1), path)
+    return path
+
+
+def _run(capsys, *args) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---------------------------------------------------------------------------------------- transforms
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_transform_keeps_shape_range_and_the_8_bit_grid(name):
+    image, _ = example_photo(40, 32, seed=3)
+    out = TRANSFORMS[name](image, seed=0)
+    assert out.shape == image.shape and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out, torch.round(out * 255) / 255)
+    assert metrics.psnr(out, image) > 18  # a cleaning, not a different picture
+
+
+def test_jpeg_95_is_nearly_the_identity_and_jpeg_50_is_not():
+    image, _ = example_photo(64, 48, seed=1)
+    image = TRANSFORMS["blur-0.5"](image)  # the example's synthetic grain is harsher than a photo's
+    assert metrics.psnr(TRANSFORMS["jpeg-95"](image), image) > 35
+    assert metrics.psnr(TRANSFORMS["jpeg-50"](image), image) < metrics.psnr(TRANSFORMS["jpeg-95"](image), image)
+
+
+def test_noise_is_seeded_and_has_the_stated_strength():
+    image = torch.full((3, 64, 64), 0.5)
+    a, b, c = (TRANSFORMS["noise-4"](image, seed=s) for s in (7, 7, 8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert float((a - image).std() * 255) == pytest.approx(4, rel=0.1)
+
+
+def test_blur_and_median_smooth_and_resize_changes_detail():
+    g = torch.Generator().manual_seed(0)
+    image = torch.round(torch.rand(3, 32, 32, generator=g) * 255) / 255
+    for name in ("blur-0.5", "blur-1.0", "median-3", "resize-0.5"):
+        assert TRANSFORMS[name](image).std() < image.std(), name
+    assert TRANSFORMS["blur-1.0"](image).std() < TRANSFORMS["blur-0.5"](image).std()
+
+
+def test_unknown_transform_names_the_valid_ones():
+    with pytest.raises(ValueError, match="jpeg-75"):
+        get_transforms(["jpeg-76"])
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+
+
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory, weights):
+    """The CLI on a 2-image folder: tiny model, 1 step, 4 families, 1 transform."""
+    import io as _io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    root = tmp_path_factory.mktemp("eval")
+    folder = root / "photos"
+    folder.mkdir()
+    for seed in (0, 1):
+        image, mask = example_photo(48, 40, seed=seed)
+        bio.save_image(image, folder / f"p{seed}.png")
+        bio.save_mask(mask, folder / f"p{seed}_mask.png")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    out, err = _io.StringIO(), _io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli.main(["evaluate", str(folder), "--model", "lama", "--weights", str(weights), "--device", "cpu",
+                         "--steps", "1", "--families", "exact", "dilate-8", "ring", "away-0",
+                         "--robustness", "jpeg-75", "--seed", "3"])
+    return {"code": code, "out": out.getvalue(), "err": err.getvalue(), "folder": folder, "before": before,
+            "result": root / "photos-evaluation"}
+
+
+def test_evaluate_writes_the_four_reports_beside_the_folder_and_keeps_inputs(evaluation):
+    assert evaluation["code"] == 0, evaluation["err"]
+    result = evaluation["result"]
+    for name in ("cases.csv", "summary.md", "report.html", "config.json"):
+        assert (result / name).is_file(), name
+    folder = evaluation["folder"]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == evaluation["before"]
+    assert sorted(p.name for p in (result / "images").iterdir()) == ["p0__paper__b6.375.png",
+                                                                      "p1__paper__b6.375.png"]
+    assert "[1/2] p0.png" in evaluation["err"] and "[2/2] p1.png" in evaluation["err"]
+    assert not [p for p in result.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_cases_csv_has_one_row_per_image_edit_and_transform(evaluation):
+    with open(evaluation["result"] / "cases.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == COLUMNS
+    # per image: 4 edits on the saved file (exact, dilate-8, ring, away-0) + 2 attacker edits after jpeg-75
+    assert len(rows) == 2 * (4 + 2)
+    assert {r["transform"] for r in rows} == {"none", "jpeg-75"}
+    assert {r["family"] for r in rows} == {"exact", "dilate-8", "ring", "away-0"}
+    assert all(r["kind"] == "attacker" for r in rows if r["transform"] == "jpeg-75")
+    for r in rows:
+        if r["kind"] == "attacker":
+            assert r["failed"] in ("0", "1") and 0 <= float(r["region_ssim_protected"]) <= 1
+        else:
+            assert r["intact"] in ("0", "1") and float(r["fidelity_ssim"]) <= 1
+        assert float(r["budget_255"]) == pytest.approx(6.375)
+
+
+def test_summary_names_families_transforms_and_set_metrics(evaluation):
+    summary = (evaluation["result"] / "summary.md").read_text()
+    for word in ("exact", "dilate-8", "ring", "away-0", "jpeg-75", "failure rate", "intact rate",
+                 "Invisibility", "seconds per image", "peak memory", "MiB"):
+        assert word in summary, word
+    for metric in ("FID (Inception", "CLIP-FID", "LPIPS"):
+        line = next(line for line in summary.splitlines() if line.startswith(f"| {metric}"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1].startswith("unavailable") or float(cells[1]) >= 0, line
+
+
+def test_config_records_versions_arguments_and_recipe(evaluation):
+    config = json.loads((evaluation["result"] / "config.json").read_text())
+    assert config["torch"] == torch.__version__ and config["seed"] == 3
+    assert config["recipes"][0]["name"] == "paper" and config["recipes"][0]["steps"] == 1
+    assert config["arguments"]["weights"].endswith("tiny-lama.ckpt") and config["model"]
+    assert config["transforms"] == ["jpeg-75"]
+
+
+def test_report_html_is_self_contained(evaluation):
+    result = evaluation["result"]
+    page = (result / "report.html").read_text()
+    sources = [s.split("'")[0] for s in page.split("src='")[1:]]
+    assert sources and all(not s.startswith(("/", "file:", "http")) for s in sources)
+    assert all((result / s).is_file() for s in sources)
+    assert len(sources) == 2 * (2 + 2 * 2 + 2)  # per image: original, protected, 2 attacks × 2, 2 benign
+
+
+CHECK_IMAGES = """
+<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.setAttribute('data-images', ok + '/' + imgs.length);
+});
+</script>
+"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_report_html_renders_every_image_in_headless_chromium(evaluation, tmp_path):
+    result = evaluation["result"]
+    # A copy of the report with a checker script, in the same folder so the relative links resolve.
+    probe = result / "probe.html"
+    probe.write_text((result / "report.html").read_text().replace("</body>", CHECK_IMAGES + "</body>"))
+    try:
+        done = subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--allow-file-access-from-files",
+                               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+                               "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    finally:
+        probe.unlink()
+    assert done.returncode == 0, done.stderr[-2000:]
+    marker = done.stdout.split('data-images="')[1].split('"')[0]
+    ok, total = (int(v) for v in marker.split("/"))
+    assert total == 16 and ok == total, marker
+
+
+def test_evaluate_refuses_to_write_inside_the_input_folder(capsys, evaluation, weights):
+    folder = evaluation["folder"]
+    code, _, err = _run(capsys, "evaluate", folder, "--weights", weights, "--device", "cpu", "--out",
+                        folder / "inside", "--steps", "0", "--families", "exact")
+    assert code == 2 and "must not be the input folder" in err and err.count("\n") == 1
+    assert not (folder / "inside").exists()
+
+
+def test_evaluate_rejects_unknown_family_before_work(capsys, evaluation, weights, tmp_path):
+    code, _, err = _run(capsys, "evaluate", evaluation["folder"], "--weights", weights, "--device", "cpu",
+                        "--out", tmp_path / "x", "--families", "exact", "nope")
+    assert code == 2 and "nope" in err and not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------------------------------- mask
+
+
+@pytest.fixture(scope="module")
+def astronaut(tmp_path_factory) -> Path:
+    data = pytest.importorskip("skimage.data", reason="scikit-image provides a real face photo")
+    path = tmp_path_factory.mktemp("astronaut") / "astronaut.png"
+    bio.save_image(torch.from_numpy(data.astronaut()).permute(2, 0, 1).float() / 255, path)
+    return path
+
+
+def test_mask_faces_covers_the_astronauts_face_and_little_else(capsys, astronaut, tmp_path):
+    pytest.importorskip("cv2")
+    code, out, err = _run(capsys, "mask", astronaut, "--faces", "-o", tmp_path / "face.png")
+    assert code == 0, err
+    mask = bio.read_mask(tmp_path / "face.png", size=(512, 512)).mask.numpy()
+    face = np.zeros_like(mask)
+    face[40:200, 150:290] = 1  # the face, hair and chin (checked by eye on the picture)
+    assert (mask * face).sum() / face[70:170, 180:260].size > 0.9 * 0.7  # covers the face's centre well
+    assert mask[70:170, 180:260].mean() > 0.95
+    assert (mask * (1 - face)).sum() < 0.05 * mask.sum()  # almost nothing outside it
+    assert "px" in out
+
+
+def test_mask_box_is_exact_and_grow_dilates(capsys, astronaut, tmp_path):
+    code, _, err = _run(capsys, "mask", astronaut, "--box", "10,20,30,40", "-o", tmp_path / "box.png")
+    assert code == 0, err
+    mask = bio.read_mask(tmp_path / "box.png", size=(512, 512)).mask
+    expected = torch.zeros(512, 512)
+    expected[20:60, 10:40] = 1
+    assert torch.equal(mask, expected)
+    code, _, _ = _run(capsys, "mask", astronaut, "--box", "10,20,30,40", "--grow", "3", "-o", tmp_path / "g.png")
+    grown = bio.read_mask(tmp_path / "g.png", size=(512, 512)).mask
+    assert code == 0 and grown.sum() > mask.sum() and torch.all(grown >= mask)
+
+
+def test_mask_without_a_face_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path):
+    pytest.importorskip("cv2")
+    image, _ = example_photo(64, 48, seed=0)
+    bio.save_image(image, tmp_path / "landscape.png")
+    code, _, err = _run(capsys, "mask", tmp_path / "landscape.png", "--faces", "-o", tmp_path / "m.png")
+    assert code == 2 and "no face found" in err and err.count("\n") == 1
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_mask_refuses_to_overwrite_its_input_and_bad_boxes(capsys, astronaut):
+    code, _, err = _run(capsys, "mask", astronaut, "--box", "1,1,5,5", "-o", astronaut)
+    assert code == 2 and "refusing to overwrite" in err
+    code, _, err = _run(capsys, "mask", astronaut, "--box", "1,1,five,5", "-o", astronaut.with_name("b.png"))
+    assert code == 2 and "x,y,w,h" in err
+
+
+def test_mask_text_without_rapidocr_says_how_to_get_it(capsys, astronaut, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("rapidocr_onnxruntime") is not None:
+        pytest.skip("rapidocr-onnxruntime is installed: the missing-package message cannot be shown")
+    code, _, err = _run(capsys, "mask", astronaut, "--text", "-o", tmp_path / "t.png")
+    assert code == 2 and "pip install rapidocr-onnxruntime" in err and not (tmp_path / "t.png").exists()
