@@ -119,10 +119,31 @@ def _add_io(p: argparse.ArgumentParser, mask_help: str) -> None:
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"inpainting model: {', '.join(available_models())}")
-    p.add_argument("--weights", type=Path, default=None, help="model weights file")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="model weights file (sd-inpaint: a local diffusers folder or an id in the local HF cache)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--max-pixels", type=int, default=io.DEFAULT_MAX_PIXELS,
                    help="refuse images larger than this many pixels (default 40 MP)")
+    diffusion = p.add_argument_group("diffusion models (sd-inpaint)")
+    diffusion.add_argument("--prompt", default=None, help="the attacker's prompt (default empty)")
+    diffusion.add_argument("--negative-prompt", default=None, help="negative prompt (default empty)")
+    diffusion.add_argument("--sampler-steps", type=int, default=None, help="sampling steps of the edit (default 25)")
+    diffusion.add_argument("--guidance", type=float, default=None,
+                           help="classifier-free guidance scale, used when > 1 (default 7.5)")
+    diffusion.add_argument("--sampler-seed", type=int, default=None,
+                           help="seed of the edit's sampler (default 0: repeatable verdicts)")
+
+
+_MODEL_OPTIONS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "sampler_steps": "num_inference_steps",
+                  "guidance": "guidance_scale", "sampler_seed": "seed"}
+"""CLI argument → loader option; only the ones given are passed."""
+
+
+def _load_model(args: argparse.Namespace, device: str | None = None):
+    """``load_inpainter`` with the model flags of :func:`_add_model` (a model that takes none refuses them)."""
+    options = {option: getattr(args, flag) for flag, option in _MODEL_OPTIONS.items()
+               if getattr(args, flag, None) is not None}
+    return load_inpainter(args.model, weights=args.weights, device=device or args.device, **options)
 
 
 def _log(message: str) -> None:
@@ -137,7 +158,7 @@ def run_protect(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 0:
         raise ValueError(f"--steps must be ≥ 0, got {args.steps}")
     tasks = jobs.plan(args.image, args.mask, args.out)
-    inpainter = load_inpainter(args.model, weights=args.weights, device=args.device)
+    inpainter = _load_model(args)
     failures = 0
     for i, task in enumerate(tasks, 1):
         label = f"[{i}/{len(tasks)}] {task.image.name}" if len(tasks) > 1 else task.image.name
@@ -161,7 +182,7 @@ def run_protect(args: argparse.Namespace) -> int:
 
 def run_edit(args: argparse.Namespace) -> int:
     tasks = jobs.plan(args.image, args.mask, args.out)
-    inpainter = load_inpainter(args.model, weights=args.weights, device=args.device)
+    inpainter = _load_model(args)
     for task in tasks:
         jobs.edit_task(task, inpainter, args.max_pixels, _log)
         print(task.out)
@@ -171,7 +192,7 @@ def run_edit(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     if args.json is not None:
         io.check_not_input(args.json, [args.original, args.protected, args.mask])
-    inpainter = load_inpainter(args.model, weights=args.weights, device=args.device)
+    inpainter = _load_model(args)
     verdict = jobs.verify_files(args.original, args.protected, args.mask, inpainter, args.target, args.seed,
                                 args.max_pixels, _log)
     print(format_verdict(verdict))
@@ -181,7 +202,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    inpainter = load_inpainter(args.model, weights=args.weights, device="cpu")
+    inpainter = _load_model(args, device="cpu")
     path = jobs.export_torchscript(inpainter, args.torchscript, [p for p in [args.weights] if p])
     print(f"{path}: TorchScript, model(image N×3×H×W in [0,1], mask N×1×H×W) → N×3×H×W in [0,1]")
     return EXIT_OK
@@ -203,7 +224,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be ≥ 1, got {args.limit}")
     transforms = [] if args.robustness is None else (args.robustness or list(TRANSFORMS))
-    inpainter = load_inpainter(args.model, weights=args.weights, device=args.device)
+    inpainter = _load_model(args)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "run"}
     config["out"] = str(out)
     evaluate(folder, out, inpainter, [get_recipe(r) for r in args.recipe], budgets, args.families, transforms,

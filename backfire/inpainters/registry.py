@@ -2,7 +2,7 @@
 
 ``load_inpainter(name, weights=..., device=..., dtype=...)`` is the one way the rest of backfire
 gets a model. The registry is a plain dict of name → loader; a loader takes
-``(weights, device, dtype)`` with the device and dtype already resolved and returns an
+``(weights, device, dtype, **options)`` with the device and dtype already resolved and returns an
 :class:`~backfire.inpainters.base.Inpainter`. Loaders import their module lazily, so importing
 the package stays cheap and a model's dependencies are only needed when it is used.
 """
@@ -35,19 +35,54 @@ class WeightsNotFoundError(ModelError, FileNotFoundError):
     """The weights file does not exist (catchable as ``ModelError`` or ``FileNotFoundError``)."""
 
 
-Loader = Callable[[str | Path | None, torch.device, torch.dtype], Inpainter]
+Loader = Callable[..., Inpainter]
+"""``loader(weights, device, dtype, **options)``; a loader that takes no options rejects any."""
+
+SD_WEIGHTS_HELP = ("needs a local Stable Diffusion inpainting checkpoint in diffusers layout, e.g. "
+                   "runwayml/stable-diffusion-inpainting saved with save_pretrained, or its id in the local "
+                   "HF cache (--weights PATH_OR_ID); nothing is downloaded")
 
 
-def _load_lama(weights: str | Path | None, device: torch.device, dtype: torch.dtype) -> Inpainter:
+def _load_lama(weights: str | Path | None, device: torch.device, dtype: torch.dtype, **options) -> Inpainter:
     from backfire.inpainters.lama import load_lama
 
+    if options:
+        raise ModelError(f"model 'lama' takes no options, got {', '.join(sorted(options))}: --prompt, "
+                         "--negative-prompt, --sampler-steps, --guidance, --sampler-seed are for diffusion models "
+                         "(--model sd-inpaint)")
     return load_lama(weights, device, dtype)
+
+
+def _load_sd_inpaint(weights: str | Path | None, device: torch.device, dtype: torch.dtype,
+                     **options) -> Inpainter:
+    if weights is None or not str(weights).strip():
+        raise ModelError(f"model 'sd-inpaint' {SD_WEIGHTS_HELP}")
+    from backfire.inpainters.diffusion import OPTIONS, load_sd_inpaint  # imports nothing optional
+
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ModelError(f"model 'sd-inpaint' has no option {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
+    try:
+        return load_sd_inpaint(weights, device, dtype, **options)
+    except ImportError as exc:
+        raise ModelError(f"model 'sd-inpaint' needs diffusers and transformers: pip install backfire[diffusion] "
+                         f"({exc})") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{weights}: cannot load a Stable Diffusion inpainting checkpoint ({first}); "
+                         f"sd-inpaint {SD_WEIGHTS_HELP}") from exc
 
 
 LOADERS: dict[str, Loader] = {
     "lama": _load_lama,
+    "sd-inpaint": _load_sd_inpaint,
 }
-"""name → loader. Later models ("backfire-s", "sd-inpaint") are added here."""
+"""name → loader. Later models ("backfire-s") are added here."""
+
+DEFAULT_DTYPES: dict[str, Callable[[torch.device], torch.dtype]] = {
+    "sd-inpaint": lambda device: torch.float16 if device.type == "cuda" else torch.float32,
+}
+"""A model's dtype when none is asked for (otherwise float32)."""
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -91,8 +126,11 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
 
 
 def load_inpainter(name: str, weights: str | Path | None = None, device: str | torch.device = "auto",
-                   dtype: torch.dtype | str | None = None) -> Inpainter:
+                   dtype: torch.dtype | str | None = None, **options) -> Inpainter:
     """The inpainting model ``name`` with ``weights``, on ``device`` ("auto": CUDA if available), in ``dtype``.
+
+    ``options`` go to the model's loader (sd-inpaint: ``prompt``, ``negative_prompt``,
+    ``num_inference_steps``, ``guidance_scale``, ``seed``); a model that takes none rejects them.
 
     Raises:
         ModelError: unknown name, weights missing or unreadable, unavailable device, bad dtype.
@@ -101,4 +139,6 @@ def load_inpainter(name: str, weights: str | Path | None = None, device: str | t
     if key not in LOADERS:
         raise ModelError(f"unknown inpainting model {name!r}; available: {', '.join(available_models())}")
     resolved = resolve_device(device)
-    return LOADERS[key](weights, resolved, resolve_dtype(dtype, resolved))
+    if dtype is None and key in DEFAULT_DTYPES:
+        dtype = DEFAULT_DTYPES[key](resolved)
+    return LOADERS[key](weights, resolved, resolve_dtype(dtype, resolved), **options)
