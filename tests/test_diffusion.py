@@ -37,6 +37,7 @@ def test_loads_from_a_diffusers_folder_in_fp32_on_cpu(model, checkpoint):
     assert isinstance(model, DiffusionInpainter)
     assert model.dtype == torch.float32 and model.multiple == 2 and model.unet.config.in_channels == 9
     assert model.guidance_scale == 7.5 and model.prompt == "" and model.seed == 0
+    assert model.surrogate_kind == "unrolled" and model.surrogate_steps == 3
     assert (checkpoint / "model_index.json").is_file()
 
 
@@ -71,10 +72,10 @@ def test_sampler_seed_changes_the_edit(checkpoint, case):
     assert not torch.equal(a(image[None], mask[None, None]), b(image[None], mask[None, None]))
 
 
-def test_surrogate_gradient_reaches_the_context_and_not_the_hole(model, case):
+def test_one_step_surrogate_gradient_reaches_the_context_and_not_the_hole(model, case):
     image, mask = case
     x = image[None].clone().requires_grad_(True)
-    out = model.surrogate(x, mask[None, None])
+    out = model.surrogate_one_step(x, mask[None, None])
     assert out.shape == x.shape
     assert torch.equal(out.detach()[..., mask == 0], image[..., mask == 0][None])
     (out * mask).sum().backward()
@@ -82,7 +83,34 @@ def test_surrogate_gradient_reaches_the_context_and_not_the_hole(model, case):
     assert grad[mask == 0].sum() > 0
     assert grad[mask == 1].abs().max() == 0
     with torch.no_grad():  # fixed t and ε: the clean reference is reproducible
-        assert torch.equal(model.surrogate(x, mask[None, None]), model.surrogate(x, mask[None, None]))
+        assert torch.equal(model.surrogate_one_step(x, mask[None, None]), model.surrogate_one_step(x, mask[None, None]))
+
+
+def test_unrolled_surrogate_gradient_reaches_the_context_and_runs_through_protect(checkpoint, case):
+    image, mask = case
+    unrolled = load_inpainter("sd-inpaint", weights=checkpoint, device="cpu", num_inference_steps=2,
+                              surrogate="unrolled", surrogate_steps=2)
+    assert unrolled.surrogate_kind == "unrolled" and unrolled.surrogate_steps == 2
+    x = image[None].clone().requires_grad_(True)
+    out = unrolled.surrogate(x, mask[None, None])
+    assert out.shape == x.shape
+    assert torch.equal(out.detach()[..., mask == 0], image[..., mask == 0][None])
+    (out * mask).sum().backward()
+    grad = x.grad[0].abs().sum(0)
+    assert grad[mask == 0].sum() > 0
+    assert grad[mask == 1].abs().max() == 0
+    with torch.no_grad():  # fixed initial noise: the clean reference is reproducible, and differs from one-step
+        reference = unrolled.surrogate(x, mask[None, None])
+        assert torch.equal(unrolled.surrogate(x, mask[None, None]), reference)
+        unrolled.surrogate_kind = "one-step"
+        assert not torch.equal(unrolled.surrogate(x, mask[None, None]), reference)
+        unrolled.surrogate_kind = "unrolled"
+    losses = []
+    result = protect(image, mask, unrolled, "paper", steps=2, budget=16 / 255,
+                     on_step=lambda s, n, loss: losses.append(loss))
+    assert len(losses) == 2 and result.protected.shape == image.shape
+    with pytest.raises(ModelError, match="surrogate"):
+        load_inpainter("sd-inpaint", weights=checkpoint, device="cpu", surrogate="ten-step")
 
 
 def test_paper_recipe_lowers_the_surrogate_loss(model, case):
