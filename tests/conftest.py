@@ -1,9 +1,12 @@
+from pathlib import Path
+
 import pytest
 import torch
 
+from backfire import cli
 from backfire.examples import example_photo
 from backfire.inpainters.ffc import FFCConfig
-from backfire.inpainters.lama import LamaInpainter, random_generator
+from backfire.inpainters.lama import LamaInpainter, random_generator, save_lama_checkpoint
 
 TINY = FFCConfig(ngf=8, n_downsampling=2, n_blocks=2, ratio_g=0.75, max_features=64)
 
@@ -18,3 +21,28 @@ def tiny_model() -> LamaInpainter:
 def photo() -> tuple[torch.Tensor, torch.Tensor]:
     """A project-made 64×48 photo and its logo mask."""
     return example_photo(64, 48, seed=0)
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> Path:
+    """The tiny random generator saved as a Lightning-style checkpoint, for CLI tests."""
+    path = tmp_path_factory.mktemp("weights") / "tiny-lama.ckpt"
+    save_lama_checkpoint(random_generator(TINY, seed=1), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: these tiny models gain nothing from more, and on a shared, busy CPU
+    OpenMP threads waiting on each other make them many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """``backfire ARGS`` in-process: (exit code, stdout, stderr)."""
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err

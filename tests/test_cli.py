@@ -1,7 +1,5 @@
 import hashlib
-import io as _io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,18 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from backfire import cli
 from backfire import io as bio
 from backfire.examples import example_photo
-from backfire.inpainters.lama import random_generator, save_lama_checkpoint
-from tests.conftest import TINY
-
-
-@pytest.fixture(scope="session")
-def weights(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "tiny-lama.ckpt"
-    save_lama_checkpoint(random_generator(TINY, seed=1), path)
-    return path
+from tests.conftest import run_cli
 
 
 @pytest.fixture
@@ -37,12 +26,6 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _run(capsys, *args) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _model(weights):
     return ["--model", "lama", "--weights", weights, "--device", "cpu"]
 
@@ -50,7 +33,7 @@ def _model(weights):
 def test_protect_writes_image_report_and_preview_and_keeps_inputs(capsys, files, weights, tmp_path):
     photo, mask = files
     before = {p: _digest(p) for p in files}
-    code, out, err = _run(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png",
+    code, out, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png",
                           *_model(weights), "--steps", "2", "--budget", "4")
     assert code == 0, err
     assert {p: _digest(p) for p in files} == before
@@ -72,9 +55,9 @@ def test_protect_writes_image_report_and_preview_and_keeps_inputs(capsys, files,
 
 def test_verdict_is_computed_on_the_saved_file(capsys, files, weights, tmp_path):
     photo, mask = files
-    _run(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights), "--steps", "1")
+    run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights), "--steps", "1")
     report = json.loads((tmp_path / "out.json").read_text())
-    code, out, _ = _run(capsys, "verify", photo, tmp_path / "out.png", "--mask", mask, *_model(weights),
+    code, out, _ = run_cli(capsys, "verify", photo, tmp_path / "out.png", "--mask", mask, *_model(weights),
                         "--json", tmp_path / "verify.json")
     again = json.loads((tmp_path / "verify.json").read_text())
     assert code in (0, 3) and (code == 0) == again["protected"]
@@ -90,7 +73,7 @@ def test_protect_a_folder_mirrors_names(capsys, tmp_path, weights):
         image, mask = example_photo(48, 40, seed=i)
         bio.save_image(image, src / f"img{i}.png")
         bio.save_mask(mask, src / f"img{i}_mask.png")
-    code, _, err = _run(capsys, "protect", src, "-o", tmp_path / "out", *_model(weights), "--steps", "1", "--quiet")
+    code, _, err = run_cli(capsys, "protect", src, "-o", tmp_path / "out", *_model(weights), "--steps", "1", "--quiet")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "img0.json", "img0.png", "img0.preview.png", "img1.json", "img1.png", "img1.preview.png"]
@@ -98,7 +81,7 @@ def test_protect_a_folder_mirrors_names(capsys, tmp_path, weights):
 
 def test_edit_fills_only_the_mask(capsys, files, weights, tmp_path):
     photo, mask = files
-    code, _, err = _run(capsys, "edit", photo, "--mask", mask, "-o", tmp_path / "edit.png", *_model(weights))
+    code, _, err = run_cli(capsys, "edit", photo, "--mask", mask, "-o", tmp_path / "edit.png", *_model(weights))
     assert code == 0, err
     edited = bio.read_image(tmp_path / "edit.png").pixels
     original = bio.read_image(photo).pixels
@@ -146,7 +129,7 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(capsys, files, weights
         args += ["--budget", "-3"]
     before = sorted(p.name for p in tmp_path.iterdir())
     digest = _digest(photo)
-    code, out, err = _run(capsys, *args)
+    code, out, err = run_cli(capsys, *args)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("backfire: error: "), err
@@ -173,7 +156,7 @@ def test_convertible_images_are_converted_and_said(capsys, files, weights, tmp_p
     converted, _ = _variant(Image.open(photo), mode)
     path = tmp_path / f"photo_{mode.replace(';', '')}.png"
     converted.save(path)
-    code, _, err = _run(capsys, "protect", path, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights),
+    code, _, err = run_cli(capsys, "protect", path, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights),
                         "--steps", "1", "--quiet")
     assert code == 0, err
     assert "note:" in err
@@ -187,7 +170,7 @@ def test_exif_rotated_photo_is_read_upright(capsys, files, weights, tmp_path):
     exif[0x0112] = 8  # "rotate 90 CW to view": undoes the transpose above
     path = tmp_path / "sideways.jpg"
     rotated.save(path, exif=exif.tobytes(), quality=98)
-    code, _, err = _run(capsys, "protect", path, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights),
+    code, _, err = run_cli(capsys, "protect", path, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights),
                         "--steps", "1", "--quiet")
     assert code == 0, err
     assert "EXIF" in err
@@ -208,7 +191,7 @@ def test_console_script_runs_and_help_names_the_commands(tmp_path):
 
 def test_export_torchscript_round_trip(capsys, weights, tmp_path):
     out = tmp_path / "exported.pt"
-    code, stdout, err = _run(capsys, "export", "--torchscript", out, *_model(weights))
+    code, stdout, err = run_cli(capsys, "export", "--torchscript", out, *_model(weights))
     assert code == 0, err
     # loaded exactly as simple-lama-inpainting / IOPaint load big-lama.pt: torch.jit.load, model(image, mask)
     scripted = torch.jit.load(str(out), map_location="cpu").eval()
@@ -227,5 +210,5 @@ def test_export_torchscript_round_trip(capsys, weights, tmp_path):
 
 
 def test_export_refuses_to_overwrite_its_weights(capsys, weights):
-    code, _, err = _run(capsys, "export", "--torchscript", weights, *_model(weights))
+    code, _, err = run_cli(capsys, "export", "--torchscript", weights, *_model(weights))
     assert code == 2 and "refusing to overwrite" in err

@@ -9,12 +9,12 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from backfire import cli  # noqa: E402
 from backfire import io as bio  # noqa: E402
 from backfire.examples import example_photo  # noqa: E402
 from backfire.inpainters.diffusion import DiffusionInpainter, save_random_checkpoint  # noqa: E402
 from backfire.inpainters.registry import ModelError, load_inpainter  # noqa: E402
 from backfire.protect import protect  # noqa: E402
+from tests.conftest import run_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -72,16 +72,22 @@ def test_sampler_seed_changes_the_edit(checkpoint, case):
     assert not torch.equal(a(image[None], mask[None, None]), b(image[None], mask[None, None]))
 
 
-def test_one_step_surrogate_gradient_reaches_the_context_and_not_the_hole(model, case):
-    image, mask = case
+def _assert_gradient_reaches_only_the_context(surrogate, image, mask):
+    """The surrogate keeps the context exactly, and its fill depends on context pixels, never on the hole's."""
     x = image[None].clone().requires_grad_(True)
-    out = model.surrogate_one_step(x, mask[None, None])
+    out = surrogate(x, mask[None, None])
     assert out.shape == x.shape
     assert torch.equal(out.detach()[..., mask == 0], image[..., mask == 0][None])
     (out * mask).sum().backward()
     grad = x.grad[0].abs().sum(0)
     assert grad[mask == 0].sum() > 0
     assert grad[mask == 1].abs().max() == 0
+    return x
+
+
+def test_one_step_surrogate_gradient_reaches_the_context_and_not_the_hole(model, case):
+    image, mask = case
+    x = _assert_gradient_reaches_only_the_context(model.surrogate_one_step, image, mask)
     with torch.no_grad():  # fixed t and ε: the clean reference is reproducible
         assert torch.equal(model.surrogate_one_step(x, mask[None, None]), model.surrogate_one_step(x, mask[None, None]))
 
@@ -91,14 +97,7 @@ def test_unrolled_surrogate_gradient_reaches_the_context_and_runs_through_protec
     unrolled = load_inpainter("sd-inpaint", weights=checkpoint, device="cpu", num_inference_steps=2,
                               surrogate="unrolled", surrogate_steps=2)
     assert unrolled.surrogate_kind == "unrolled" and unrolled.surrogate_steps == 2
-    x = image[None].clone().requires_grad_(True)
-    out = unrolled.surrogate(x, mask[None, None])
-    assert out.shape == x.shape
-    assert torch.equal(out.detach()[..., mask == 0], image[..., mask == 0][None])
-    (out * mask).sum().backward()
-    grad = x.grad[0].abs().sum(0)
-    assert grad[mask == 0].sum() > 0
-    assert grad[mask == 1].abs().max() == 0
+    x = _assert_gradient_reaches_only_the_context(unrolled.surrogate, image, mask)
     with torch.no_grad():  # fixed initial noise: the clean reference is reproducible, and differs from one-step
         reference = unrolled.surrogate(x, mask[None, None])
         assert torch.equal(unrolled.surrogate(x, mask[None, None]), reference)
@@ -120,12 +119,6 @@ def test_paper_recipe_lowers_the_surrogate_loss(model, case):
     assert len(losses) == 5 and losses[-1] < losses[0]
 
 
-def _run(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_protect_and_evaluate_end_to_end(capsys, checkpoint, tmp_path):
     model = ["--model", "sd-inpaint", "--weights", checkpoint, "--device", "cpu", "--sampler-steps", "2"]
     folder = tmp_path / "photos"
@@ -133,13 +126,13 @@ def test_cli_protect_and_evaluate_end_to_end(capsys, checkpoint, tmp_path):
     image, mask = example_photo(48, 40, seed=0)
     bio.save_image(image, folder / "p0.png")
     bio.save_mask(mask, folder / "p0_mask.png")
-    code, out, err = _run(capsys, "protect", folder / "p0.png", "--mask", folder / "p0_mask.png",
+    code, out, err = run_cli(capsys, "protect", folder / "p0.png", "--mask", folder / "p0_mask.png",
                           "-o", tmp_path / "out.png", *model, "--steps", "2", "--quiet")
     assert code == 0, err
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["model"] == "sd-inpaint" and "verdict:" in out
 
-    code, out, err = _run(capsys, "evaluate", folder, "--out", tmp_path / "evaluation", *model,
+    code, out, err = run_cli(capsys, "evaluate", folder, "--out", tmp_path / "evaluation", *model,
                           "--families", "exact", "ring", "--steps", "1", "--no-fid", "--quiet")
     assert code == 0, err
     assert (tmp_path / "evaluation" / "summary.md").is_file()
@@ -151,9 +144,9 @@ def test_cli_refuses_diffusion_flags_for_lama_and_sd_without_weights(capsys, tmp
     image, mask = example_photo(32, 32, seed=0)
     bio.save_image(image, tmp_path / "p.png")
     bio.save_mask(mask, tmp_path / "m.png")
-    code, _, err = _run(capsys, "edit", tmp_path / "p.png", "--mask", tmp_path / "m.png", "-o", tmp_path / "o.png",
+    code, _, err = run_cli(capsys, "edit", tmp_path / "p.png", "--mask", tmp_path / "m.png", "-o", tmp_path / "o.png",
                         "--model", "lama", "--device", "cpu", "--prompt", "a cat")
     assert code == 2 and "--prompt" in err
-    code, _, err = _run(capsys, "edit", tmp_path / "p.png", "--mask", tmp_path / "m.png", "-o", tmp_path / "o.png",
+    code, _, err = run_cli(capsys, "edit", tmp_path / "p.png", "--mask", tmp_path / "m.png", "-o", tmp_path / "o.png",
                         "--model", "sd-inpaint", "--device", "cpu")
     assert code == 2 and "diffusers layout" in err and not (tmp_path / "o.png").exists()

@@ -13,39 +13,18 @@ import torch
 from backfire import cli
 from backfire import io as bio
 from backfire.examples import example_photo
-from backfire.inpainters.lama import random_generator, save_lama_checkpoint
 from backfire.judge import metrics
 from backfire.judge.evaluate import COLUMNS
 from backfire.judge.transforms import TRANSFORMS, get_transforms
-from tests.conftest import TINY
+from tests.conftest import run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tests run beside other work: keep them on one core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "tiny-lama.ckpt"
-    save_lama_checkpoint(random_generator(TINY, seed=1), path)
-    return path
-
-
-def _run(capsys, *args) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 # ---------------------------------------------------------------------------------------- transforms
 
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.mark.parametrize("name", list(TRANSFORMS))
 def test_transform_keeps_shape_range_and_the_8_bit_grid(name):
@@ -199,14 +178,14 @@ def test_report_html_renders_every_image_in_headless_chromium(evaluation, tmp_pa
 
 def test_evaluate_refuses_to_write_inside_the_input_folder(capsys, evaluation, weights):
     folder = evaluation["folder"]
-    code, _, err = _run(capsys, "evaluate", folder, "--weights", weights, "--device", "cpu", "--out",
+    code, _, err = run_cli(capsys, "evaluate", folder, "--weights", weights, "--device", "cpu", "--out",
                         folder / "inside", "--steps", "0", "--families", "exact")
     assert code == 2 and "must not be the input folder" in err and err.count("\n") == 1
     assert not (folder / "inside").exists()
 
 
 def test_evaluate_rejects_unknown_family_before_work(capsys, evaluation, weights, tmp_path):
-    code, _, err = _run(capsys, "evaluate", evaluation["folder"], "--weights", weights, "--device", "cpu",
+    code, _, err = run_cli(capsys, "evaluate", evaluation["folder"], "--weights", weights, "--device", "cpu",
                         "--out", tmp_path / "x", "--families", "exact", "nope")
     assert code == 2 and "nope" in err and not (tmp_path / "x").exists()
 
@@ -224,7 +203,7 @@ def astronaut(tmp_path_factory) -> Path:
 
 def test_mask_faces_covers_the_astronauts_face_and_little_else(capsys, astronaut, tmp_path):
     pytest.importorskip("cv2")
-    code, out, err = _run(capsys, "mask", astronaut, "--faces", "-o", tmp_path / "face.png")
+    code, out, err = run_cli(capsys, "mask", astronaut, "--faces", "-o", tmp_path / "face.png")
     assert code == 0, err
     mask = bio.read_mask(tmp_path / "face.png", size=(512, 512)).mask.numpy()
     face = np.zeros_like(mask)
@@ -236,13 +215,13 @@ def test_mask_faces_covers_the_astronauts_face_and_little_else(capsys, astronaut
 
 
 def test_mask_box_is_exact_and_grow_dilates(capsys, astronaut, tmp_path):
-    code, _, err = _run(capsys, "mask", astronaut, "--box", "10,20,30,40", "-o", tmp_path / "box.png")
+    code, _, err = run_cli(capsys, "mask", astronaut, "--box", "10,20,30,40", "-o", tmp_path / "box.png")
     assert code == 0, err
     mask = bio.read_mask(tmp_path / "box.png", size=(512, 512)).mask
     expected = torch.zeros(512, 512)
     expected[20:60, 10:40] = 1
     assert torch.equal(mask, expected)
-    code, _, _ = _run(capsys, "mask", astronaut, "--box", "10,20,30,40", "--grow", "3", "-o", tmp_path / "g.png")
+    code, _, _ = run_cli(capsys, "mask", astronaut, "--box", "10,20,30,40", "--grow", "3", "-o", tmp_path / "g.png")
     grown = bio.read_mask(tmp_path / "g.png", size=(512, 512)).mask
     assert code == 0 and grown.sum() > mask.sum() and torch.all(grown >= mask)
 
@@ -251,15 +230,15 @@ def test_mask_without_a_face_exits_2_with_one_line_and_writes_nothing(capsys, tm
     pytest.importorskip("cv2")
     image, _ = example_photo(64, 48, seed=0)
     bio.save_image(image, tmp_path / "landscape.png")
-    code, _, err = _run(capsys, "mask", tmp_path / "landscape.png", "--faces", "-o", tmp_path / "m.png")
+    code, _, err = run_cli(capsys, "mask", tmp_path / "landscape.png", "--faces", "-o", tmp_path / "m.png")
     assert code == 2 and "no face found" in err and err.count("\n") == 1
     assert not (tmp_path / "m.png").exists()
 
 
 def test_mask_refuses_to_overwrite_its_input_and_bad_boxes(capsys, astronaut):
-    code, _, err = _run(capsys, "mask", astronaut, "--box", "1,1,5,5", "-o", astronaut)
+    code, _, err = run_cli(capsys, "mask", astronaut, "--box", "1,1,5,5", "-o", astronaut)
     assert code == 2 and "refusing to overwrite" in err
-    code, _, err = _run(capsys, "mask", astronaut, "--box", "1,1,five,5", "-o", astronaut.with_name("b.png"))
+    code, _, err = run_cli(capsys, "mask", astronaut, "--box", "1,1,five,5", "-o", astronaut.with_name("b.png"))
     assert code == 2 and "x,y,w,h" in err
 
 
@@ -268,5 +247,5 @@ def test_mask_text_without_rapidocr_says_how_to_get_it(capsys, astronaut, tmp_pa
 
     if importlib.util.find_spec("rapidocr_onnxruntime") is not None:
         pytest.skip("rapidocr-onnxruntime is installed: the missing-package message cannot be shown")
-    code, _, err = _run(capsys, "mask", astronaut, "--text", "-o", tmp_path / "t.png")
+    code, _, err = run_cli(capsys, "mask", astronaut, "--text", "-o", tmp_path / "t.png")
     assert code == 2 and "pip install rapidocr-onnxruntime" in err and not (tmp_path / "t.png").exists()

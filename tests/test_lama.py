@@ -42,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 H, W = 37, 53  # not multiples of 8: the Inpainter pads and crops
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 def _masks(batch: int = 2, h: int = H, w: int = W) -> torch.Tensor:
     """A different rectangular hole per batch item."""
     mask = torch.zeros(batch, 1, h, w)
@@ -63,15 +65,6 @@ def _discriminator_state() -> dict[str, torch.Tensor]:
         "loss_resnet_pl.impl.conv1.weight": torch.randn(8, 3, 3, 3),
         "val_evaluator.scores.ssim.weight": torch.randn(3),
     }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU, spinning thread pools make these tests 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,7 @@ TINY = TrainConfig(ngf=8, n_blocks=1, n_downsampling=2, ndf=8, d_layers=2, batch
                    warmup_steps=1, adv_weight=0.0, log_every=1, val_every=0, ckpt_every=0, val_batch=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny models gain nothing from more, and on a shared, busy CPU
-    OpenMP threads waiting on each other make them many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def smooth_images(n: int, side: int = 32, seed: int = 0) -> np.ndarray:
     """Smooth random colour gradients plus a few soft blobs, uint8 N×side×side×3."""

@@ -200,24 +200,19 @@ class DiffusionInpainter(Inpainter):
         The hole's pixels never enter (the image is masked first), so the gradient is zero there.
         """
         image, mask = self._validate(image, mask)
-        h, w = image.shape[-2:]
-        masked = self._pad(image * (1 - mask))
-        padded_mask = self._pad(mask)
-        small, masked_latents = self._conditioning(masked, padded_mask)
+        small, masked_latents, text = self._surrogate_inputs(image, mask)
         t, noise = self._surrogate_draw(masked_latents.shape[1:])
         alpha = self._alphas[t]
         a, b = float(alpha.sqrt()), float((1 - alpha).sqrt())
         noisy = a * masked_latents + b * noise.expand_as(masked_latents)
         model_input = torch.cat([noisy, small, masked_latents], dim=1)
-        text = self._empty_embedding.expand(image.shape[0], -1, -1)
         timestep = torch.tensor(t, device=self.device)
         prediction = self.unet(model_input, timestep, encoder_hidden_states=text).sample
-        if getattr(self.scheduler.config, "prediction_type", "epsilon") == "v_prediction":
+        if self._v_prediction:
             clean = a * noisy - b * prediction
         else:
             clean = (noisy - b * prediction) / a
-        pixels = self._decode(clean, checkpoint=True)[..., :h, :w]
-        return mask * pixels + (1 - mask) * image
+        return self._surrogate_output(clean, image, mask)
 
     def surrogate_unrolled(self, image: Tensor, mask: Tensor) -> Tensor:
         """K deterministic DDIM steps (η = 0) from the real sampler's initial noise: K UNet calls.
@@ -230,14 +225,9 @@ class DiffusionInpainter(Inpainter):
         pass), so memory grows with K only by the K latents. Then VAE decode (checkpointed) → composite.
         """
         image, mask = self._validate(image, mask)
-        h, w = image.shape[-2:]
-        masked = self._pad(image * (1 - mask))
-        padded_mask = self._pad(mask)
-        small, masked_latents = self._conditioning(masked, padded_mask)
+        small, masked_latents, text = self._surrogate_inputs(image, mask)
         _, noise = self._surrogate_draw(masked_latents.shape[1:])
         latents = noise.expand_as(masked_latents)
-        text = self._empty_embedding.expand(image.shape[0], -1, -1)
-        v_prediction = getattr(self.scheduler.config, "prediction_type", "epsilon") == "v_prediction"
         total = len(self._alphas)
         offset = int(getattr(self.scheduler.config, "steps_offset", 0) or 0)
         ratio = total // self.surrogate_steps
@@ -256,15 +246,28 @@ class DiffusionInpainter(Inpainter):
                                                                use_reentrant=False)
             else:
                 prediction = predict(latents, small, masked_latents, timestep)
-            if v_prediction:
+            if self._v_prediction:
                 clean, eps = a * latents - b * prediction, b * latents + a * prediction
             else:
                 clean, eps = (latents - b * prediction) / a, prediction
             if i + 1 < len(timesteps):
                 following = self._alphas[timesteps[i + 1]]
                 latents = float(following.sqrt()) * clean + float((1 - following).sqrt()) * eps
-        pixels = self._decode(clean, checkpoint=True)[..., :h, :w]
+        return self._surrogate_output(clean, image, mask)
+
+    def _surrogate_inputs(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(mask on the latent grid, masked-image latents, empty-prompt embedding), padded to the VAE's factor."""
+        small, masked_latents = self._conditioning(self._pad(image * (1 - mask)), self._pad(mask))
+        return small, masked_latents, self._empty_embedding.expand(image.shape[0], -1, -1)
+
+    def _surrogate_output(self, clean: Tensor, image: Tensor, mask: Tensor) -> Tensor:
+        """Decode a predicted clean latent (checkpointed), crop the padding, keep the context exactly."""
+        pixels = self._decode(clean, checkpoint=True)[..., : image.shape[-2], : image.shape[-1]]
         return mask * pixels + (1 - mask) * image
+
+    @property
+    def _v_prediction(self) -> bool:
+        return getattr(self.scheduler.config, "prediction_type", "epsilon") == "v_prediction"
 
     def _surrogate_draw(self, shape: torch.Size) -> tuple[int, Tensor]:
         if self.surrogate_resample:
