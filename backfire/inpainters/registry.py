@@ -43,14 +43,25 @@ SD_WEIGHTS_HELP = ("needs a local Stable Diffusion inpainting checkpoint in diff
                    "HF cache (--weights PATH_OR_ID); nothing is downloaded")
 
 
+def _no_options(name: str, options: dict) -> None:
+    if options:
+        raise ModelError(f"model {name!r} takes no options, got {', '.join(sorted(options))}: --prompt, "
+                         "--negative-prompt, --sampler-steps, --guidance, --sampler-seed are for diffusion models "
+                         "(--model sd-inpaint)")
+
+
 def _load_lama(weights: str | Path | None, device: torch.device, dtype: torch.dtype, **options) -> Inpainter:
     from backfire.inpainters.lama import load_lama
 
-    if options:
-        raise ModelError(f"model 'lama' takes no options, got {', '.join(sorted(options))}: --prompt, "
-                         "--negative-prompt, --sampler-steps, --guidance, --sampler-seed are for diffusion models "
-                         "(--model sd-inpaint)")
+    _no_options("lama", options)
     return load_lama(weights, device, dtype)
+
+
+def _load_embedded(weights: str | Path | None, device: torch.device, dtype: torch.dtype, **options) -> Inpainter:
+    from backfire.inpainters.embedded import NAME, load_embedded
+
+    _no_options(NAME, options)
+    return load_embedded(weights, device, dtype)
 
 
 def _load_sd_inpaint(weights: str | Path | None, device: torch.device, dtype: torch.dtype,
@@ -74,10 +85,11 @@ def _load_sd_inpaint(weights: str | Path | None, device: torch.device, dtype: to
 
 
 LOADERS: dict[str, Loader] = {
+    "backfire-s": _load_embedded,
     "lama": _load_lama,
     "sd-inpaint": _load_sd_inpaint,
 }
-"""name → loader. Later models ("backfire-s") are added here."""
+"""name → loader."""
 
 DEFAULT_DTYPES: dict[str, Callable[[torch.device], torch.dtype]] = {
     "sd-inpaint": lambda device: torch.float16 if device.type == "cuda" else torch.float32,

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from backfire import masks as mask_ops
 from backfire.inpainters.base import Inpainter
+from backfire.protect.optimisers import make_optimiser
 from backfire.protect.recipes import DEFAULT_RECIPE, Recipe, Term, get_recipe
 from backfire.protect.targets import make_target
 
 StepCallback = Callable[[int, int, float], None]
+ImageCallback = Callable[[int, Tensor], None]
 
 
 @dataclass
@@ -61,6 +65,7 @@ def protect(
     seed: int = 0,
     max_batch: int | None = None,
     on_step: StepCallback | None = None,
+    on_image: ImageCallback | None = None,
 ) -> Protection:
     """Add a perturbation that makes inpainting over ``region`` fail while other edits still work.
 
@@ -75,6 +80,8 @@ def protect(
         max_batch: at most this many edits per forward pass (gradients are accumulated, the result
             is the same); ``None`` puts all of the recipe's edits in one batch.
         on_step: called as ``on_step(step, steps, loss)`` after every step.
+        on_image: called as ``on_image(step, x + δ)`` (float, not yet quantised) after every step, for
+            studies that follow the protection as it grows.
 
     Returns:
         A :class:`Protection` whose ``protected`` image is quantised to 8 bits.
@@ -98,22 +105,27 @@ def protect(
     weights = torch.tensor([t.weight for t in recipe.terms], device=device, dtype=dtype)
 
     generator = torch.Generator().manual_seed(seed)
-    delta = (torch.rand(x.shape, generator=generator) * recipe.init_high).to(device, dtype)
-    delta = _project(delta, x, recipe.budget).requires_grad_(True)
-    optimiser = torch.optim.Adam([delta], lr=recipe.lr, betas=recipe.betas)
+    shape = _parameter_shape(x, recipe.stride)
+    param = (torch.rand(shape, generator=generator) * recipe.init_high).to(device, dtype)
+    param = _project(param, x, recipe.budget).requires_grad_(True)
+    optimiser = make_optimiser(recipe.optimiser, param, lr=recipe.lr, betas=recipe.betas,
+                               budget=recipe.budget, steps=recipe.steps)
     losses: list[float] = []
     for step in range(recipe.steps):
         optimiser.zero_grad(set_to_none=True)
-        loss = _accumulate_gradient(x + delta, masks, goals, weights, inpainter, max_batch)
+        loss = _accumulate_gradient(x + _expand(param, x), masks, goals, weights, inpainter, max_batch)
         optimiser.step()
         with torch.no_grad():
-            delta.copy_(_project(delta, x, recipe.budget))
+            param.copy_(_project(param, x, recipe.budget))
         losses.append(loss)
         if on_step is not None:
             on_step(step + 1, recipe.steps, loss)
+        if on_image is not None:
+            with torch.no_grad():
+                on_image(step + 1, (x + _expand(param, x)).clamp(0, 1))
 
     with torch.no_grad():
-        protected = torch.round((x + delta).clamp(0, 1) * 255) / 255
+        protected = torch.round((x + _expand(param, x)).clamp(0, 1) * 255) / 255
     return Protection(protected=protected.cpu(), target=goal_image.cpu(), recipe=recipe,
                       seconds=time.perf_counter() - started, losses=losses)
 
@@ -156,6 +168,25 @@ def _accumulate_gradient(perturbed: Tensor, masks: Tensor, goals: Tensor, weight
     return total
 
 
-def _project(delta: Tensor, x: Tensor, budget: float) -> Tensor:
-    """Clip δ to the L∞ ball and so that x + δ stays a valid image."""
-    return ((x + delta.clamp(-budget, budget)).clamp(0, 1) - x).detach()
+def _parameter_shape(x: Tensor, stride: int) -> tuple[int, ...]:
+    if stride < 1:
+        raise ValueError(f"stride must be ≥ 1, got {stride}")
+    return (x.shape[0], math.ceil(x.shape[1] / stride), math.ceil(x.shape[2] / stride))
+
+
+def _expand(param: Tensor, x: Tensor) -> Tensor:
+    """δ at full resolution. Bilinear upsampling mixes values convexly, so it never leaves the L∞ ball."""
+    if param.shape == x.shape:
+        return param
+    return F.interpolate(param[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
+
+
+def _project(param: Tensor, x: Tensor, budget: float) -> Tensor:
+    """Clip δ to the L∞ ball and, at full resolution, so that x + δ stays a valid image.
+
+    A coarse δ cannot be clipped per pixel to the image's bounds; there ``x + δ`` is clamped instead
+    (in every forward pass and in the result).
+    """
+    if param.shape != x.shape:
+        return param.clamp(-budget, budget).detach()
+    return ((x + param.clamp(-budget, budget)).clamp(0, 1) - x).detach()

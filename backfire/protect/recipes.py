@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from backfire.protect.optimisers import OptimiserKind
 from backfire.protect.targets import TargetKind
 
 Role = Literal["attack", "keep"]
@@ -36,10 +37,14 @@ class Recipe:
         terms: the edits in the loss (each an MSE averaged over the pixels of its mask).
         steps: optimisation steps.
         budget: L∞ bound on the perturbation, in [0, 1] pixel units (0.025 ≈ 6.4/255).
-        lr, betas: Adam's step size and moment decay.
+        lr, betas: Adam's step size and moment decay; for the sign optimisers ``lr`` is the first
+            step as a fraction of the budget (see :func:`backfire.protect.optimisers.make_optimiser`).
         init_high: the perturbation starts as U[0, init_high).
         dilation: radius of the square that dilates M (8 → a 17×17 square).
         target: what a failed edit should look like.
+        optimiser: ``"adam"`` (the paper's), ``"sign"`` (PGD, decaying step) or ``"momentum"`` (MI-FGSM).
+        stride: 1 optimises δ per pixel; s > 1 optimises it on a grid s times coarser, bilinearly
+            upsampled (a low-frequency δ: more leverage on the fill per unit of visible change).
     """
 
     name: str
@@ -51,6 +56,8 @@ class Recipe:
     init_high: float
     dilation: int
     target: TargetKind = "solid"
+    optimiser: OptimiserKind = "adam"
+    stride: int = 1
     description: str = ""
 
     def but(self, **changes) -> Recipe:

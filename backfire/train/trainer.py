@@ -150,6 +150,7 @@ class TrainConfig:
     n_blocks: int = 6
     ratio_g: float = 0.75
     max_features: int = 1024
+    prefill: bool = True  # start from the parameter-free coarse fill (see FFCConfig.prefill)
     ndf: int = 32
     d_layers: int = 3
     # optimisation
@@ -181,9 +182,9 @@ class TrainConfig:
     workers: int = -1  # processes preparing batches ahead; -1 = auto (min(6, CPUs − 2) on CUDA, 0 on CPU)
 
     def generator_config(self) -> FFCConfig:
-        return FFCConfig(self.ngf, self.n_downsampling, self.n_blocks, self.ratio_g, self.max_features)
+        return FFCConfig(self.ngf, self.n_downsampling, self.n_blocks, self.ratio_g, self.max_features, self.prefill)
 
-    ARCH_FIELDS = ("ngf", "n_downsampling", "n_blocks", "ratio_g", "max_features", "ndf", "d_layers")
+    ARCH_FIELDS = ("ngf", "n_downsampling", "n_blocks", "ratio_g", "max_features", "prefill", "ndf", "d_layers")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
