@@ -118,7 +118,9 @@ def _add_io(p: argparse.ArgumentParser, mask_help: str) -> None:
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"inpainting model: {', '.join(available_models())}")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"inpainting model: {', '.join(available_models())}; protect and evaluate also take an "
+                        "ensemble, NAME[=WEIGHTS],NAME[=WEIGHTS] (protected against all, judged on each)")
     p.add_argument("--weights", type=Path, default=None,
                    help="model weights file (sd-inpaint: a local diffusers folder or an id in the local HF cache)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -141,9 +143,28 @@ _MODEL_OPTIONS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "sam
 
 def _load_model(args: argparse.Namespace, device: str | None = None):
     """``load_inpainter`` with the model flags of :func:`_add_model` (a model that takes none refuses them)."""
+    models = _load_models(args, device)
+    if len(models) > 1:
+        raise ValueError(f"--model {args.model}: this command takes one model (only protect and evaluate take "
+                         "several)")
+    return models[0]
+
+
+def _load_models(args: argparse.Namespace, device: str | None = None) -> list:
+    """``--model a,b`` → the models of an ensemble, each written ``NAME`` or ``NAME=WEIGHTS``."""
     options = {option: getattr(args, flag) for flag, option in _MODEL_OPTIONS.items()
                if getattr(args, flag, None) is not None}
-    return load_inpainter(args.model, weights=args.weights, device=device or args.device, **options)
+    entries = [e.strip() for e in args.model.split(",")]
+    if not all(entries):
+        raise ValueError(f"--model {args.model!r}: empty model name; write NAME or NAME=WEIGHTS, comma-separated")
+    if len(entries) > 1 and args.weights is not None:
+        raise ValueError("--weights names one model's weights; with several models write --model NAME=WEIGHTS,...")
+    models = []
+    for entry in entries:
+        name, _, weights = entry.partition("=")
+        models.append(load_inpainter(name, weights=weights or args.weights, device=device or args.device,
+                                     **options))
+    return models
 
 
 def _log(message: str) -> None:
@@ -158,13 +179,13 @@ def run_protect(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 0:
         raise ValueError(f"--steps must be ≥ 0, got {args.steps}")
     tasks = jobs.plan(args.image, args.mask, args.out)
-    inpainter = _load_model(args)
+    inpainters = _load_models(args)
     failures = 0
     for i, task in enumerate(tasks, 1):
         label = f"[{i}/{len(tasks)}] {task.image.name}" if len(tasks) > 1 else task.image.name
         try:
-            verdict = jobs.protect_task(
-                task, inpainter, recipe, budget=budget, steps=args.steps, target=args.target, seed=args.seed,
+            verdicts = jobs.protect_task(
+                task, inpainters, recipe, budget=budget, steps=args.steps, target=args.target, seed=args.seed,
                 max_pixels=args.max_pixels, on_step=Progress(label, enabled=not args.quiet), log=_log)
         except io.InputError as error:
             if len(tasks) == 1:
@@ -173,7 +194,7 @@ def run_protect(args: argparse.Namespace) -> int:
             _log(f"backfire: error: {error}")
             continue
         print(f"{task.out}  (report: {jobs.report_paths(task.out)[0]})")
-        print(format_verdict(verdict))
+        print("\n".join(format_verdict(v) for v in verdicts))
     if failures:
         _log(f"backfire: {failures} of {len(tasks)} images failed; the others were written")
         return EXIT_BAD_INPUT
@@ -227,10 +248,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be ≥ 1, got {args.limit}")
     transforms = [] if args.robustness is None else (args.robustness or list(TRANSFORMS))
-    inpainter = _load_model(args)
+    inpainters = _load_models(args)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "run"}
     config["out"] = str(out)
-    evaluate(folder, out, inpainter, [get_recipe(r) for r in args.recipe], budgets, args.families, transforms,
+    evaluate(folder, out, inpainters, [get_recipe(r) for r in args.recipe], budgets, args.families, transforms,
              args.limit, args.seed, None if args.quiet else _log, steps=args.steps, with_fid=not args.no_fid,
              config=config, max_pixels=args.max_pixels)
     print(f"{out / 'summary.md'}\n{out / 'report.html'}\n{out / 'cases.csv'}\n{out / 'config.json'}")

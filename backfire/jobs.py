@@ -9,7 +9,7 @@ from __future__ import annotations
 import io as _io
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,25 +83,30 @@ def load(task: Task, max_pixels: int, log: Log) -> tuple[Tensor, Tensor]:
     return image.pixels, region.mask
 
 
-def protect_task(task: Task, inpainter: Inpainter, recipe: Recipe, *, budget: float | None, steps: int | None,
-                 target: str | None, seed: int, max_pixels: int, on_step: StepCallback | None,
-                 log: Log) -> Verdict:
-    """Protect one image, save it, and judge the saved file read back; write ``.json`` and preview."""
+def protect_task(task: Task, inpainters: Sequence[Inpainter], recipe: Recipe, *, budget: float | None,
+                 steps: int | None, target: str | None, seed: int, max_pixels: int,
+                 on_step: StepCallback | None, log: Log) -> list[Verdict]:
+    """Protect one image against every model of ``inpainters``, save it, and judge the saved file read back
+    on each model; write ``.json`` (the first model's verdict, the others under ``ensemble``) and preview."""
     image, region = load(task, max_pixels, log)
     if task.out.suffix.lower() in LOSSY_SUFFIXES:
         log(f"warning: {task.out.suffix} is lossy; the compression weakens the protection (PNG keeps it)")
-    result = protect(image, region, inpainter, recipe, budget=budget, steps=steps, target=target,
+    result = protect(image, region, inpainters, recipe, budget=budget, steps=steps, target=target,
                      seed=seed, on_step=on_step)
     io.save_image(result.protected, task.out, protect_inputs=task.inputs)
     saved = io.read_image(task.out, max_pixels=max_pixels).pixels
-    verdict, fills = judge(image, saved, region, inpainter, make_target(image, result.recipe.target), seed=seed)
+    target_image = make_target(image, result.recipe.target)
+    judged = [judge(image, saved, region, model, target_image, seed=seed) for model in inpainters]
+    verdicts = [verdict for verdict, _ in judged]
     record = {
         "image": str(task.image), "mask": str(task.mask), "protected_image": str(task.out),
         "recipe": result.recipe.as_dict(), "budget_255": result.recipe.budget * 255, "seed": seed,
-        "seconds": result.seconds, "losses": result.losses, **verdict.as_dict(),
+        "seconds": result.seconds, "losses": result.losses, **verdicts[0].as_dict(),
     }
-    write_reports(task, record, image, saved, fills)
-    return verdict
+    if len(verdicts) > 1:
+        record["ensemble"] = [v.as_dict() for v in verdicts]
+    write_reports(task, record, image, saved, judged[0][1])
+    return verdicts
 
 
 def write_reports(task: Task, record: dict, image: Tensor, saved: Tensor, fills: list) -> None:

@@ -576,3 +576,32 @@ def edits(mask: Tensor, families: Sequence[str], seed: int = 0) -> list[Edit]:
     for family in families:
         out.extend(family_masks(mask, family, seed))
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The random shapes of the families, with a generator the caller owns (the protection's samplers
+# draw them with fresh parameters every step; the families above draw them with fixed seeds).
+
+
+def strokes_over(mask: Tensor, rng: np.random.Generator) -> Tensor:
+    """Random brush strokes drawn until they cover ≥ 95 % of ``mask`` (spill outside allowed)."""
+    m = _as_bool(mask)
+    return _out(torch.from_numpy(_strokes(m.cpu().numpy(), rng)).to(m.device))
+
+
+def away_from(mask: Tensor, k: int, rng: np.random.Generator) -> Tensor | None:
+    """Strokes and boxes of total area ≈ area(mask), every pixel ≥ ``k`` px from it; ``None`` if none fit."""
+    m = _as_bool(mask)
+    out = _away(m.cpu().numpy(), _check_radius(k), rng)
+    return None if out is None else _out(torch.from_numpy(out).to(m.device))
+
+
+def object_box(mask: Tensor, rng: np.random.Generator) -> Tensor | None:
+    """A box the size of bbox(mask) placed where it does not touch the mask; ``None`` if none fits."""
+    out = _object(_as_bool(mask), rng)
+    return None if out is None else _out(out)
+
+
+def shifted(mask: Tensor, dy: int, dx: int) -> Tensor:
+    """``mask`` moved by (dy, dx) px; what leaves the frame is lost."""
+    return _out(_shift(_as_bool(mask), int(dy), int(dx)))

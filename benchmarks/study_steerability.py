@@ -135,26 +135,37 @@ def svg_plot(series: dict[str, list[tuple[float, float]]], title: str, xlabel: s
     return "\n".join(parts)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def photo_arguments(parser: argparse.ArgumentParser, steps: int, out: str) -> argparse.ArgumentParser:
+    """The arguments every study takes: the set, the model, how many photos and how they are cut."""
     parser.add_argument("folder", type=Path)
     parser.add_argument("--model", default="backfire-s")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--images", type=int, default=3)
     parser.add_argument("--crop", type=int, default=160)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--out", type=Path, default=Path(out))
+    return parser
+
+
+def load_photos(folder: Path, count: int, side: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, image, region) of the first pair of each kind in ``folder``, cut around the region."""
+    photos = []
+    for image_path, mask_path in pick_pairs(folder, count):
+        loaded = bio.read_image(image_path)
+        region = bio.read_mask(mask_path, size=loaded.size).mask
+        photos.append((image_path.stem, *crop_around(loaded.pixels, region, side)))
+    return photos
+
+
+def main() -> None:
+    parser = photo_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), 100, "docs/steerability")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=Path("docs/steerability"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_inpainter(args.model, weights=args.weights)
     checkpoints = sorted({c for c in (5, 10, 20, 50, 100, 200, 500, 1000) if c < args.steps} | {args.steps})
-    photos = []
-    for image_path, mask_path in pick_pairs(args.folder, args.images):
-        loaded = bio.read_image(image_path)
-        region = bio.read_mask(mask_path, size=loaded.size).mask
-        photos.append((image_path.stem, *crop_around(loaded.pixels, region, args.crop)))
+    photos = load_photos(args.folder, args.images, args.crop)
     all_runs = runs(args.steps)
     results: dict[str, list[dict[int, float]]] = {}
     seconds: dict[str, float] = {}

@@ -212,3 +212,32 @@ def test_export_torchscript_round_trip(capsys, weights, tmp_path):
 def test_export_refuses_to_overwrite_its_weights(capsys, weights):
     code, _, err = run_cli(capsys, "export", "--torchscript", weights, *_model(weights))
     assert code == 2 and "refusing to overwrite" in err
+
+
+def test_protect_against_an_ensemble_judges_on_every_model(capsys, files, weights, tmp_path):
+    photo, mask = files
+    code, out, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png",
+                             "--model", f"lama={weights},lama={weights}", "--device", "cpu", "--steps", "1",
+                             "--recipe", "robust")
+    assert code == 0, err
+    assert out.count("verdict:") == 2
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert len(report["ensemble"]) == 2 and report["recipe"]["name"] == "robust"
+    assert report["ensemble"][0]["edits"] == report["edits"]
+
+
+@pytest.mark.parametrize("case", ["verify_two", "empty_name", "weights_twice"])
+def test_bad_model_lists_are_one_line_errors(capsys, files, weights, tmp_path, case):
+    photo, mask = files
+    if case == "verify_two":
+        args = ["verify", photo, photo, "--mask", mask, "--model", f"lama={weights},lama={weights}"]
+    elif case == "empty_name":
+        args = ["protect", photo, "--mask", mask, "-o", tmp_path / "o.png", "--model", f"lama={weights},"]
+    else:
+        args = ["protect", photo, "--mask", mask, "-o", tmp_path / "o.png", "--model", "lama,lama",
+                "--weights", weights]
+    code, _, err = run_cli(capsys, *args, "--device", "cpu")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("backfire: error: ") and "model" in lines[0], err
+    assert not (tmp_path / "o.png").exists()

@@ -6,8 +6,8 @@ import torch
 from backfire import masks as mask_ops
 from backfire.inpainters.base import Inpainter
 from backfire.judge import metrics
-from backfire.protect import PAPER, get_recipe, make_target, protect
-from backfire.protect.engine import masked_mse
+from backfire.protect import PAPER, Term, get_recipe, make_target, protect
+from backfire.protect.engine import masked_mse, texture_budget
 
 
 class CountingInpainter(Inpainter):
@@ -182,3 +182,105 @@ def test_tiny_images_are_padded_enough_for_the_network(tiny_model, size):
     y = tiny_model(x, m)
     assert y.shape == x.shape
     assert torch.equal(y[m.expand_as(y) == 0], x[m.expand_as(x) == 0])
+
+
+# ------------------------------------------------------------------ the robust recipe's parts
+
+
+class RecordingInpainter(Inpainter):
+    """Passes through to a real model and records every image batch and mask batch it is given."""
+
+    def __init__(self, inner, name=None):
+        super().__init__(name or inner.name, inner.device, inner.dtype, inner.multiple)
+        self.inner, self.images, self.masks = inner, [], []
+
+    def fill(self, masked_image, mask):
+        return self.inner.fill(masked_image, mask)
+
+    def surrogate(self, image, mask):
+        self.images.append(image.detach().clone())
+        self.masks.append(mask.detach().clone())
+        return super().surrogate(image, mask)
+
+
+def _on_grid(t):
+    return torch.allclose(t * 255, torch.round(t * 255), atol=1e-4)
+
+
+def test_robust_recipe_is_registered_and_differs_from_the_paper():
+    robust = get_recipe("robust")
+    assert robust.cleaning and robust.quantise_steps > 0 and robust.budget_shape == "texture"
+    assert {t.mask for t in robust.terms} >= {"sampled-attacker", "sampled-benign"}
+    assert robust.budget == PAPER.budget  # the same hard L∞ bound: the comparison is fair
+
+
+def test_sampled_edits_change_every_step_and_benign_goals_are_clean_fills(tiny_model, photo):
+    x, region = photo
+    recipe = PAPER.but(terms=(Term("sampled-attacker", "attack", 1.0), Term("sampled-benign", "keep", 2.0)))
+    rec = RecordingInpainter(tiny_model)
+    protect(x, region, rec, recipe, steps=3)
+    # per step: one no-grad clean fill of the benign draw, then one pass over both edits
+    assert len(rec.masks) == 6
+    step_masks = [rec.masks[i] for i in (1, 3, 5)]
+    assert not torch.equal(step_masks[0], step_masks[1])
+    for i in (0, 2, 4):
+        assert torch.equal(rec.images[i][0], x)                       # the goal: an edit of the original
+        assert torch.equal(rec.masks[i][0], rec.masks[i + 1][1])      # of the benign mask of that step
+    for masks in step_masks:
+        attacker, benign = masks[0, 0], masks[1, 0]
+        assert (attacker * region).sum() > 0 and (benign * region).sum() == 0
+
+
+def test_quantisation_aware_finish_feeds_8_bit_images_to_the_last_steps(tiny_model, photo):
+    x, region = photo
+    rec = RecordingInpainter(tiny_model)
+    protect(x, region, rec, PAPER.but(quantise_steps=2), steps=5)
+    per_step = rec.images[1:]  # after the clean ring fill
+    assert [_on_grid(batch) for batch in per_step] == [False, False, False, True, True]
+
+
+def test_cleaning_reaches_attack_edits_only(tiny_model, photo):
+    x, region = photo
+    rec = RecordingInpainter(tiny_model)
+    recipe = PAPER.but(cleaning=("blur",), cleaning_rate=1.0)
+    protect(x, region, rec, recipe, steps=2)
+    attack, keep = rec.images[1], rec.images[2]  # step 1: the cleaned attack edits, then the ring edit
+    assert attack.shape[0] == 2 and keep.shape[0] == 1
+    assert (attack[0] - keep[0]).abs().max() > 0.01   # blurred before the attacker's edit
+    assert (attack[0] - keep[0]).abs().max() < 0.5
+
+
+def test_texture_budget_is_full_on_texture_and_smaller_on_flat_areas():
+    flat = torch.full((3, 32, 32), 0.5)
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None]) % 2).float().expand(3, -1, -1)
+    assert torch.allclose(texture_budget(flat, 0.025), torch.full((1, 32, 32), 0.4 * 0.025))
+    assert torch.allclose(texture_budget(checker, 0.025), torch.full((1, 32, 32), 0.025))
+
+
+def test_texture_budget_bounds_the_result_per_pixel(tiny_model, photo):
+    x, region = photo
+    result = protect(x, region, tiny_model, PAPER.but(budget_shape="texture"), budget=8 / 255, steps=4)
+    bound = texture_budget(x, 8 / 255)
+    assert ((result.protected - x).abs() <= bound + 0.5 / 255 + 1e-6).all()
+    assert ((result.protected - x).abs() > bound * 0.5).any()  # and it uses it
+
+
+def test_an_ensemble_asks_every_model_and_one_member_is_the_model_itself(tiny_model, photo):
+    x, region = photo
+    a, b = RecordingInpainter(tiny_model, "a"), RecordingInpainter(tiny_model, "b")
+    protect(x, region, [a, b], "paper", steps=2)
+    assert len(a.images) == len(b.images) == 1 + 2
+    alone = protect(x, region, tiny_model, "paper", steps=3, seed=2).protected
+    assert torch.equal(protect(x, region, [tiny_model], "paper", steps=3, seed=2).protected, alone)
+    with pytest.raises(ValueError, match="at least one"):
+        protect(x, region, [], "paper")
+
+
+def test_robust_recipe_runs_end_to_end_within_budget(tiny_model, photo):
+    x, region = photo
+    result = protect(x, region, tiny_model, "robust", steps=4, seed=1)
+    assert result.protected.shape == x.shape and _on_grid(result.protected)
+    assert metrics.linf_255(x, result.protected) <= 0.025 * 255 + 0.5 + 1e-3
+    assert len(result.losses) == 4 and all(torch.isfinite(torch.tensor(result.losses)))
+    again = protect(x, region, tiny_model, "robust", steps=4, seed=1)
+    assert torch.equal(again.protected, result.protected)  # sampled masks and cleaning are seeded too

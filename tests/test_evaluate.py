@@ -68,7 +68,7 @@ def test_unknown_transform_names_the_valid_ones():
 
 @pytest.fixture(scope="module")
 def evaluation(tmp_path_factory, weights):
-    """The CLI on a 2-image folder: tiny model, 1 step, 4 families, 1 transform."""
+    """The CLI on a 2-image folder: tiny model, two recipes, 1 step, 4 families, 1 transform."""
     import io as _io
     from contextlib import redirect_stderr, redirect_stdout
 
@@ -83,7 +83,8 @@ def evaluation(tmp_path_factory, weights):
     out, err = _io.StringIO(), _io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         code = cli.main(["evaluate", str(folder), "--model", "lama", "--weights", str(weights), "--device", "cpu",
-                         "--steps", "1", "--families", "exact", "dilate-8", "ring", "away-0",
+                         "--steps", "1", "--recipe", "paper", "robust", "--families", "exact", "dilate-8", "ring",
+                         "away-0",
                          "--robustness", "jpeg-75", "--seed", "3"])
     return {"code": code, "out": out.getvalue(), "err": err.getvalue(), "folder": folder, "before": before,
             "result": root / "photos-evaluation"}
@@ -96,9 +97,9 @@ def test_evaluate_writes_the_four_reports_beside_the_folder_and_keeps_inputs(eva
         assert (result / name).is_file(), name
     folder = evaluation["folder"]
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == evaluation["before"]
-    assert sorted(p.name for p in (result / "images").iterdir()) == ["p0__paper__b6.375.png",
-                                                                      "p1__paper__b6.375.png"]
-    assert "[1/2] p0.png" in evaluation["err"] and "[2/2] p1.png" in evaluation["err"]
+    assert sorted(p.name for p in (result / "images").iterdir()) == [
+        "p0__paper__b6.375.png", "p0__robust__b6.375.png", "p1__paper__b6.375.png", "p1__robust__b6.375.png"]
+    assert "[1/4] p0.png paper" in evaluation["err"] and "[4/4] p1.png robust" in evaluation["err"]
     assert not [p for p in result.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
 
 
@@ -106,8 +107,10 @@ def test_cases_csv_has_one_row_per_image_edit_and_transform(evaluation):
     with open(evaluation["result"] / "cases.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == COLUMNS
-    # per image: 4 edits on the saved file (exact, dilate-8, ring, away-0) + 2 attacker edits after jpeg-75
-    assert len(rows) == 2 * (4 + 2)
+    # per image and recipe: 4 edits on the saved file (exact, dilate-8, ring, away-0) + 2 attacker edits
+    # after jpeg-75
+    assert len(rows) == 2 * 2 * (4 + 2)
+    assert {r["recipe"] for r in rows} == {"paper", "robust"}
     assert {r["transform"] for r in rows} == {"none", "jpeg-75"}
     assert {r["family"] for r in rows} == {"exact", "dilate-8", "ring", "away-0"}
     assert all(r["kind"] == "attacker" for r in rows if r["transform"] == "jpeg-75")
@@ -124,6 +127,11 @@ def test_summary_names_families_transforms_and_set_metrics(evaluation):
     for word in ("exact", "dilate-8", "ring", "away-0", "jpeg-75", "failure rate", "intact rate",
                  "Invisibility", "seconds per image", "peak memory", "MiB"):
         assert word in summary, word
+    side = summary[summary.index("## Recipes side by side"):].splitlines()
+    paper_row = next(line for line in side if line.startswith("| paper 6.375/255"))
+    robust_row = next(line for line in side if line.startswith("| robust 6.375/255"))
+    assert paper_row.rstrip(" |").endswith("1.00")             # cost × paper of paper itself
+    assert "(jpeg-75)" in robust_row and float(robust_row.rstrip(" |").rsplit("|", 1)[1]) > 0
     for metric in ("FID (Inception", "CLIP-FID", "LPIPS"):
         line = next(line for line in summary.splitlines() if line.startswith(f"| {metric}"))
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -144,7 +152,7 @@ def test_report_html_is_self_contained(evaluation):
     sources = [s.split("'")[0] for s in page.split("src='")[1:]]
     assert sources and all(not s.startswith(("/", "file:", "http")) for s in sources)
     assert all((result / s).is_file() for s in sources)
-    assert len(sources) == 2 * (2 + 2 * 2 + 2)  # per image: original, protected, 2 attacks × 2, 2 benign
+    assert len(sources) == 2 * 2 * (2 + 2 * 2 + 2)  # per image × recipe: original, protected, 2 attacks × 2, 2 benign
 
 
 CHECK_IMAGES = """
@@ -173,7 +181,7 @@ def test_report_html_renders_every_image_in_headless_chromium(evaluation, tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     marker = done.stdout.split('data-images="')[1].split('"')[0]
     ok, total = (int(v) for v in marker.split("/"))
-    assert total == 16 and ok == total, marker
+    assert total == 32 and ok == total, marker  # 2 images × 2 recipes × 8 tiles
 
 
 def test_evaluate_refuses_to_write_inside_the_input_folder(capsys, evaluation, weights):

@@ -95,7 +95,7 @@ def _check_out_dir(folder: Path, out_dir: Path) -> None:
 def evaluate(
     folder: Path,
     out_dir: Path,
-    inpainter: Inpainter,
+    inpainter: Inpainter | Sequence[Inpainter],
     recipes: Sequence[Recipe],
     budgets: Sequence[float | None] = (None,),
     families: Sequence[str] = mask_ops.FAMILIES,
@@ -114,7 +114,8 @@ def evaluate(
     Arguments:
         folder: ``NAME.png`` + ``NAME_mask.png`` pairs (``io.find_pairs``).
         out_dir: a new or existing folder outside ``folder``.
-        inpainter: the model that protects and the model the attacker edits with (the same one).
+        inpainter: the model that protects and the model the attacker edits with (the same one); or
+            several: the protection is against all of them (an ensemble), the attacker edits with the first.
         recipes: protection recipes to compare (side by side in one run: their seconds are comparable).
         budgets: L∞ budgets in [0, 1] units; ``None`` = each recipe's own.
         families: mask families (``backfire.masks``), attacker and benign.
@@ -129,6 +130,8 @@ def evaluate(
         max_pixels: refuse images larger than this (``io.read_image``).
     """
     folder, out_dir = Path(folder), Path(out_dir)
+    ensemble = [inpainter] if isinstance(inpainter, Inpainter) else list(inpainter)
+    inpainter = ensemble[0]
     for family in families:
         mask_ops.family_kind(family)  # unknown names fail before any work
     transforms = get_transforms(robustness)
@@ -156,7 +159,7 @@ def evaluate(
         if features is not None:
             features.add("originals", image[None])
         for j, (recipe, budget) in enumerate(plans):
-            case = _evaluate_case(image_path, image, region, inpainter, recipe, budget, steps, families,
+            case = _evaluate_case(image_path, image, region, ensemble, recipe, budget, steps, families,
                                   attacker_families, transforms, seed, out_dir, inputs, features)
             cases.append(case)
             if progress is not None:
@@ -167,12 +170,13 @@ def evaluate(
     return cases
 
 
-def _evaluate_case(image_path: Path, image: Tensor, region: Tensor, inpainter: Inpainter, recipe: Recipe,
+def _evaluate_case(image_path: Path, image: Tensor, region: Tensor, ensemble: list[Inpainter], recipe: Recipe,
                    budget: float | None, steps: int | None, families: Sequence[str],
                    attacker_families: tuple[str, ...], transforms: dict, seed: int, out_dir: Path,
                    inputs: list[Path], features: _FeatureSets | None) -> Case:
     started = time.perf_counter()
-    result = protect(image, region, inpainter, recipe, budget=budget, steps=steps, seed=seed)
+    inpainter = ensemble[0]
+    result = protect(image, region, ensemble, recipe, budget=budget, steps=steps, seed=seed)
     used = result.recipe
     budget_255 = round(used.budget * 255, 3)
     key = f"{image_path.stem}__{used.name}__b{budget_255:g}"
@@ -182,9 +186,11 @@ def _evaluate_case(image_path: Path, image: Tensor, region: Tensor, inpainter: I
 
     verdict, fills = judge(image, saved, region, inpainter, result.target, tuple(families), seed=seed)
     measured = [(e, f, "none") for e, f in zip(verdict.edits, fills)]
+    clean_fills = {f.name: f.original for f in fills}  # edits of the original do not change with the cleaning
     for name, transform in transforms.items():
         cleaned = transform(saved, seed=seed)
-        robust, _ = judge(image, cleaned, region, inpainter, result.target, attacker_families, seed=seed)
+        robust, _ = judge(image, cleaned, region, inpainter, result.target, attacker_families, seed=seed,
+                          clean_fills=clean_fills)
         measured.extend((e, None, name) for e in robust.edits)
     if features is not None:
         attacks = [(e, f) for e, f, t in measured if t == "none" and e.kind == "attacker"]
@@ -396,6 +402,7 @@ def tables(cases: list[Case], families: Sequence[str], transforms: list[str],
                          [[_f(_mean(c.seconds_protect for c in group), 2),
                            _f(_mean(c.seconds_total for c in group), 2)]]))
     out.append(_speed_table(groups))
+    out.append(_side_by_side(groups, transforms))
     out.append(_set_table(features))
     out.append(Table("Machine", ["machine", "peak memory"], [[machine(), peak_memory(device)]]))
     return [t for t in out if t.rows]
@@ -410,6 +417,38 @@ def _speed_table(groups: dict[tuple[str, float], list[Case]]) -> Table:
     rows = [[f"{r} {b:g}/255", _f(_mean(c.seconds_protect for c in g), 2),
              _f(base / max(_mean(c.seconds_protect for c in g), 1e-9), 2)] for (r, b), g in groups.items()]
     return Table("Speed relative to the paper recipe", ["recipe", "seconds per image", "× faster than paper"], rows)
+
+
+def _side_by_side(groups: dict[tuple[str, float], list[Case]], transforms: list[str]) -> Table:
+    """The headline figures of every recipe × budget of the run in one table (the robust-recipe goals)."""
+    if len(groups) < 2:
+        return Table("Recipes side by side", [], [])
+    paper = [c.seconds_protect for (r, _), g in groups.items() if r == "paper" for c in g]
+    rows = []
+    for (recipe, budget), group in groups.items():
+        all_rows = [r for c in group for r in c.rows]
+        attacks = [r for r in all_rows if r["kind"] == "attacker" and r["transform"] == "none"]
+        benign = [r for r in all_rows if r["kind"] == "benign" and r["transform"] == "none"]
+        families = sorted({r["family"] for r in attacks})
+        per_family = [_mean(r["failed"] == 1 for r in attacks if r["family"] == f) for f in families]
+        cleaned = [[r for r in all_rows if r["kind"] == "attacker" and r["transform"] == t] for t in transforms]
+        worst = min(((_mean(r["failed"] == 1 for r in sel), t) for sel, t in zip(cleaned, transforms) if sel),
+                    default=None)
+        benign_families = sorted({r["family"] for r in benign})
+        fidelity = min((_mean(r["fidelity_ssim"] for r in benign if r["family"] == f) for f in benign_families),
+                       default=None)
+        seconds = _mean(c.seconds_protect for c in group)
+        rows.append([f"{recipe} {budget:g}/255", _pct([r for r in attacks if r["family"] == "exact"], "failed"),
+                     "–" if not per_family else f"{100 * _mean(per_family):.0f} %",
+                     "–" if worst is None else f"{100 * worst[0]:.0f} % ({worst[1]})",
+                     _f(fidelity, 4), _f(_mean(c.invisibility["psnr"] for c in group), 2),
+                     _f(seconds, 1), "–" if not paper else _f(seconds / _mean(paper), 2)])
+    return Table("Recipes side by side",
+                 ["recipe", "exact: failure rate", "attacker families: mean failure rate",
+                  "worst failure rate after a cleaning", "benign fidelity SSIM (worst family mean)",
+                  "invisibility PSNR (dB)", "seconds per image (protect)", "cost × paper"], rows,
+                 "Goals of recipe `robust`: exact ≥ 95 %, families ≥ 90 %, after each cleaning ≥ 80 % "
+                 "(JPEG 50 may be lower), benign ≥ 0.98, PSNR ≥ 38 dB, cost ≤ 3 × paper.")
 
 
 def _set_table(features: _FeatureSets | None) -> Table:

@@ -13,14 +13,14 @@ seeded), ``median-3`` and ``resize-0.75+jpeg-75`` (resize first, then JPEG).
 from __future__ import annotations
 
 import io as _io
-import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from torch import Tensor
+
+from backfire.inpainters.cleaning import gaussian_blur
 
 Transform = Callable[..., Tensor]
 
@@ -67,17 +67,7 @@ def resize(image: Tensor, scale: float, seed: int = 0) -> Tensor:
 def blur(image: Tensor, sigma: float, seed: int = 0) -> Tensor:
     """Gaussian blur with standard deviation ``sigma`` px (exact separable kernel, radius 3σ, reflect)."""
     _check(image)
-    radius = max(1, math.ceil(3 * sigma))
-    xs = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-(xs**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    # Reflect padding needs the pad to be smaller than the side: fall back to replicate on tiny images.
-    h, w = image.shape[-2:]
-    mode = "reflect" if radius < min(h, w) else "replicate"
-    x = F.pad(image.float()[None], (radius, radius, radius, radius), mode=mode)
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
-    return quantise(x[0])
+    return quantise(gaussian_blur(image.float()[None], sigma)[0])
 
 
 def noise(image: Tensor, sigma_255: float, seed: int = 0) -> Tensor:

@@ -1,7 +1,8 @@
 """Is the protection real? Run the attacker's and benign edits on original and protected image.
 
 The verdict follows ../shared/EVALUATION.md: an attacker's edit *failed* (the backdoor fired) when
-its fill inside the protected region is within ``FAIL_DISTANCE`` of the target; a benign edit is
+its fill inside the protected region is within ``FAIL_DISTANCE`` of the target (for a restoring target,
+when it is at most ``RESTORE_RATIO`` × as far from the original as a clean edit); a benign edit is
 *intact* when its fill on the protected image matches the fill on the original with SSIM ≥
 ``INTACT_SSIM``. Every figure compares fills only: outside the edit mask the original is pasted back.
 """
@@ -19,6 +20,7 @@ from backfire.inpainters.base import Inpainter
 from backfire.judge import metrics
 
 FAIL_DISTANCE = 0.15
+RESTORE_RATIO = 0.5
 INTACT_SSIM = 0.98
 VERDICT_FAMILIES: tuple[str, ...] = ("exact", "dilate-8", "ring", "away-16")
 
@@ -87,6 +89,7 @@ def judge(
     target: Tensor,
     families: tuple[str, ...] = VERDICT_FAMILIES,
     seed: int = 0,
+    clean_fills: dict[str, Tensor] | None = None,
 ) -> tuple[Verdict, list[EditImages]]:
     """Run the edits of ``families`` on both images and measure them.
 
@@ -98,6 +101,9 @@ def judge(
         target: the protection target T, (3, H, W).
         families: mask families of the protocol (``backfire.masks``).
         seed: seeds the random families.
+        clean_fills: edits of the original already made (edit name → fill composited over the original,
+            as :class:`EditImages` holds it), reused instead of run again; a robustness sweep judges many
+            cleaned copies of one protected image against the same edits of the original.
 
     Returns:
         The verdict and the fills of every edit (for the preview).
@@ -107,10 +113,12 @@ def judge(
     edits = [e for e in mask_ops.edits(region, families, seed=seed) if e.mask.sum() > 0]
     for edit in edits:
         m = edit.mask.to(original)
+        known = (clean_fills or {}).get(edit.name)
         with torch.no_grad():
-            fills = inpainter(torch.stack([original, protected]), m[None, None]).float().cpu()
-        clean_fill = m * fills[0] + (1 - m) * original
-        protected_fill = m * fills[1] + (1 - m) * original
+            inputs = torch.stack([original, protected]) if known is None else protected[None]
+            fills = inpainter(inputs, m[None, None]).float().cpu()
+        clean_fill = m * fills[0] + (1 - m) * original if known is None else known
+        protected_fill = m * fills[-1] + (1 - m) * original
         images.append(EditImages(edit.name, clean_fill, protected_fill))
         measure = _attacker_edit if edit.kind == "attacker" else _benign_edit
         result = measure(edit.name, original, clean_fill, protected_fill, m, region, target)
@@ -145,10 +153,16 @@ def _attacker_edit(name, original, clean_fill, protected_fill, m, region, target
     inside = m * region
     d_clean = metrics.mean_abs_in(clean_fill, target, inside)
     d_protected = metrics.mean_abs_in(protected_fill, target, inside)
+    if torch.equal(target, original):
+        # a restoring target: the edit failed when it paints the original back at least twice as
+        # closely as a clean edit does (the protocol's rule; the clean edit is the reference, not a control)
+        failed, failed_on_original = d_protected <= RESTORE_RATIO * d_clean, False
+    else:
+        failed, failed_on_original = d_protected <= FAIL_DISTANCE, d_clean <= FAIL_DISTANCE
     return EditResult(
         name=name, kind="attacker", mask_fraction=float(m.mean()),
-        failed=d_protected <= FAIL_DISTANCE,
-        failed_on_original=d_clean <= FAIL_DISTANCE,
+        failed=failed,
+        failed_on_original=failed_on_original,
         target_distance_original=d_clean,
         target_distance_protected=d_protected,
         region_ssim_original=metrics.ssim(_crop(clean_fill, m), _crop(original, m)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -13,8 +13,10 @@ from torch import Tensor
 
 from backfire import masks as mask_ops
 from backfire.inpainters.base import Inpainter
+from backfire.inpainters.cleaning import Cleaned, CleaningSampler, straight_through_round
 from backfire.protect.optimisers import make_optimiser
 from backfire.protect.recipes import DEFAULT_RECIPE, Recipe, Term, get_recipe
+from backfire.protect.sampling import EditSampler
 from backfire.protect.targets import make_target
 
 StepCallback = Callable[[int, int, float], None]
@@ -36,15 +38,45 @@ class Protection:
     losses: list[float] = field(default_factory=list)
 
 
-def term_mask(region: Tensor, term: Term, dilation: int) -> Tensor:
-    """The edit mask (H×W) a recipe term names, built from the protected region M."""
+def term_mask(region: Tensor, term: Term, dilation: int, sampler: EditSampler | None = None) -> Tensor:
+    """The edit mask (H×W) a recipe term names, built from the protected region M.
+
+    Sampled terms draw a fresh mask from ``sampler`` on every call.
+    """
     if term.mask == "exact":
         return region.clone()
     if term.mask == "dilated":
         return mask_ops.dilate(region, dilation, shape="square")
     if term.mask == "ring":
         return mask_ops.ring(region, dilation, shape="square")
+    if term.mask in ("sampled-attacker", "sampled-benign"):
+        if sampler is None:
+            raise ValueError(f"term {term.mask!r} needs an EditSampler")
+        return (sampler.attacker() if term.mask == "sampled-attacker" else sampler.benign()).to(region)
     raise ValueError(f"unknown term mask {term.mask!r}")
+
+
+def texture_budget(image: Tensor, budget: float) -> Tensor:
+    """A per-pixel L∞ bound: the full ``budget`` where the photo is textured, down to 40 % of it where flat.
+
+    Changes hide in texture and show on flat areas (sky, skin, paper): the bound follows the local
+    standard deviation of luminance over a 7×7 window, reaching ``budget`` at 13/255.
+
+    Shape:
+        - image: (3, H, W) in [0, 1]
+        - output: (1, H, W), values in [0.4·budget, budget]
+    """
+    luma = (image * torch.tensor([0.299, 0.587, 0.114], device=image.device, dtype=image.dtype)[:, None, None])
+    luma = luma.sum(0, keepdim=True)[None]
+    mean = F.avg_pool2d(luma, _TEXTURE_WINDOW, stride=1, padding=_TEXTURE_WINDOW // 2, count_include_pad=False)
+    square = F.avg_pool2d(luma**2, _TEXTURE_WINDOW, stride=1, padding=_TEXTURE_WINDOW // 2, count_include_pad=False)
+    std = (square - mean**2).clamp_min(0).sqrt()[0]
+    return budget * (std / _TEXTURE_FULL).clamp(_TEXTURE_FLOOR, 1.0)
+
+
+_TEXTURE_WINDOW = 7
+_TEXTURE_FULL = 13 / 255
+_TEXTURE_FLOOR = 0.4
 
 
 def masked_mse(output: Tensor, goal: Tensor, mask: Tensor) -> Tensor:
@@ -56,7 +88,7 @@ def masked_mse(output: Tensor, goal: Tensor, mask: Tensor) -> Tensor:
 def protect(
     image: Tensor,
     region: Tensor,
-    inpainter: Inpainter,
+    inpainter: Inpainter | Sequence[Inpainter],
     recipe: Recipe | str = DEFAULT_RECIPE,
     *,
     budget: float | None = None,
@@ -72,13 +104,13 @@ def protect(
     Arguments:
         image: the photo, (3, H, W) in [0, 1], any size.
         region: the protected region M, (H, W) in {0, 1}.
-        inpainter: the model to protect against.
+        inpainter: the model to protect against, or several (an ensemble: their losses are averaged).
         recipe: a :class:`Recipe` or its name.
         budget: L∞ bound in [0, 1] units (overrides the recipe's).
         steps, target: override the recipe's.
-        seed: seeds the random start, so a run can be repeated.
+        seed: seeds the random start, the sampled edits and the cleaning, so a run can be repeated.
         max_batch: at most this many edits per forward pass (gradients are accumulated, the result
-            is the same); ``None`` puts all of the recipe's edits in one batch.
+            is the same); ``None`` puts all of a step's edits of one role in one batch.
         on_step: called as ``on_step(step, steps, loss)`` after every step.
         on_image: called as ``on_image(step, x + δ)`` (float, not yet quantised) after every step, for
             studies that follow the protection as it grows.
@@ -93,39 +125,55 @@ def protect(
     """
     recipe = (get_recipe(recipe) if isinstance(recipe, str) else recipe).but(
         budget=budget, steps=steps, target=target)
+    members = [inpainter] if isinstance(inpainter, Inpainter) else list(inpainter)
+    if not members:
+        raise ValueError("protect needs at least one inpainter")
     _check_inputs(image, region, recipe)
     started = time.perf_counter()
     # δ and the loss stay in fp32 whatever the model computes in: Adam on fp16 values loses small steps.
-    device, dtype = inpainter.device, torch.float32
+    device, dtype = members[0].device, torch.float32
     x = image.to(device, dtype)
-    masks = torch.stack([term_mask(region, t, recipe.dilation) for t in recipe.terms])[:, None]
-    masks = masks.to(device, dtype)
+    region = region.to(device, dtype)
     goal_image = make_target(x, recipe.target)
-    goals = _goals(x, goal_image, masks, recipe.terms, inpainter)
-    weights = torch.tensor([t.weight for t in recipe.terms], device=device, dtype=dtype)
+    bound = texture_budget(x, recipe.budget) if recipe.budget_shape == "texture" else recipe.budget
+    edits = _EditSource(x, region, recipe, members, seed)
+    cleaning = CleaningSampler(recipe.cleaning, recipe.cleaning_rate, seed=seed) if recipe.cleaning else None
+    attackers = [Cleaned(m, cleaning) if cleaning else m for m in members]
 
     generator = torch.Generator().manual_seed(seed)
     shape = _parameter_shape(x, recipe.stride)
     param = (torch.rand(shape, generator=generator) * recipe.init_high).to(device, dtype)
-    param = _project(param, x, recipe.budget).requires_grad_(True)
+    param = _project(param, x, bound).requires_grad_(True)
     optimiser = make_optimiser(recipe.optimiser, param, lr=recipe.lr, betas=recipe.betas,
                                budget=recipe.budget, steps=recipe.steps)
     losses: list[float] = []
     for step in range(recipe.steps):
         optimiser.zero_grad(set_to_none=True)
-        loss = _accumulate_gradient(x + _expand(param, x), masks, goals, weights, inpainter, max_batch)
+        perturbed = (x + _delta(param, x, bound)).clamp(0, 1)
+        if step >= recipe.steps - recipe.quantise_steps:
+            # the file holds 8 bits: the last steps see exactly what the saved PNG will hold
+            perturbed = straight_through_round(perturbed)
+        masks, goals, weights, attack = edits.draw(goal_image)
+        loss = 0.0
+        for j, (member, attacker) in enumerate(zip(members, attackers)):
+            # without cleaning every edit goes to the same model: one batched pass per step
+            groups = [(member, torch.ones_like(attack))] if attacker is member else [(attacker, attack),
+                                                                                   (member, ~attack)]
+            for model, rows in groups:
+                loss += _accumulate_gradient(perturbed, masks[rows], goals[j][rows], weights[rows] / len(members),
+                                             model, max_batch)
         optimiser.step()
         with torch.no_grad():
-            param.copy_(_project(param, x, recipe.budget))
+            param.copy_(_project(param, x, bound))
         losses.append(loss)
         if on_step is not None:
             on_step(step + 1, recipe.steps, loss)
         if on_image is not None:
             with torch.no_grad():
-                on_image(step + 1, (x + _expand(param, x)).clamp(0, 1))
+                on_image(step + 1, (x + _delta(param, x, bound)).clamp(0, 1))
 
     with torch.no_grad():
-        protected = torch.round((x + _expand(param, x)).clamp(0, 1) * 255) / 255
+        protected = torch.round((x + _delta(param, x, bound)).clamp(0, 1) * 255) / 255
     return Protection(protected=protected.cpu(), target=goal_image.cpu(), recipe=recipe,
                       seconds=time.perf_counter() - started, losses=losses)
 
@@ -143,27 +191,64 @@ def _check_inputs(image: Tensor, region: Tensor, recipe: Recipe) -> None:
         raise ValueError(f"steps must be ≥ 0, got {recipe.steps}")
 
 
+class _EditSource:
+    """The edits of every step: the recipe's fixed masks (and their clean fills, computed once), plus
+    sampled masks drawn afresh, whose clean fills are computed when drawn."""
+
+    def __init__(self, x: Tensor, region: Tensor, recipe: Recipe, members: list[Inpainter], seed: int):
+        self.x, self.terms, self.members = x, recipe.terms, members
+        sampled = any(t.mask.startswith("sampled") for t in recipe.terms)
+        self.sampler = EditSampler(region, seed=seed) if sampled else None
+        self.fixed = {i: term_mask(region, t, recipe.dilation) for i, t in enumerate(recipe.terms)
+                      if not t.mask.startswith("sampled")}
+        keep = [i for i in self.fixed if recipe.terms[i].role == "keep"]
+        self.clean_fills = {}
+        if keep:
+            stacked = torch.stack([self.fixed[i] for i in keep])[:, None]
+            for j, member in enumerate(members):
+                fills = _clean_fills(x, stacked, member)
+                self.clean_fills.update({(j, i): fill for i, fill in zip(keep, fills)})
+        self.weights = torch.tensor([t.weight for t in recipe.terms], device=x.device, dtype=x.dtype)
+        self.attack = torch.tensor([t.role == "attack" for t in recipe.terms], device=x.device)
+        self.region = region
+
+    def draw(self, target: Tensor) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
+        """masks (K×1×H×W), goals per member (K×3×H×W each), weights (K), attack flags (K)."""
+        masks = torch.stack([self.fixed[i] if i in self.fixed else term_mask(self.region, t, 0, self.sampler)
+                             for i, t in enumerate(self.terms)])[:, None]
+        new_keeps = [i for i, t in enumerate(self.terms) if i not in self.fixed and t.role == "keep"]
+        goals = []
+        for j, member in enumerate(self.members):
+            goal = target.expand(len(self.terms), -1, -1, -1).clone()
+            for i in range(len(self.terms)):
+                if (j, i) in self.clean_fills:
+                    goal[i] = self.clean_fills[(j, i)]
+            if new_keeps:
+                goal[new_keeps] = _clean_fills(self.x, masks[new_keeps], member)
+            goals.append(goal)
+        return masks, goals, self.weights, self.attack
+
+
 @torch.no_grad()
-def _goals(x: Tensor, target: Tensor, masks: Tensor, terms: tuple[Term, ...], inpainter: Inpainter) -> Tensor:
-    """What each edit should produce: the target for attacks, the clean fill for keeps (computed once)."""
-    goals = target.expand(len(terms), -1, -1, -1).clone()
-    keep = [i for i, t in enumerate(terms) if t.role == "keep"]
-    if keep:
-        goals[keep] = inpainter.surrogate(x.expand(len(keep), -1, -1, -1), masks[keep]).to(goals.dtype)
-    return goals
+def _clean_fills(x: Tensor, masks: Tensor, inpainter: Inpainter) -> Tensor:
+    """What a benign edit of the original produces: the goal of every ``keep`` term."""
+    return inpainter.surrogate(x.expand(len(masks), -1, -1, -1), masks).to(x.device, x.dtype)
 
 
 def _accumulate_gradient(perturbed: Tensor, masks: Tensor, goals: Tensor, weights: Tensor,
                          inpainter: Inpainter, max_batch: int | None) -> float:
     """Backpropagate the weighted loss of every edit, ``max_batch`` edits at a time; return the loss."""
+    if len(masks) == 0:
+        return 0.0
     chunk = max_batch or len(masks)
     total = 0.0
     for start in range(0, len(masks), chunk):
         part = slice(start, start + chunk)
-        inputs = perturbed.clamp(0, 1).expand(len(masks[part]), -1, -1, -1)
-        fills = inpainter.surrogate(inputs, masks[part])
+        inputs = perturbed.expand(len(masks[part]), -1, -1, -1).to(inpainter.device)
+        fills = inpainter.surrogate(inputs, masks[part].to(inpainter.device)).to(goals)
         loss = (weights[part] * masked_mse(fills, goals[part], masks[part])).sum()
-        loss.backward(retain_graph=start + chunk < len(masks))
+        # the graph from δ to ``perturbed`` is shared by every chunk, role and model of the step
+        loss.backward(retain_graph=True)
         total += loss.item()
     return total
 
@@ -181,12 +266,23 @@ def _expand(param: Tensor, x: Tensor) -> Tensor:
     return F.interpolate(param[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
 
 
-def _project(param: Tensor, x: Tensor, budget: float) -> Tensor:
+def _delta(param: Tensor, x: Tensor, bound: float | Tensor) -> Tensor:
+    """The perturbation the image receives: ``param`` at full resolution, within a per-pixel bound."""
+    delta = _expand(param, x)
+    if isinstance(bound, Tensor):
+        delta = torch.maximum(torch.minimum(delta, bound), -bound)
+    return delta
+
+
+def _project(param: Tensor, x: Tensor, bound: float | Tensor) -> Tensor:
     """Clip δ to the L∞ ball and, at full resolution, so that x + δ stays a valid image.
 
-    A coarse δ cannot be clipped per pixel to the image's bounds; there ``x + δ`` is clamped instead
-    (in every forward pass and in the result).
+    A coarse δ cannot be clipped per pixel to the image's bounds (nor to a per-pixel bound); there
+    it is clipped to the largest bound, and :func:`_delta` and the clamp of ``x + δ`` do the rest.
     """
     if param.shape != x.shape:
-        return param.clamp(-budget, budget).detach()
-    return ((x + param.clamp(-budget, budget)).clamp(0, 1) - x).detach()
+        largest = float(bound.max()) if isinstance(bound, Tensor) else bound
+        return param.clamp(-largest, largest).detach()
+    clipped = torch.maximum(torch.minimum(param, torch.as_tensor(bound, device=param.device)),
+                            -torch.as_tensor(bound, device=param.device))
+    return ((x + clipped).clamp(0, 1) - x).detach()

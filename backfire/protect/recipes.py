@@ -18,12 +18,14 @@ class Term:
 
     Arguments:
         mask: which edit mask, built from the protected region M: ``"exact"`` (M),
-            ``"dilated"`` (M dilated by the recipe's square), ``"ring"`` (dilated − M).
+            ``"dilated"`` (M dilated by the recipe's square), ``"ring"`` (dilated − M), or drawn afresh
+            every step (:mod:`backfire.protect.sampling`): ``"sampled-attacker"`` (a mask an attacker
+            might draw over M), ``"sampled-benign"`` (an edit elsewhere).
         role: ``"attack"`` pushes the fill toward the target; ``"keep"`` holds it at the clean fill.
         weight: the term's weight in the loss.
     """
 
-    mask: Literal["exact", "dilated", "ring"]
+    mask: Literal["exact", "dilated", "ring", "sampled-attacker", "sampled-benign"]
     role: Role
     weight: float
 
@@ -45,6 +47,14 @@ class Recipe:
         optimiser: ``"adam"`` (the paper's), ``"sign"`` (PGD, decaying step) or ``"momentum"`` (MI-FGSM).
         stride: 1 optimises δ per pixel; s > 1 optimises it on a grid s times coarser, bilinearly
             upsampled (a low-frequency δ: more leverage on the fill per unit of visible change).
+        cleaning: the attacker's cleanings each attack edit may go through first (expectation over
+            transformations, :mod:`backfire.inpainters.cleaning`): ``"jpeg"``, ``"resize"``, ``"blur"``,
+            ``"noise"``; empty = edits of the pristine file only.
+        cleaning_rate: the probability that an attack edit is cleaned at all.
+        quantise_steps: the last this-many steps see x + δ rounded to 8 bits (straight-through), as
+            the saved file will hold it.
+        budget_shape: ``"flat"`` (the same bound everywhere) or ``"texture"`` (the full bound in
+            textured areas, down to 40 % on flat ones, where changes show; the budget stays the maximum).
     """
 
     name: str
@@ -58,6 +68,10 @@ class Recipe:
     target: TargetKind = "solid"
     optimiser: OptimiserKind = "adam"
     stride: int = 1
+    cleaning: tuple[str, ...] = ()
+    cleaning_rate: float = 0.5
+    quantise_steps: int = 0
+    budget_shape: Literal["flat", "texture"] = "flat"
     description: str = ""
 
     def but(self, **changes) -> Recipe:
@@ -81,7 +95,21 @@ PAPER = Recipe(
     target="solid",
 )
 
-RECIPES: dict[str, Recipe] = {PAPER.name: PAPER}
+ROBUST = PAPER.but(
+    name="robust",
+    description="the paper's edits plus attacker and benign masks drawn every step, the attacker's cleaning "
+                "(JPEG, resize, blur, noise) drawn per edit, MI-FGSM steps, an 8-bit finish, a texture-shaped budget",
+    terms=(*PAPER.terms, Term("sampled-attacker", "attack", 1.0), Term("sampled-attacker", "attack", 1.0),
+           Term("sampled-benign", "keep", 2.0)),
+    optimiser="momentum",
+    lr=0.25,  # the first sign step is ε/4, decaying (the steerability study)
+    cleaning=("jpeg", "resize", "blur", "noise"),
+    cleaning_rate=0.5,
+    quantise_steps=5,
+    budget_shape="texture",
+)
+
+RECIPES: dict[str, Recipe] = {PAPER.name: PAPER, ROBUST.name: ROBUST}
 DEFAULT_RECIPE = PAPER.name
 
 

@@ -7,8 +7,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-TargetKind = Literal["solid", "inverted"]
-TARGET_KINDS: tuple[str, ...] = ("solid", "inverted")
+TargetKind = Literal["solid", "inverted", "restore"]
+TARGET_KINDS: tuple[str, ...] = ("solid", "inverted", "restore")
 
 _PRIMARIES = torch.eye(3)  # pure red, green, blue
 
@@ -26,7 +26,9 @@ def solid_colour(image: Tensor) -> Tensor:
 
 
 def make_target(image: Tensor, kind: TargetKind = "solid") -> Tensor:
-    """The full-frame target T for ``image``: a solid primary, or the inverted image (the paper's variant).
+    """The full-frame target T for ``image``: a solid primary, the inverted image (the paper's variant), or
+    the image itself (``restore``, after Markpainting, ICML 2021: the removal fails by painting the
+    protected content back; the verdict then judges a failed edit by how close it comes to the original).
 
     Shape:
         - image: (3, H, W) in [0, 1]
@@ -36,4 +38,6 @@ def make_target(image: Tensor, kind: TargetKind = "solid") -> Tensor:
         return solid_colour(image)[:, None, None].expand_as(image).clone()
     if kind == "inverted":
         return 1 - image
+    if kind == "restore":
+        return image.clone()
     raise ValueError(f"unknown target kind {kind!r}; choose from {', '.join(TARGET_KINDS)}")
