@@ -136,7 +136,7 @@ def protect(
     region = region.to(device, dtype)
     goal_image = make_target(x, recipe.target)
     bound = texture_budget(x, recipe.budget) if recipe.budget_shape == "texture" else recipe.budget
-    edits = _EditSource(x, region, recipe, members, seed)
+    edits = _EditSource(x, region, goal_image, recipe, members, seed)
     cleaning = CleaningSampler(recipe.cleaning, recipe.cleaning_rate, seed=seed) if recipe.cleaning else None
     attackers = [Cleaned(m, cleaning) if cleaning else m for m in members]
 
@@ -153,7 +153,7 @@ def protect(
         if step >= recipe.steps - recipe.quantise_steps:
             # the file holds 8 bits: the last steps see exactly what the saved PNG will hold
             perturbed = straight_through_round(perturbed)
-        masks, goals, weights, attack = edits.draw(goal_image)
+        masks, goals, weights, attack = edits.draw()
         loss = 0.0
         for j, (member, attacker) in enumerate(zip(members, attackers)):
             # without cleaning every edit goes to the same model: one batched pass per step
@@ -192,39 +192,37 @@ def _check_inputs(image: Tensor, region: Tensor, recipe: Recipe) -> None:
 
 
 class _EditSource:
-    """The edits of every step: the recipe's fixed masks (and their clean fills, computed once), plus
-    sampled masks drawn afresh, whose clean fills are computed when drawn."""
+    """The edits of every step: the recipe's fixed masks (their goals computed once), plus sampled masks
+    drawn afresh, whose clean fills are computed when drawn."""
 
-    def __init__(self, x: Tensor, region: Tensor, recipe: Recipe, members: list[Inpainter], seed: int):
-        self.x, self.terms, self.members = x, recipe.terms, members
-        sampled = any(t.mask.startswith("sampled") for t in recipe.terms)
+    def __init__(self, x: Tensor, region: Tensor, target: Tensor, recipe: Recipe, members: list[Inpainter],
+                 seed: int):
+        self.x, self.terms, self.members, self.region = x, recipe.terms, members, region
+        sampled = [i for i, t in enumerate(recipe.terms) if t.mask.startswith("sampled")]
         self.sampler = EditSampler(region, seed=seed) if sampled else None
         self.fixed = {i: term_mask(region, t, recipe.dilation) for i, t in enumerate(recipe.terms)
-                      if not t.mask.startswith("sampled")}
+                      if i not in sampled}
+        self.sampled_keeps = [i for i in sampled if recipe.terms[i].role == "keep"]
         keep = [i for i in self.fixed if recipe.terms[i].role == "keep"]
-        self.clean_fills = {}
+        # per model: the target for attack terms, the clean fill for fixed keep terms
+        self.goals = [target.expand(len(recipe.terms), -1, -1, -1).clone() for _ in members]
         if keep:
             stacked = torch.stack([self.fixed[i] for i in keep])[:, None]
-            for j, member in enumerate(members):
-                fills = _clean_fills(x, stacked, member)
-                self.clean_fills.update({(j, i): fill for i, fill in zip(keep, fills)})
+            for goal, member in zip(self.goals, members):
+                goal[keep] = _clean_fills(x, stacked, member)
         self.weights = torch.tensor([t.weight for t in recipe.terms], device=x.device, dtype=x.dtype)
         self.attack = torch.tensor([t.role == "attack" for t in recipe.terms], device=x.device)
-        self.region = region
 
-    def draw(self, target: Tensor) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
-        """masks (K×1×H×W), goals per member (K×3×H×W each), weights (K), attack flags (K)."""
+    def draw(self) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
+        """masks (K×1×H×W), goals per model (K×3×H×W each), weights (K), attack flags (K)."""
         masks = torch.stack([self.fixed[i] if i in self.fixed else term_mask(self.region, t, 0, self.sampler)
                              for i, t in enumerate(self.terms)])[:, None]
-        new_keeps = [i for i, t in enumerate(self.terms) if i not in self.fixed and t.role == "keep"]
+        if not self.sampled_keeps:
+            return masks, self.goals, self.weights, self.attack
         goals = []
-        for j, member in enumerate(self.members):
-            goal = target.expand(len(self.terms), -1, -1, -1).clone()
-            for i in range(len(self.terms)):
-                if (j, i) in self.clean_fills:
-                    goal[i] = self.clean_fills[(j, i)]
-            if new_keeps:
-                goal[new_keeps] = _clean_fills(self.x, masks[new_keeps], member)
+        for goal, member in zip(self.goals, self.members):
+            goal = goal.clone()
+            goal[self.sampled_keeps] = _clean_fills(self.x, masks[self.sampled_keeps], member)
             goals.append(goal)
         return masks, goals, self.weights, self.attack
 
