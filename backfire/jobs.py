@@ -95,8 +95,7 @@ def protect_task(task: Task, inpainters: Sequence[Inpainter], recipe: Recipe, *,
                      seed=seed, on_step=on_step)
     io.save_image(result.protected, task.out, protect_inputs=task.inputs)
     saved = io.read_image(task.out, max_pixels=max_pixels).pixels
-    target_image = make_target(image, result.recipe.target)
-    judged = [judge(image, saved, region, model, target_image, seed=seed) for model in inpainters]
+    judged = [judge(image, saved, region, model, result.target, seed=seed) for model in inpainters]
     verdicts = [verdict for verdict, _ in judged]
     record = {
         "image": str(task.image), "mask": str(task.mask), "protected_image": str(task.out),
