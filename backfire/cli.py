@@ -10,7 +10,8 @@ import torch
 
 from backfire import __version__, io, jobs
 from backfire import masks as mask_ops
-from backfire.inpainters.registry import ModelError, available_models, load_inpainter
+from backfire.errors import ModelError
+from backfire.inpainters.registry import available_models, load_inpainter, takes_options
 from backfire.judge.verdict import Verdict
 from backfire.progress import Progress
 from backfire.protect.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
@@ -162,6 +163,11 @@ def _load_models(args: argparse.Namespace, device: str | None = None) -> list:
     models = []
     for entry in entries:
         name, _, weights = entry.partition("=")
+        if options and name.strip().lower() in available_models() and not takes_options(name):
+            flags = ", ".join("--" + flag.replace("_", "-") for flag, option in _MODEL_OPTIONS.items()
+                              if option in options)
+            raise ValueError(f"model {name!r} takes no model options: {flags} are for diffusion models "
+                             "(--model sd-inpaint)")
         models.append(load_inpainter(name, weights=weights or args.weights, device=device or args.device,
                                      **options))
     return models

@@ -6,7 +6,8 @@
 """
 
 from backfire.inpainters.base import Inpainter, ModuleInpainter
-from backfire.inpainters.registry import ModelError, WeightsNotFoundError, available_models, load_inpainter
+from backfire.errors import ModelError, WeightsNotFoundError
+from backfire.inpainters.registry import available_models, load_inpainter
 
 __all__ = [
     "Inpainter",

@@ -13,6 +13,44 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from backfire.errors import ModelError
+
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else as ``torch.device`` understands it."""
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda[:N]'") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but CUDA is not available; use the CPU")
+    return resolved
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """``None`` → float32. float16 needs CUDA (on CPU use bfloat16)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        key = dtype.strip().lower().removeprefix("torch.")
+        if key not in _DTYPES:
+            raise ModelError(f"unknown dtype {dtype!r}: use float32, float16 or bfloat16")
+        dtype = _DTYPES[key]
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ModelError(f"unsupported dtype {dtype}: use float32, float16 or bfloat16")
+    if dtype == torch.float16 and device.type != "cuda":
+        raise ModelError(f"float16 needs a CUDA device (got {device}); on CPU use bfloat16 or float32")
+    return dtype
+
 
 class Inpainter(abc.ABC):
     """A differentiable inpainting model.

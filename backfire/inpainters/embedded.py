@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
+from backfire.errors import ModelError, WeightsNotFoundError
 from backfire.inpainters.lama import LamaInpainter, load_generator
-from backfire.inpainters.registry import ModelError, WeightsNotFoundError
 
 __all__ = ["NAME", "SHA256", "WEIGHTS", "load_embedded", "sha256_of", "verify_weights"]
 

@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from backfire.errors import ModelError, WeightsNotFoundError
 from backfire.inpainters.base import ModuleInpainter
 from backfire.inpainters.ffc import BIG_LAMA, FFCConfig, FFCResNetGenerator, build_generator
-from backfire.inpainters.registry import ModelError, WeightsNotFoundError, resolve_device, resolve_dtype
 
 __all__ = [
     "BIG_LAMA",
@@ -105,8 +105,8 @@ class LamaInpainter(ModuleInpainter):
 # Reading weight files
 
 
-def load_lama(path: str | Path | None, device: str | torch.device = "auto",
-              dtype: torch.dtype | str | None = None) -> LamaInpainter:
+def load_lama(path: str | Path | None, device: torch.device = torch.device("cpu"),
+              dtype: torch.dtype = torch.float32) -> LamaInpainter:
     """Big-LaMa (or a compact LaMa) from ``big-lama.pt``, ``best.ckpt``, a state dict or ``.safetensors``.
 
     ``path`` may also be the unpacked ``big-lama/`` folder (``models/best.ckpt`` inside).
@@ -116,8 +116,6 @@ def load_lama(path: str | Path | None, device: str | torch.device = "auto",
         ModelError: ``path`` is None, or the file is not LaMa weights in a known format.
     """
     path = _find_weights(path)
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device)
     fmt = weights_format(path)
     if fmt == "torchscript":
         try:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from backfire.inpainters.base import Inpainter
+from backfire.errors import ModelError, WeightsNotFoundError
+from backfire.inpainters.base import Inpainter, resolve_device, resolve_dtype
 
 __all__ = [
     "LOADERS",
@@ -27,27 +28,18 @@ __all__ = [
 ]
 
 
-class ModelError(ValueError):
-    """A model cannot be loaded: unknown name, missing or unreadable weights, bad device or dtype."""
-
-
-class WeightsNotFoundError(ModelError, FileNotFoundError):
-    """The weights file does not exist (catchable as ``ModelError`` or ``FileNotFoundError``)."""
-
-
 Loader = Callable[..., Inpainter]
 """``loader(weights, device, dtype, **options)``; a loader that takes no options rejects any."""
 
 SD_WEIGHTS_HELP = ("needs a local Stable Diffusion inpainting checkpoint in diffusers layout, e.g. "
                    "runwayml/stable-diffusion-inpainting saved with save_pretrained, or its id in the local "
-                   "HF cache (--weights PATH_OR_ID); nothing is downloaded")
+                   "HF cache (weights = that folder or id); nothing is downloaded")
 
 
 def _no_options(name: str, options: dict) -> None:
     if options:
-        raise ModelError(f"model {name!r} takes no options, got {', '.join(sorted(options))}: --prompt, "
-                         "--negative-prompt, --sampler-steps, --guidance, --sampler-seed are for diffusion models "
-                         "(--model sd-inpaint)")
+        raise ModelError(f"model {name!r} takes no options, got {', '.join(sorted(options))}; only sd-inpaint "
+                         "takes some")
 
 
 def _load_lama(weights: str | Path | None, device: torch.device, dtype: torch.dtype, **options) -> Inpainter:
@@ -96,45 +88,14 @@ DEFAULT_DTYPES: dict[str, Callable[[torch.device], torch.dtype]] = {
 }
 """A model's dtype when none is asked for (otherwise float32)."""
 
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-}
+def takes_options(name: str) -> bool:
+    """Whether the model ``name`` accepts loader options (today only the diffusion model does)."""
+    return LOADERS.get(name.strip().lower()) is _load_sd_inpaint
 
 
 def available_models() -> list[str]:
     """Names accepted by :func:`load_inpainter`."""
     return sorted(LOADERS)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else as ``torch.device`` understands it."""
-    if isinstance(device, str) and device.strip().lower() == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ModelError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda[:N]'") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return resolved
-
-
-def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    """``None`` → float32. float16 needs CUDA (on CPU use bfloat16)."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str):
-        key = dtype.strip().lower().removeprefix("torch.")
-        if key not in _DTYPES:
-            raise ModelError(f"unknown dtype {dtype!r}: use float32, float16 or bfloat16")
-        dtype = _DTYPES[key]
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ModelError(f"unsupported dtype {dtype}: use float32, float16 or bfloat16")
-    if dtype == torch.float16 and device.type != "cuda":
-        raise ModelError(f"float16 needs a CUDA device (got {device}); on CPU use bfloat16 or float32")
-    return dtype
 
 
 def load_inpainter(name: str, weights: str | Path | None = None, device: str | torch.device = "auto",

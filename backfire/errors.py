@@ -1,0 +1,18 @@
+"""The errors a model raises when it cannot be loaded, each with a one-line message.
+
+A leaf module (it imports nothing of ours): the registry, every model loader and the CLI import it
+without importing each other. Problems with the user's image and output files are
+:class:`backfire.io.InputError` (io stays the bottom layer and imports nothing of ours).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ModelError", "WeightsNotFoundError"]
+
+
+class ModelError(ValueError):
+    """A model cannot be loaded: unknown name, missing or unreadable weights, bad device or dtype."""
+
+
+class WeightsNotFoundError(ModelError, FileNotFoundError):
+    """The weights file does not exist (catchable as ``ModelError`` or ``FileNotFoundError``)."""
