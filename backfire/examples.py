@@ -10,6 +10,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch import Tensor
 
+from backfire.io import quantize
+
 
 def example_photo(width: int = 256, height: int = 192, seed: int = 0) -> tuple[Tensor, Tensor]:
     """A synthetic landscape and the mask of the logo stamped on it.
@@ -44,4 +46,4 @@ def example_photo(width: int = 256, height: int = 192, seed: int = 0) -> tuple[T
     ink = np.array([0.95, 0.95, 0.95], dtype=np.float32)
     pixels = pixels * (1 - mask[..., None]) + ink * mask[..., None]
     image = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32))
-    return torch.round(image * 255) / 255, torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
+    return quantize(image), torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))

@@ -39,7 +39,7 @@ import tempfile
 import threading
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +66,9 @@ __all__ = [
     "read_mask",
     "save_image",
     "save_mask",
+    "to_pil",
     "to_uint8",
+    "write_atomic",
     "write_bytes_atomic",
     "write_text_atomic",
 ]
@@ -533,6 +535,19 @@ def to_uint8(pixels: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(q.permute(1, 2, 0).numpy())
 
 
+def to_pil(pixels: torch.Tensor, long_side: int | None = None) -> Image.Image:
+    """An RGB picture of 3xHxW pixels (rounded), shrunk with Lanczos so its long side is at most ``long_side``.
+
+    The one way a tensor becomes a picture: previews, thumbnails, the cleaning transforms.
+    """
+    picture = Image.fromarray(to_uint8(pixels), mode="RGB")
+    if long_side is not None and max(picture.size) > long_side:
+        scale = long_side / max(picture.size)
+        size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
+    return picture
+
+
 _LOSSLESS = {".png": "PNG", ".webp": "WEBP"}
 _LOSSY = {".jpg": "JPEG", ".jpeg": "JPEG"}
 
@@ -664,34 +679,30 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_bytes_atomic(path: PathLike, data: bytes, protect_inputs: Iterable[PathLike] = ()) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory, then os.replace).
+def write_atomic(path: PathLike, write: Callable[[Path], object],
+                 protect_inputs: Iterable[PathLike] = ()) -> Path:
+    """Let ``write(tmp)`` fill a temporary file beside ``path``, then move it into place atomically.
 
-    On any failure the temporary file is removed and an existing target is left untouched.
-    Raises :class:`InputError` if ``path`` is (another spelling of) a path in
+    The one home of atomic writes: bytes, text, PNGs, checkpoints (``torch.save``), safetensors and
+    TorchScript archives all go through it. On any failure (or Ctrl-C) the temporary file is removed and
+    an existing target is left untouched; a new file gets the permissions the umask gives, a replaced one
+    keeps its own. Raises :class:`InputError` if ``path`` is (another spelling of) a path in
     ``protect_inputs``, if its directory does not exist, or if the write fails.
     """
-    protect = list(protect_inputs)
-    target = check_output(path, protect)
+    target = check_output(path, list(protect_inputs))
     shown = _show(path)
-    mode = None
     try:
-        if target.exists():
-            mode = os.stat(target).st_mode & 0o7777
+        mode = os.stat(target).st_mode & 0o7777 if target.exists() else _file_mode()
     except OSError:
-        mode = None
-    if mode is None:
         mode = _file_mode()
-
     tmp_name: str | None = None
     try:
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".tmp", dir=os.fspath(target.parent) or "."
-        )
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                        dir=os.fspath(target.parent) or ".")
+        os.close(fd)
+        write(Path(tmp_name))
+        with open(tmp_name, "rb") as written:
+            os.fsync(written.fileno())
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, target)
         tmp_name = None
@@ -705,6 +716,12 @@ def write_bytes_atomic(path: PathLike, data: bytes, protect_inputs: Iterable[Pat
             except OSError:
                 pass
     _fsync_dir(target.parent)
+    return target
+
+
+def write_bytes_atomic(path: PathLike, data: bytes, protect_inputs: Iterable[PathLike] = ()) -> None:
+    """Write ``data`` to ``path`` atomically; see :func:`write_atomic`."""
+    write_atomic(path, lambda tmp: tmp.write_bytes(data), protect_inputs)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -12,13 +12,9 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from backfire.io import InputError
+from backfire.io import InputError, to_uint8
 
 FACE_GROW = 0.15  # the Haar box is tight around eyes and mouth: grow it so the ellipse covers brow and chin
-
-
-def _uint8(image: Tensor) -> np.ndarray:
-    return (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
 def _mask_of(picture: Image.Image) -> Tensor:
@@ -33,7 +29,7 @@ def face_boxes(image: Tensor) -> list[tuple[int, int, int, int]]:
         raise InputError('--faces is unavailable: pip install "opencv-python-headless<5" '
                          '(or "backfire[eval]")') from None
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    grey = cv2.cvtColor(_uint8(image), cv2.COLOR_RGB2GRAY)
+    grey = cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2GRAY)
     side = min(grey.shape)
     found = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
                                      minSize=(max(16, side // 20),) * 2)
@@ -66,7 +62,7 @@ def text_mask(image: Tensor) -> Tensor:
         from rapidocr_onnxruntime import RapidOCR
     except ImportError:
         raise InputError("--text is unavailable: pip install rapidocr-onnxruntime") from None
-    result, _ = RapidOCR()(_uint8(image))
+    result, _ = RapidOCR()(to_uint8(image))
     if not result:
         raise InputError("no text found (RapidOCR); draw the region with --box")
     h, w = image.shape[-2:]

@@ -22,14 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from backfire.inpainters.base import Inpainter
+from backfire.io import quantize
 
 CLEANING_KINDS: tuple[str, ...] = ("jpeg", "resize", "blur", "noise")
 
 
 def straight_through_round(image: Tensor) -> Tensor:
     """Round to the 8-bit grid in the forward pass, identity in the backward pass (straight-through)."""
-    rounded = torch.round(image.clamp(0, 1) * 255) / 255
-    return image + (rounded - image).detach()
+    return image + (quantize(image).to(image) - image).detach()
 
 
 def jpeg(image: Tensor, quality: float) -> Tensor:

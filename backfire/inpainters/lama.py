@@ -20,12 +20,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import pickle
-import uuid
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from torch import Tensor, nn
 from backfire.errors import ModelError, WeightsNotFoundError
 from backfire.inpainters.base import ModuleInpainter
 from backfire.inpainters.ffc import BIG_LAMA, FFCConfig, FFCResNetGenerator, build_generator
+from backfire.io import write_atomic
 
 __all__ = [
     "BIG_LAMA",
@@ -418,7 +417,7 @@ def save_lama_checkpoint(generator: FFCResNetGenerator | LamaModule, path: str |
     if extra_state:
         state.update({k: v.detach().cpu().clone() for k, v in extra_state.items()})
     checkpoint = {"epoch": 0, "global_step": 0, "state_dict": state}
-    return _atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+    return write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def export_torchscript(module: LamaModule | FFCResNetGenerator, path: str | Path,
@@ -458,21 +457,8 @@ def export_torchscript(module: LamaModule | FFCResNetGenerator, path: str | Path
         raise RuntimeError(f"traced LaMa disagrees with the eager module at {check_size}: "
                            "the trace is not size-generic")
 
-    def save(tmp: str) -> None:
+    def save(tmp: Path) -> None:
         with _quiet_jit():
-            torch.jit.save(traced, tmp)
+            torch.jit.save(traced, str(tmp))
 
-    return _atomic_write(Path(path), save)
-
-
-def _atomic_write(path: Path, write: Callable[[str], object]) -> Path:
-    """Run ``write(tmp)`` on a temporary file next to ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, save)

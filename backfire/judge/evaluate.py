@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import Tensor
 
 from backfire import __version__, io
@@ -233,13 +232,8 @@ def _progress_line(done: int, total: int, case: Case) -> str:
 
 
 def _png(image: Tensor) -> bytes:
-    h, w = image.shape[-2:]
-    scale = min(1.0, THUMB / max(h, w))
-    pixels = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    picture = Image.fromarray(pixels).resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                                             Image.Resampling.LANCZOS)
     buffer = _io.BytesIO()
-    picture.save(buffer, format="PNG")
+    io.to_pil(image, long_side=THUMB).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -21,23 +21,14 @@ from PIL import Image, ImageFilter
 from torch import Tensor
 
 from backfire.inpainters.cleaning import gaussian_blur
+from backfire.io import quantize, to_pil
 
 Transform = Callable[..., Tensor]
-
-
-def _to_pil(image: Tensor) -> Image.Image:
-    pixels = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-    return Image.fromarray(pixels.permute(1, 2, 0).numpy(), mode="RGB")
 
 
 def _from_pil(picture: Image.Image) -> Tensor:
     array = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-
-
-def quantise(image: Tensor) -> Tensor:
-    """Round (never truncate) to the 8-bit grid, clamped to [0, 1]."""
-    return torch.round(image.clamp(0, 1) * 255) / 255
 
 
 def _check(image: Tensor) -> None:
@@ -49,7 +40,7 @@ def jpeg(image: Tensor, quality: int, seed: int = 0) -> Tensor:
     """Encode as JPEG at ``quality`` (Pillow, 4:2:0 as most tools save) and decode, in memory."""
     _check(image)
     buffer = _io.BytesIO()
-    _to_pil(image).save(buffer, format="JPEG", quality=quality)
+    to_pil(image).save(buffer, format="JPEG", quality=quality)
     buffer.seek(0)
     with Image.open(buffer) as decoded:
         return _from_pil(decoded)
@@ -59,7 +50,7 @@ def resize(image: Tensor, scale: float, seed: int = 0) -> Tensor:
     """Scale by ``scale`` and back to the original size, bicubic both ways (Pillow)."""
     _check(image)
     h, w = image.shape[-2:]
-    picture = _to_pil(image)
+    picture = to_pil(image)
     small = picture.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
     return _from_pil(small.resize((w, h), Image.Resampling.BICUBIC))
 
@@ -67,7 +58,7 @@ def resize(image: Tensor, scale: float, seed: int = 0) -> Tensor:
 def blur(image: Tensor, sigma: float, seed: int = 0) -> Tensor:
     """Gaussian blur with standard deviation ``sigma`` px (exact separable kernel, radius 3σ, reflect)."""
     _check(image)
-    return quantise(gaussian_blur(image.float()[None], sigma)[0])
+    return quantize(gaussian_blur(image.float()[None], sigma)[0])
 
 
 def noise(image: Tensor, sigma_255: float, seed: int = 0) -> Tensor:
@@ -75,13 +66,13 @@ def noise(image: Tensor, sigma_255: float, seed: int = 0) -> Tensor:
     _check(image)
     generator = torch.Generator().manual_seed(seed)
     grain = torch.randn(image.shape, generator=generator) * (sigma_255 / 255)
-    return quantise(image.float().cpu() + grain)
+    return quantize(image.float().cpu() + grain)
 
 
 def median(image: Tensor, size: int = 3, seed: int = 0) -> Tensor:
     """Median filter over a ``size``×``size`` window, per channel (Pillow)."""
     _check(image)
-    return _from_pil(_to_pil(image).filter(ImageFilter.MedianFilter(size)))
+    return _from_pil(to_pil(image).filter(ImageFilter.MedianFilter(size)))
 
 
 def _named(function: Callable[..., Tensor], value) -> Transform:

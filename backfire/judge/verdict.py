@@ -17,6 +17,7 @@ from torch import Tensor
 
 from backfire import masks as mask_ops
 from backfire.inpainters.base import Inpainter
+from backfire.io import to_pil
 from backfire.judge import metrics
 
 FAIL_DISTANCE = 0.15
@@ -209,8 +210,7 @@ def preview(original: Tensor, protected: Tensor, attack: EditImages, benign: Edi
     sheet = Image.new("RGB", (len(tiles) * (tw + gap) - gap, th + label_h), "white")
     draw = ImageDraw.Draw(sheet)
     for i, (label, tile) in enumerate(tiles):
-        pixels = (tile.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-        picture = Image.fromarray(pixels).resize((tw, th), Image.Resampling.LANCZOS)
+        picture = to_pil(tile).resize((tw, th), Image.Resampling.LANCZOS)
         sheet.paste(picture, (i * (tw + gap), label_h))
         draw.text((i * (tw + gap) + 2, 2), label, fill="black")
     return sheet

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from backfire import masks as mask_ops
+from backfire.io import quantize
 from backfire.inpainters.base import Inpainter
 from backfire.inpainters.cleaning import Cleaned, CleaningSampler, straight_through_round
 from backfire.protect.optimisers import make_optimiser
@@ -173,7 +174,7 @@ def protect(
                 on_image(step + 1, (x + _delta(param, x, bound)).clamp(0, 1))
 
     with torch.no_grad():
-        protected = torch.round((x + _delta(param, x, bound)).clamp(0, 1) * 255) / 255
+        protected = quantize(x + _delta(param, x, bound))
     return Protection(protected=protected.cpu(), target=goal_image.cpu(), recipe=recipe,
                       seconds=time.perf_counter() - started, losses=losses)
 

@@ -70,6 +70,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from backfire.inpainters.ffc import FFCConfig, FFCResNetGenerator, build_generator
+from backfire.io import write_atomic, write_text_atomic
 from backfire.judge.metrics import psnr_batch, ssim_batch
 from backfire.train.discriminator import PatchDiscriminator
 from backfire.train.masks import random_mask
@@ -248,9 +249,7 @@ def hardware_string(device: torch.device) -> str:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def export_generator(generator: nn.Module, path: str | Path, config: FFCConfig,
@@ -266,10 +265,7 @@ def export_generator(generator: nn.Module, path: str | Path, config: FFCConfig,
         tensors[k] = (v.half() if v.is_floating_point() else v).contiguous()
     metadata = {"format": "backfire-ffc-generator", "ffc_config": json.dumps(asdict(config))}
     metadata.update(extra_metadata or {})
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 # -------------------------------------------------------------------------------------- batches
@@ -584,12 +580,11 @@ class _CsvLog:
         if resume_step is not None and path.is_file():  # drop rows logged after the checkpoint
             with path.open(newline="") as f:
                 rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= resume_step]
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(path, text.getvalue())
 
     def write(self, row: dict[str, Any]) -> None:
         with self.path.open("a", newline="") as f:
@@ -744,9 +739,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
         "final_val": last_val,
         "export": EXPORT,
     }
-    tmp = out / f".{SUMMARY}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out / SUMMARY)
+    write_text_atomic(out / SUMMARY, json.dumps(summary, indent=1))
     trainer.close()
     log(f"done: {trainer.step} steps ({stopped}), {trainer.train_seconds / 60:.1f} min training; "
         f"wrote {out / EXPORT}, {out / LOG_CSV}, {out / SUMMARY}")
