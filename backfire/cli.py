@@ -12,7 +12,7 @@ from backfire import __version__, io, jobs
 from backfire import masks as mask_ops
 from backfire.errors import ModelError
 from backfire.inpainters.registry import available_models, load_inpainter, takes_options
-from backfire.judge.verdict import Verdict
+from backfire.judge.verdict import format_verdict
 from backfire.progress import Progress
 from backfire.protect.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 from backfire.protect.targets import TARGET_KINDS
@@ -21,9 +21,16 @@ DEFAULT_MODEL = "backfire-s"
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_PROTECTED = 0, 1, 2, 3
 
 
+MIN_BUDGET_255 = 0.5
+"""Below half an 8-bit level, rounding to the saved file's 8 bits erases the perturbation entirely."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(_attach_negative_values(sys.argv[1:] if argv is None else [str(a) for a in argv]))
+    except SystemExit as stop:  # --help, --version, or a usage error already printed in one line
+        return int(stop.code or 0)
     try:
         return args.run(args)
     except (io.InputError, ModelError, ValueError) as error:
@@ -33,29 +40,82 @@ def main(argv: list[str] | None = None) -> int:
         print(f"backfire: error: out of memory ({type(error).__name__}); try a smaller image or another device; "
               "nothing half-written was left behind", file=sys.stderr)
         return EXIT_ERROR
+    except jobs.Interrupted as stop:
+        removed = ", ".join(str(p) for p in stop.removed)
+        print(f"backfire: interrupted during {stop.task.image.name}; "
+              + (f"its outputs already written were removed ({removed})" if removed else "nothing of it was written")
+              + "; images finished before it are complete", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("backfire: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of backfire (exit 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"backfire: error: {message} (see {self.prog} --help)\n")
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--box -5,-5,20,20`` as the user typed it: argparse would take ``-5,…`` for an option."""
+    out: list[str] = []
+    for i, word in enumerate(argv):
+        if i > 0 and argv[i - 1] == "--box" and word.startswith("-"):
+            out[-1] = f"--box={word}"
+        else:
+            out.append(word)
+    return out
+
+
+def _number(kind: type, low: float, high: float = float("inf"), why: str = ""):
+    """An argparse type: a ``kind`` number in [low, high], with ``why`` said when it is not."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if not low <= value <= high:
+            bounds = f"≥ {low:g}" if high == float("inf") else f"in [{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"{text} must be {bounds}{why}")
+        return value
+    return parse
+
+
+_budget_255 = _number(float, MIN_BUDGET_255, 255.0,
+                      " — the budget is in /255 (the paper's is 6.4); under 0.5/255 8-bit rounding erases it")
+_steps = _number(int, 1, why=" (0 steps would write the random start, not a protection)")
+_pixels = _number(int, 1)
+_count = _number(int, 1)
+
+
+def _output_path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the output path is empty")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="backfire",
         description="Protect regions of a photo against AI inpainting: masking the region and "
                     "inpainting fails, edits elsewhere still work.")
     parser.add_argument("--version", action="version", version=f"backfire {__version__}")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = commands.add_parser("protect", help="protect an image (or a folder of NAME.png + NAME_mask.png)")
     _add_io(p, mask_help="the region to protect (white = protected); not used with a folder")
     _add_model(p)
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES), help="protection recipe")
-    p.add_argument("--budget", type=float, default=None, metavar="B",
-                   help="L∞ budget in /255 (default: the recipe's; paper: 0.025 = 6.375/255)")
-    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the recipe's)")
+    p.add_argument("--budget", type=_budget_255, default=None, metavar="B",
+                   help="L∞ budget in /255, at least 0.5 (default: the recipe's; paper: 6.375)")
+    p.add_argument("--steps", type=_steps, default=None, help="optimisation steps, ≥ 1 (default: the recipe's)")
     p.add_argument("--target", choices=TARGET_KINDS, default=None,
                    help="what a failed edit shows (default: the recipe's; paper: solid)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strict", action="store_true",
+                   help="exit with code 3 when the verdict is NOT PROTECTED (as verify does); default: 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_protect)
 
@@ -85,17 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--recipe", nargs="+", default=[DEFAULT_RECIPE], choices=sorted(RECIPES),
                    help="recipes to compare side by side")
-    p.add_argument("--budget", nargs="+", type=float, default=None, metavar="B",
-                   help="L∞ budgets in /255 (default: each recipe's own)")
+    p.add_argument("--budget", nargs="+", type=_budget_255, default=None, metavar="B",
+                   help="L∞ budgets in /255, each at least 0.5 (default: each recipe's own; paper: 6.375)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: FOLDER-evaluation beside it)")
     p.add_argument("--families", nargs="+", default=list(mask_ops.FAMILIES), metavar="FAMILY",
                    help=f"mask families (default: all): {', '.join(mask_ops.FAMILIES)}")
     p.add_argument("--robustness", nargs="*", default=None, metavar="TRANSFORM",
                    help="also clean the protected image before each attacker edit; no names = every "
                         "transform of the protocol")
-    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--limit", type=_count, default=None, help="only the first N images")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the recipe's)")
+    p.add_argument("--steps", type=_steps, default=None, help="optimisation steps, ≥ 1 (default: the recipe's)")
     p.add_argument("--no-fid", action="store_true", help="skip FID (saves the Inception passes)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run_evaluate)
@@ -106,8 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     found.add_argument("--faces", action="store_true", help="every frontal face (OpenCV Haar cascade)")
     found.add_argument("--text", action="store_true", help="every text line (needs rapidocr-onnxruntime)")
     found.add_argument("--box", metavar="X,Y,W,H", help="a rectangle in pixels")
-    p.add_argument("-o", "--out", type=Path, required=True, help="the mask PNG to write")
-    p.add_argument("--grow", type=int, default=0, metavar="PX", help="dilate the mask by PX pixels")
+    p.add_argument("-o", "--out", type=_output_path, required=True, help="the mask PNG to write")
+    p.add_argument("--grow", type=_number(int, 0), default=0, metavar="PX", help="dilate the mask by PX pixels")
+    p.add_argument("--max-pixels", type=_pixels, default=io.DEFAULT_MAX_PIXELS,
+                   help="refuse images larger than this many pixels (default 40 MP)")
     p.set_defaults(run=run_mask)
     return parser
 
@@ -115,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_io(p: argparse.ArgumentParser, mask_help: str) -> None:
     p.add_argument("image", type=Path, help="an image, or a folder of NAME.png + NAME_mask.png")
     p.add_argument("--mask", type=Path, default=None, help=mask_help)
-    p.add_argument("-o", "--out", type=Path, required=True, help="output file (a folder for a folder)")
+    p.add_argument("-o", "--out", type=_output_path, required=True, help="output file (a folder for a folder)")
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -125,7 +187,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", type=Path, default=None,
                    help="model weights file (sd-inpaint: a local diffusers folder or an id in the local HF cache)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--max-pixels", type=int, default=io.DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=_pixels, default=io.DEFAULT_MAX_PIXELS,
                    help="refuse images larger than this many pixels (default 40 MP)")
     diffusion = p.add_argument_group("diffusion models (sd-inpaint)")
     diffusion.add_argument("--prompt", default=None, help="the attacker's prompt (default empty)")
@@ -163,6 +225,7 @@ def _load_models(args: argparse.Namespace, device: str | None = None) -> list:
     models = []
     for entry in entries:
         name, _, weights = entry.partition("=")
+        _log(f"loading model {name.strip()}…")
         if options and name.strip().lower() in available_models() and not takes_options(name):
             flags = ", ".join("--" + flag.replace("_", "-") for flag, option in _MODEL_OPTIONS.items()
                               if option in options)
@@ -178,39 +241,50 @@ def _log(message: str) -> None:
 
 
 def run_protect(args: argparse.Namespace) -> int:
-    recipe = get_recipe(args.recipe)
-    budget = None if args.budget is None else args.budget / 255
-    if budget is not None and not 0 < budget <= 1:
-        raise ValueError(f"--budget must be in (0, 255], got {args.budget}")
-    if args.steps is not None and args.steps < 0:
-        raise ValueError(f"--steps must be ≥ 0, got {args.steps}")
-    tasks = jobs.plan(args.image, args.mask, args.out)
+    recipe = get_recipe(args.recipe).but(budget=None if args.budget is None else args.budget / 255,
+                                         steps=args.steps, target=args.target)
+    plan = jobs.plan(args.image, args.mask, args.out)
+    batch = args.image.is_dir()
+    for path in plan.unpaired:
+        _log(f"backfire: skipping {path.name}: no mask (add {path.stem}_mask.png beside it)")
     inpainters = _load_models(args)
-    failures = 0
+    settings = jobs.Settings(recipe, seed=args.seed, max_pixels=args.max_pixels)
+    results: list[jobs.BatchRow] = [jobs.BatchRow.skipped(p, "no mask") for p in plan.unpaired]
+    tasks = plan.tasks
     for i, task in enumerate(tasks, 1):
         label = f"[{i}/{len(tasks)}] {task.image.name}" if len(tasks) > 1 else task.image.name
+        steps = Progress(label, total=recipe.steps, enabled=not args.quiet)
+        checking = Progress(f"{label} verdict", unit="edit", enabled=not args.quiet)
         try:
-            verdicts = jobs.protect_task(
-                task, inpainters, recipe, budget=budget, steps=args.steps, target=args.target, seed=args.seed,
-                max_pixels=args.max_pixels, on_step=Progress(label, enabled=not args.quiet), log=_log)
+            verdicts = jobs.protect_task(task, inpainters, settings, on_step=steps,
+                                         on_judge=lambda model, done, total: checking(done, total), log=_log)
         except io.InputError as error:
-            if len(tasks) == 1:
+            if not batch:
                 raise
-            failures += 1
+            results.append(jobs.BatchRow.skipped(task.image, str(error)))
             _log(f"backfire: error: {error}")
             continue
+        results.append(jobs.BatchRow.of(task, verdicts))
         print(f"{task.out}  (report: {jobs.report_paths(task.out)[0]})")
         print("\n".join(format_verdict(v) for v in verdicts))
-    if failures:
-        _log(f"backfire: {failures} of {len(tasks)} images failed; the others were written")
+    if batch:
+        summary = jobs.write_batch_summary(args.out, results, [p for t in tasks for p in t.inputs])
+        done = sum(r.status != "skipped" for r in results)
+        _log(f"backfire: {done} of {len(results)} images protected, {len(results) - done} skipped; "
+             f"summary: {summary}")
+    if any(r.status == "skipped" for r in results):
         return EXIT_BAD_INPUT
+    if args.strict and any(r.status == "not protected" for r in results):
+        return EXIT_NOT_PROTECTED
     return EXIT_OK
 
 
 def run_edit(args: argparse.Namespace) -> int:
-    tasks = jobs.plan(args.image, args.mask, args.out)
+    plan = jobs.plan(args.image, args.mask, args.out)
+    for path in plan.unpaired:
+        _log(f"backfire: skipping {path.name}: no mask (add {path.stem}_mask.png beside it)")
     inpainter = _load_model(args)
-    for task in tasks:
+    for task in plan.tasks:
         jobs.edit_task(task, inpainter, args.max_pixels, _log)
         print(task.out)
     return EXIT_OK
@@ -239,27 +313,24 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from backfire.judge.evaluate import evaluate
+    from backfire.judge.evaluate import EvaluationConfig, evaluate
     from backfire.judge.transforms import TRANSFORMS
 
     folder = args.folder
     if not folder.is_dir():
         raise io.InputError(f"{folder}: not a folder of NAME.png + NAME_mask.png pairs")
     out = args.out or folder.resolve().parent / f"{folder.resolve().name}-evaluation"
-    budgets = [None] if args.budget is None else [b / 255 for b in args.budget]
-    if any(b is not None and not 0 < b <= 1 for b in budgets):
-        raise ValueError(f"--budget values must be in (0, 255], got {args.budget}")
-    if args.steps is not None and args.steps < 0:
-        raise ValueError(f"--steps must be ≥ 0, got {args.steps}")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be ≥ 1, got {args.limit}")
-    transforms = [] if args.robustness is None else (args.robustness or list(TRANSFORMS))
+    budgets = (None,) if args.budget is None else tuple(b / 255 for b in args.budget)
+    transforms = () if args.robustness is None else tuple(args.robustness or TRANSFORMS)
+    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "run"}
+    arguments["out"] = str(out)
+    config = EvaluationConfig(recipes=tuple(get_recipe(r) for r in args.recipe), budgets=budgets,
+                              families=tuple(args.families), transforms=transforms, limit=args.limit,
+                              seed=args.seed, steps=args.steps, with_fid=not args.no_fid,
+                              max_pixels=args.max_pixels, arguments=arguments)
+    config.check()
     inpainters = _load_models(args)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "run"}
-    config["out"] = str(out)
-    evaluate(folder, out, inpainters, [get_recipe(r) for r in args.recipe], budgets, args.families, transforms,
-             args.limit, args.seed, None if args.quiet else _log, steps=args.steps, with_fid=not args.no_fid,
-             config=config, max_pixels=args.max_pixels)
+    evaluate(folder, out, inpainters, config, None if args.quiet else _log)
     print(f"{out / 'summary.md'}\n{out / 'report.html'}\n{out / 'cases.csv'}\n{out / 'config.json'}")
     return EXIT_OK
 
@@ -267,12 +338,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_mask(args: argparse.Namespace) -> int:
     from backfire import regions
 
-    if args.grow < 0:
-        raise ValueError(f"--grow must be ≥ 0, got {args.grow}")
     io.check_output(args.out, [args.image])
     if args.box is not None:
         box = regions.parse_box(args.box)  # checked before the image is read
-    image = io.read_image(args.image, max_pixels=io.DEFAULT_MAX_PIXELS)
+    image = io.read_image(args.image, max_pixels=args.max_pixels)
     if args.faces:
         mask = regions.face_mask(image.pixels)
     elif args.text:
@@ -284,32 +353,6 @@ def run_mask(args: argparse.Namespace) -> int:
     io.save_mask(mask, args.out, protect_inputs=[args.image])
     print(f"{args.out}: {int(mask.sum())} px ({100 * float(mask.mean()):.1f} % of the image)")
     return EXIT_OK
-
-
-def format_verdict(verdict: Verdict) -> str:
-    """A short table a person can read in a terminal."""
-    inv = verdict.invisibility
-    lines = [f"  model {verdict.model}; invisibility: PSNR {inv['psnr']:.1f} dB, SSIM {inv['ssim']:.4f}, "
-             f"L∞ {inv['linf_255']:.1f}/255",
-             "  attacker edit   failed  distance to target (orig → prot)  region SSIM (orig → prot)"]
-    for e in verdict.edits:
-        if e.kind == "attacker":
-            lines.append(f"  {e.name:<15} {'yes' if e.failed else 'no':<7} "
-                         f"{e.target_distance_original:.3f} → {e.target_distance_protected:.3f}"
-                         f"{'':<20}{e.region_ssim_original:.3f} → {e.region_ssim_protected:.3f}")
-    lines.append("  benign edit     intact  fidelity SSIM  fidelity PSNR")
-    for e in verdict.edits:
-        if e.kind == "benign":
-            lines.append(f"  {e.name:<15} {'yes' if e.intact else 'no':<7} {e.fidelity_ssim:.4f}"
-                         f"         {e.fidelity_psnr:.1f} dB")
-    attacks = [e for e in verdict.edits if e.kind == "attacker"]
-    benign = [e for e in verdict.edits if e.kind == "benign"]
-    word = "PROTECTED" if verdict.protected else "NOT PROTECTED"
-    lines.append(f"  verdict: {word} — {sum(bool(e.failed) for e in attacks)}/{len(attacks)} attacker edits "
-                 f"fail, {sum(bool(e.intact) for e in benign)}/{len(benign)} benign edits intact")
-    if verdict.skipped:
-        lines.append(f"  skipped (no mask of this kind fits): {', '.join(verdict.skipped)}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,11 @@ __all__ = [
     "LoadedImage",
     "LoadedMask",
     "encode_image",
+    "LOSSY_SUFFIXES",
+    "check_image_output",
+    "check_writable",
     "find_pairs",
+    "pair_images",
     "quantize",
     "read_image",
     "read_mask",
@@ -93,12 +97,17 @@ class InputError(ValueError):
 class LoadedImage:
     """An image read by :func:`read_image`.
 
-    ``pixels`` is 3xHxW float32 in [0, 1]; ``notes`` lists every conversion made.
+    ``pixels`` is 3xHxW float32 in [0, 1]; ``notes`` lists every conversion made. ``grey``: the file was
+    greyscale (its three channels are equal), so a protection can stay greyscale. ``alpha``: HxW in [0, 1]
+    when the file has transparency and the reader was asked to keep it (``keep_alpha``); ``pixels`` are then
+    the stored colours, not composited, and the alpha is meant to be written back untouched.
     """
 
     pixels: torch.Tensor
     notes: list[str]
     path: Path
+    grey: bool = False
+    alpha: torch.Tensor | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -142,6 +151,10 @@ def _detail(exc: BaseException) -> str:
 
 def _corrupt(shown: str, what: str, exc: BaseException) -> InputError:
     return InputError(f"{shown}: {what} file is truncated or corrupt ({_detail(exc)})")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _size_text(w: int, h: int) -> str:
@@ -214,7 +227,7 @@ def _open_checked(
     if not os.path.lexists(p):
         raise InputError(f"{shown}: {what} file does not exist")
     if p.is_dir():
-        raise InputError(f"{shown}: is a directory, not an {what} file")
+        raise InputError(f"{shown}: is a directory, not {_article(what)} {what} file")
     if not p.exists():
         raise InputError(f"{shown}: is a broken symbolic link (its target does not exist)")
     try:
@@ -237,7 +250,7 @@ def _open_checked(
             im = Image.open(fp)
         except UnidentifiedImageError:
             raise InputError(
-                f"{shown}: not an {what} file that can be read (unknown format or corrupt "
+                f"{shown}: not {_article(what)} {what} file that can be read (unknown format or corrupt "
                 "header); use PNG, JPEG, WebP or TIFF"
             ) from None
         except Image.DecompressionBombError as exc:  # defensive: the limit is suspended
@@ -389,7 +402,7 @@ def _channels(
 # --------------------------------------------------------------------------- reading
 
 
-def read_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
+def read_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, keep_alpha: bool = False) -> LoadedImage:
     """Read an image as 3xHxW float32 in [0, 1], upright, with notes of every conversion.
 
     Conversions (each adds a note): EXIF orientation applied; only the first frame of
@@ -399,7 +412,9 @@ def read_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> L
 
     Alpha rule: any alpha channel (RGBA, LA, PA, palette or colour-key transparency) is
     dropped by compositing the image on white: ``rgb * a + (1 - a)``. A fully opaque alpha
-    channel leaves the pixels unchanged.
+    channel leaves the pixels unchanged. With ``keep_alpha``, transparency is kept instead:
+    the stored colours are returned uncomposited with the alpha beside them (``LoadedImage.alpha``),
+    as inpainting tools read such a file (they drop the alpha, they do not composite).
 
     ``max_pixels`` (None = no cap) is checked from the header before anything is decoded.
     Raises :class:`InputError` for every problem with the file.
@@ -407,6 +422,7 @@ def read_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> L
     shown = _show(path)
     with _pillow_guard() as caught:
         im, notes = _open_checked(path, max_pixels, "image")
+        grey = im.mode in _GREY_MODES or (im.mode == "P" and _palette_is_grey(im))
         try:
             rgb, alpha = _channels(im, notes, shown, "image")
         except _DECODE_ERRORS as exc:
@@ -414,14 +430,26 @@ def read_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> L
                 raise
             raise _corrupt(shown, "image", exc) from None
         notes.extend(_warning_notes(caught))
+    kept = None
     if alpha is not None:
-        if bool((alpha < 1.0).any()):
+        if not bool((alpha < 1.0).any()):
+            notes.append("alpha channel dropped (fully opaque)")
+        elif keep_alpha:
+            notes.append("transparency kept: the alpha channel is written back untouched")
+            kept = alpha.contiguous()
+        else:
             notes.append("alpha dropped (transparent pixels composited on white)")
             rgb = rgb * alpha + (1.0 - alpha)
-        else:
-            notes.append("alpha channel dropped (fully opaque)")
     rgb = rgb.clamp_(0.0, 1.0).contiguous()
-    return LoadedImage(pixels=rgb, notes=_dedupe(notes), path=Path(path))
+    return LoadedImage(pixels=rgb, notes=_dedupe(notes), path=Path(path), grey=grey, alpha=kept)
+
+
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def _palette_is_grey(im: Image.Image) -> bool:
+    palette = np.asarray(im.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+    return bool(len(palette)) and bool((palette[:, 0] == palette[:, 1]).all() and (palette[:, 1] == palette[:, 2]).all())
 
 
 def read_mask(
@@ -482,9 +510,14 @@ def read_mask(
 
     n_on = int(mask.sum().item())
     if n_on == 0:
+        brightest = float(values.max()) if values.numel() else 0.0
         raise InputError(
-            f"{shown}: mask selects no pixel: white (or opaque) marks the region to protect"
-            + (" (this mask is transparent everywhere)" if region == "opaque" else "")
+            f"{shown}: mask selects no pixel: white (or opaque) marks the region to protect, and grey values "
+            f"are thresholded at 50 % ("
+            + ("this mask is transparent everywhere" if region == "opaque" and brightest == 0
+               else f"this mask's {'most opaque' if region == 'opaque' else 'brightest'} pixel is "
+                    f"{100 * brightest:.0f} %")
+            + ")"
         )
     if n_on == mask.numel():
         raise InputError(
@@ -522,10 +555,20 @@ def _as_chw(pixels: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def quantize(pixels: torch.Tensor) -> torch.Tensor:
-    """round(clamp(x, 0, 1) * 255) / 255 as float32: exactly what a saved 8-bit PNG reads back as."""
-    x = pixels.detach().to(torch.float32).clamp(0.0, 1.0)
-    return torch.round(x * 255.0) / 255.0
+def quantize(pixels: torch.Tensor, low: torch.Tensor | None = None,
+             high: torch.Tensor | None = None) -> torch.Tensor:
+    """round(clamp(x, 0, 1) * 255) / 255 as float32: exactly what a saved 8-bit PNG reads back as.
+
+    With ``low`` / ``high``, a value is held to the grid levels inside [low, high] instead of rounding out
+    of them (a protection rounded to 8 bits then never exceeds its budget, even on a 16-bit photo).
+    """
+    level = torch.round(pixels.detach().to(torch.float32).clamp(0.0, 1.0) * 255.0)
+    slack = 1e-4  # the float error of x·255 for an 8-bit x must not cost a whole level
+    if low is not None:
+        level = torch.maximum(level, torch.ceil((low.detach().float() * 255.0 - slack).clamp(0.0, 255.0)))
+    if high is not None:
+        level = torch.minimum(level, torch.floor((high.detach().float() * 255.0 + slack).clamp(0.0, 255.0)))
+    return level / 255.0
 
 
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
@@ -550,6 +593,8 @@ def to_pil(pixels: torch.Tensor, long_side: int | None = None) -> Image.Image:
 
 _LOSSLESS = {".png": "PNG", ".webp": "WEBP"}
 _LOSSY = {".jpg": "JPEG", ".jpeg": "JPEG"}
+LOSSY_SUFFIXES = frozenset(_LOSSY)
+"""Output suffixes whose compression alters pixels (``.webp`` is written lossless)."""
 
 
 def _format_for(path: PathLike, allowed: dict[str, str], what: str) -> str:
@@ -577,16 +622,52 @@ def _encode(img: Image.Image, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def encode_image(pixels: torch.Tensor, fmt: str = "PNG") -> bytes:
-    """Encode 3xHxW float pixels as 8-bit ``fmt`` bytes ("PNG", "WEBP" lossless, "JPEG" q95)."""
+def encode_image(pixels: torch.Tensor, fmt: str = "PNG", *, grey: bool = False,
+                 alpha: torch.Tensor | None = None) -> bytes:
+    """Encode 3xHxW float pixels as 8-bit ``fmt`` bytes ("PNG", "WEBP" lossless, "JPEG" q95).
+
+    ``grey``: write one channel (the mean of the three, which are equal for a greyscale protection);
+    ``alpha`` (HxW in [0, 1]): write it as the alpha channel (JPEG has none: refused).
+    """
     fmt = fmt.upper()
     if fmt not in ("PNG", "WEBP", "JPEG"):
         raise ValueError(f"unsupported format {fmt!r}; use PNG, WEBP or JPEG")
-    return _encode(Image.fromarray(to_uint8(pixels), mode="RGB"), fmt)
+    rgb = to_uint8(pixels)
+    if grey:
+        rgb = to_uint8(_as_chw(pixels).mean(0, keepdim=True).expand(3, -1, -1))
+    bands = [Image.fromarray(rgb[..., 0], mode="L")] if grey else [Image.fromarray(rgb, mode="RGB")]
+    if alpha is not None:
+        if fmt == "JPEG":
+            raise ValueError("JPEG cannot hold transparency: save as PNG or WEBP")
+        a = np.ascontiguousarray(torch.round(alpha.detach().float().cpu().clamp(0, 1) * 255).to(torch.uint8).numpy())
+        bands = [*bands[0].split(), Image.fromarray(a, mode="L")]
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[sum(len(b.getbands()) for b in bands)]
+    return _encode(bands[0] if len(bands) == 1 else Image.merge(mode, bands), fmt)
+
+
+def check_image_output(path: PathLike, protect_inputs: Iterable[PathLike] = ()) -> Path:
+    """Everything :func:`save_image` would refuse, checked before any work: the format, the folder, and
+    that a file can really be created there (read-only filesystems and immutable folders included)."""
+    _format_for(path, {**_LOSSLESS, **_LOSSY}, "image")
+    target = check_output(path, protect_inputs)
+    check_writable(target.parent)
+    return target
+
+
+def check_writable(folder: PathLike) -> None:
+    """Create and remove a probe file in ``folder``: the only test that read-only mounts, immutable folders
+    and missing permissions all fail (``os.access`` is not, for root)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".backfire-probe.", dir=os.fspath(folder) or ".")
+    except OSError as exc:
+        raise InputError(f"{_show(folder)}: cannot write there: {exc.strerror or _detail(exc)}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def save_image(
-    pixels: torch.Tensor, path: PathLike, *, protect_inputs: Iterable[PathLike] = ()
+    pixels: torch.Tensor, path: PathLike, *, protect_inputs: Iterable[PathLike] = (), grey: bool = False,
+    alpha: torch.Tensor | None = None,
 ) -> None:
     """Save 3xHxW (or 1x3xHxW) float pixels in [0, 1] as an 8-bit image, atomically.
 
@@ -595,10 +676,13 @@ def save_image(
     extension: ``.png`` (also used when there is no extension), ``.webp`` (lossless), or
     ``.jpg``/``.jpeg`` (quality 95). Lossy JPEG alters the pixels and weakens the
     protection: prefer PNG. Refuses (InputError) to overwrite any path in ``protect_inputs``.
+    ``grey`` and ``alpha`` keep a greyscale or transparent input's mode (see :func:`encode_image`).
     """
     fmt = _format_for(path, {**_LOSSLESS, **_LOSSY}, "image")
     check_output(path, protect_inputs)
-    write_bytes_atomic(path, encode_image(pixels, fmt), protect_inputs=protect_inputs)
+    if alpha is not None and fmt == "JPEG":
+        raise InputError(f"{_show(path)}: JPEG cannot hold the image's transparency; save as .png or .webp")
+    write_bytes_atomic(path, encode_image(pixels, fmt, grey=grey, alpha=alpha), protect_inputs=protect_inputs)
 
 
 def save_mask(
@@ -746,6 +830,19 @@ def write_text_atomic(path: PathLike, text: str, protect_inputs: Iterable[PathLi
 
 
 def find_pairs(folder: PathLike) -> list[tuple[Path, Path]]:
+    """:func:`pair_images`, refusing a folder where an image has no mask."""
+    pairs, missing = pair_images(folder)
+    if missing:
+        listed = ", ".join(p.name for p in missing[:_MAX_LISTED])
+        more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
+        raise InputError(
+            f"{_show(folder)}: {len(missing)} image(s) have no mask: {listed}{more}; "
+            f"add NAME{_MASK_SUFFIX}.png next to each image NAME.ext"
+        )
+    return pairs
+
+
+def pair_images(folder: PathLike) -> tuple[list[tuple[Path, Path]], list[Path]]:
     """Pair every image ``NAME.ext`` in ``folder`` with its mask ``NAME_mask.<ext2>``.
 
     Images and masks are files with an extension in :data:`IMAGE_EXTENSIONS` (any case);
@@ -754,8 +851,10 @@ def find_pairs(folder: PathLike) -> list[tuple[Path, Path]]:
     and sub-folders are ignored. Returns (image, mask) pairs sorted by image file name.
 
     Raises :class:`InputError` if the folder does not exist, holds no image, if an image
-    has no mask (listing the first few), or if a name is ambiguous (two masks for one
-    image, or two images sharing one mask).
+    has no mask, the images without one are returned second (sorted by name).
+
+    Raises :class:`InputError` if the folder does not exist, holds no image, or if a name is
+    ambiguous (two masks for one image, or two images sharing one mask).
     """
     shown = _show(folder)
     root = Path(folder)
@@ -786,7 +885,7 @@ def find_pairs(folder: PathLike) -> list[tuple[Path, Path]]:
         raise InputError(f"{shown}: folder contains no image ({exts}) other than masks")
 
     pairs: list[tuple[Path, Path]] = []
-    missing: list[str] = []
+    missing: list[Path] = []
     for stem in sorted(images):
         imgs = images[stem]
         found = masks.get(stem, [])
@@ -800,16 +899,9 @@ def find_pairs(folder: PathLike) -> list[tuple[Path, Path]]:
                 "is ambiguous; rename all but one"
             )
         if not found:
-            missing.extend(i.name for i in imgs)
+            missing.extend(imgs)
             continue
         pairs.append((imgs[0], found[0]))
 
-    if missing:
-        listed = ", ".join(missing[:_MAX_LISTED])
-        more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
-        raise InputError(
-            f"{shown}: {len(missing)} image(s) have no mask: {listed}{more}; "
-            f"add NAME{_MASK_SUFFIX}.png next to each image NAME.ext"
-        )
     pairs.sort(key=lambda pair: pair[0].name)
-    return pairs
+    return pairs, sorted(missing, key=lambda p: p.name)

@@ -1,29 +1,30 @@
 """The road from files to verdict: read → protect → save → read back → judge → reports.
 
-The CLI calls these; they hold the file-level rules (which paths are written, what is checked before
-any work starts, that every verdict is computed on the saved file read back).
+The CLI, ``backfire evaluate`` and the app call these; they hold the file-level rules (which paths are
+written, what is checked before any work starts, that every verdict is computed on the saved file read
+back, that an interrupted image leaves no half-written set behind).
 """
 
 from __future__ import annotations
 
+import csv
 import io as _io
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from torch import Tensor
 
 from backfire import io
 from backfire.inpainters.base import Inpainter
-from backfire.judge.verdict import Verdict, judge, preview
-from backfire.protect.engine import StepCallback, protect
+from backfire.judge.verdict import VERDICT_FAMILIES, EditImages, Verdict, judge, preview
+from backfire.protect.engine import Protection, StepCallback, protect
 from backfire.protect.recipes import Recipe
-from backfire.protect.targets import make_target
+from backfire.protect.targets import TargetKind, make_target
 
 Log = Callable[[str], None]
-LOSSY_SUFFIXES = {".jpg", ".jpeg", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -39,24 +40,58 @@ class Task:
         return (self.image, self.mask)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The tasks of a run, and the images of a folder that were left out (no mask) — reported, not fatal."""
+
+    tasks: list[Task]
+    unpaired: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to protect: the recipe (with any budget/steps/target override applied), the seed, the pixel cap."""
+
+    recipe: Recipe
+    seed: int = 0
+    max_pixels: int | None = io.DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class Judged:
+    """One image protected, saved, read back and judged: what ``protect`` and ``evaluate`` both keep."""
+
+    image: Tensor
+    region: Tensor
+    saved: Tensor
+    protection: Protection
+    verdicts: list[Verdict]
+    fills: list[list[EditImages]]
+
+
 def report_paths(out: Path) -> tuple[Path, Path]:
     """``out.json`` and ``out.preview.png`` beside the protected image."""
     return out.with_suffix(".json"), out.with_suffix(".preview.png")
 
 
-def plan(image: Path, mask: Path | None, out: Path, suffix: str = ".png") -> list[Task]:
-    """The tasks for a file or a folder, checked before any work starts.
+def plan(image: Path, mask: Path | None, out: Path, suffix: str = ".png") -> Plan:
+    """The tasks for a file or a folder, every output checked (format, folder, writable) before any work.
 
     A folder's images are paired with ``NAME_mask.png`` and written as ``out/NAME.png`` (PNG always:
-    a lossy copy would weaken the protection); the output folder is created once every check passed.
-    Raises :class:`io.InputError` when a planned output would overwrite any input.
+    a lossy copy would weaken the protection); images without a mask are listed in ``Plan.unpaired``.
+    The output folder is created once every check passed. Raises :class:`io.InputError` when a planned
+    output would overwrite any input or cannot be written.
     """
+    unpaired: list[Path] = []
     if image.is_dir():
         if mask is not None:
             raise io.InputError(f"{image}: --mask is not used with a folder: masks are found as NAME_mask.png")
         if out.exists() and not out.is_dir():
             raise io.InputError(f"{out}: is a file; with a folder of images, -o must be a folder")
-        tasks = [Task(img, msk, out / (img.stem + suffix)) for img, msk in io.find_pairs(image)]
+        pairs, unpaired = io.pair_images(image)
+        if not pairs:
+            raise io.InputError(f"{image}: no image has a mask; add NAME_mask.png next to each image NAME.ext")
+        tasks = [Task(img, msk, out / (img.stem + suffix)) for img, msk in pairs]
     else:
         if not image.exists():
             raise io.InputError(f"{image}: no such file or folder")
@@ -68,47 +103,137 @@ def plan(image: Path, mask: Path | None, out: Path, suffix: str = ".png") -> lis
         for target in (task.out, *report_paths(task.out)):
             io.check_not_input(target, inputs)
     if image.is_dir():
-        out.mkdir(parents=True, exist_ok=True)
+        io.check_not_input(out / "batch.csv", inputs)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise io.InputError(f"{out}: cannot create the output folder: {exc.strerror or exc}") from None
     for task in tasks:
-        io.check_output(task.out, inputs)
-    return tasks
+        io.check_image_output(task.out, inputs)
+    return Plan(tasks, unpaired)
 
 
-def load(task: Task, max_pixels: int, log: Log) -> tuple[Tensor, Tensor]:
+def load(task: Task, max_pixels: int | None, log: Log, keep_alpha: bool = False) -> tuple[io.LoadedImage, Tensor]:
     """The image and region of a task, with every conversion said aloud."""
-    image = io.read_image(task.image, max_pixels=max_pixels)
+    image = io.read_image(task.image, max_pixels=max_pixels, keep_alpha=keep_alpha)
     region = io.read_mask(task.mask, size=image.size, max_pixels=max_pixels)
     for note in (*image.notes, *region.notes):
         log(f"note: {note}")
-    return image.pixels, region.mask
+    return image, region.mask
 
 
-def protect_task(task: Task, inpainters: Sequence[Inpainter], recipe: Recipe, *, budget: float | None,
-                 steps: int | None, target: str | None, seed: int, max_pixels: int,
-                 on_step: StepCallback | None, log: Log) -> list[Verdict]:
+JudgeProgress = Callable[[str, int, int], None]
+"""``on_judge(model name, edits done, edits in all)``, called as the verdict goes."""
+
+
+def protect_and_judge(image: Tensor | io.LoadedImage, region: Tensor, inpainters: Sequence[Inpainter],
+                      settings: Settings, out: Path, *, protect_inputs: Sequence[Path],
+                      judged_by: Sequence[Inpainter] | None = None, families: Sequence[str] = VERDICT_FAMILIES,
+                      on_step: StepCallback | None = None, on_judge: JudgeProgress | None = None) -> Judged:
+    """Protect ``image`` against ``inpainters``, save it to ``out``, read it back and judge the saved file.
+
+    The one home of protect-and-judge (``backfire protect`` and ``backfire evaluate`` both call it).
+    ``image`` read with :func:`backfire.io.read_image` keeps its mode: a greyscale photo gets a greyscale
+    perturbation and is written greyscale, a transparent one keeps its alpha untouched.
+    ``judged_by``: the models whose edits are judged (default: every model of the ensemble). The clean
+    fills the optimisation already computed are reused by the verdict, never run twice.
+    """
+    loaded = image if isinstance(image, io.LoadedImage) else None
+    pixels = image.pixels if loaded is not None else image
+    grey, alpha = (loaded.grey, loaded.alpha) if loaded is not None else (False, None)
+    result = protect(pixels, region, inpainters, settings.recipe, seed=settings.seed, grey=grey, on_step=on_step)
+    io.save_image(result.protected, out, protect_inputs=protect_inputs, grey=grey, alpha=alpha)
+    # every verdict is about the file as written
+    saved = io.read_image(out, max_pixels=settings.max_pixels, keep_alpha=alpha is not None).pixels
+    verdicts, fills = [], []
+    for model in judged_by or inpainters:
+        index = list(inpainters).index(model) if model in inpainters else -1
+        known = result.clean_fills[index] if index >= 0 and result.clean_fills else ()
+        progress = None if on_judge is None else (lambda done, total, name=model.name: on_judge(name, done, total))
+        verdict, images = judge(pixels, saved, region, model, result.target, tuple(families), seed=settings.seed,
+                                clean_fills=known, target_kind=result.recipe.target, on_edit=progress)
+        verdicts.append(verdict)
+        fills.append(images)
+    return Judged(pixels, region, saved, result, verdicts, fills)
+
+
+def protect_task(task: Task, inpainters: Sequence[Inpainter], settings: Settings, *,
+                 on_step: StepCallback | None = None, on_judge: JudgeProgress | None = None,
+                 log: Log = lambda message: None) -> list[Verdict]:
     """Protect one image against every model of ``inpainters``, save it, and judge the saved file read back
-    on each model; write ``.json`` (the first model's verdict, the others under ``ensemble``) and preview."""
-    image, region = load(task, max_pixels, log)
-    if task.out.suffix.lower() in LOSSY_SUFFIXES:
+    on each model; write ``.json`` (the first model's verdict, the others under ``ensemble``) and preview.
+
+    Interrupted (Ctrl-C) after the image was saved, the task's outputs are removed again: a protected
+    file never stands without its verdict.
+    """
+    loaded, region = load(task, settings.max_pixels, log, keep_alpha=True)
+    image = loaded.pixels
+    if task.out.suffix.lower() in io.LOSSY_SUFFIXES:
         log(f"warning: {task.out.suffix} is lossy; the compression weakens the protection (PNG keeps it)")
-    result = protect(image, region, inpainters, recipe, budget=budget, steps=steps, target=target,
-                     seed=seed, on_step=on_step)
-    io.save_image(result.protected, task.out, protect_inputs=task.inputs)
-    saved = io.read_image(task.out, max_pixels=max_pixels).pixels
-    judged = [judge(image, saved, region, model, result.target, seed=seed) for model in inpainters]
-    verdicts = [verdict for verdict, _ in judged]
-    record = {
-        "image": str(task.image), "mask": str(task.mask), "protected_image": str(task.out),
-        "recipe": result.recipe.as_dict(), "budget_255": result.recipe.budget * 255, "seed": seed,
-        "seconds": result.seconds, "losses": result.losses, **verdicts[0].as_dict(),
-    }
-    if len(verdicts) > 1:
-        record["ensemble"] = [v.as_dict() for v in verdicts]
-    write_reports(task, record, image, saved, judged[0][1])
-    return verdicts
+    try:
+        judged = protect_and_judge(loaded, region, inpainters, settings, task.out, protect_inputs=task.inputs,
+                                   on_step=on_step, on_judge=on_judge)
+        record = {
+            "image": str(task.image), "mask": str(task.mask), "protected_image": str(task.out),
+            "recipe": judged.protection.recipe.as_dict(), "budget_255": judged.protection.recipe.budget * 255,
+            "seed": settings.seed, "seconds": judged.protection.seconds, "losses": judged.protection.losses,
+            **judged.verdicts[0].as_dict(),
+        }
+        if len(judged.verdicts) > 1:
+            record["ensemble"] = [v.as_dict() for v in judged.verdicts]
+        write_reports(task, record, image, judged.saved, judged.fills[0])
+    except KeyboardInterrupt:
+        removed = [p for p in (task.out, *report_paths(task.out)) if p.exists()]
+        for path in removed:
+            path.unlink()
+        raise Interrupted(task, removed) from None
+    return judged.verdicts
 
 
-def write_reports(task: Task, record: dict, image: Tensor, saved: Tensor, fills: list) -> None:
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a task; the files of the task already written were removed again (listed)."""
+
+    def __init__(self, task: Task, removed: list[Path]):
+        super().__init__(task.image.name)
+        self.task, self.removed = task, removed
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One line of a folder run's ``batch.csv``."""
+
+    image: str
+    status: str  # "protected" | "not protected" | "skipped"
+    output: str = ""
+    attacker_failed: str = ""
+    benign_intact: str = ""
+    why: str = ""
+
+    @classmethod
+    def skipped(cls, image: Path, why: str) -> BatchRow:
+        return cls(image.name, "skipped", why=why)
+
+    @classmethod
+    def of(cls, task: Task, verdicts: Sequence[Verdict]) -> BatchRow:
+        first = verdicts[0]
+        attacks, benign = first.attacker_edits, first.benign_edits
+        return cls(task.image.name, "protected" if all(v.protected for v in verdicts) else "not protected",
+                   str(task.out), f"{sum(e.failed for e in attacks)}/{len(attacks)}",
+                   f"{sum(e.intact for e in benign)}/{len(benign)}")
+
+
+def write_batch_summary(out_dir: Path, rows: Sequence[BatchRow], protect_inputs: Sequence[Path]) -> Path:
+    """``out_dir/batch.csv``: every image of a folder run, protected or skipped and why."""
+    buffer = _io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(BatchRow)], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(asdict(r) for r in sorted(rows, key=lambda r: r.image))
+    path = out_dir / "batch.csv"
+    io.write_text_atomic(path, buffer.getvalue(), protect_inputs=protect_inputs)
+    return path
+
+
+def write_reports(task: Task, record: dict, image: Tensor, saved: Tensor, fills: list[EditImages]) -> None:
     json_path, preview_path = report_paths(task.out)
     write_json(json_path, record, task.inputs)
     attack = next((f for f in fills if f.name == "exact"), fills[0])
@@ -118,15 +243,15 @@ def write_reports(task: Task, record: dict, image: Tensor, saved: Tensor, fills:
     io.write_bytes_atomic(preview_path, buffer.getvalue(), protect_inputs=task.inputs)
 
 
-def edit_task(task: Task, inpainter: Inpainter, max_pixels: int, log: Log) -> None:
+def edit_task(task: Task, inpainter: Inpainter, max_pixels: int | None, log: Log) -> None:
     """Plain inpainting of the masked region — exactly what an attacker runs."""
     image, region = load(task, max_pixels, log)
-    filled = inpainter(image[None], region[None, None])[0].detach().float().cpu()
-    io.save_image(filled, task.out, protect_inputs=task.inputs)
+    filled = inpainter(image.pixels[None], region[None, None])[0].detach().float().cpu()
+    io.save_image(filled, task.out, protect_inputs=task.inputs, grey=image.grey)
 
 
-def verify_files(original: Path, protected: Path, mask: Path, inpainter: Inpainter, target: str, seed: int,
-                 max_pixels: int, log: Log) -> Verdict:
+def verify_files(original: Path, protected: Path, mask: Path, inpainter: Inpainter, target: TargetKind, seed: int,
+                 max_pixels: int | None, log: Log) -> Verdict:
     """Judge an already protected file against its original."""
     image = io.read_image(original, max_pixels=max_pixels)
     saved = io.read_image(protected, max_pixels=max_pixels)
@@ -136,8 +261,8 @@ def verify_files(original: Path, protected: Path, mask: Path, inpainter: Inpaint
     region = io.read_mask(mask, size=image.size, max_pixels=max_pixels)
     for note in (*image.notes, *saved.notes, *region.notes):
         log(f"note: {note}")
-    target_image = make_target(image.pixels, target)
-    return judge(image.pixels, saved.pixels, region.mask, inpainter, target_image, seed=seed)[0]
+    return judge(image.pixels, saved.pixels, region.mask, inpainter, make_target(image.pixels, target), seed=seed,
+                 target_kind=target)[0]
 
 
 def write_json(path: Path, record: dict, protect_inputs) -> None:

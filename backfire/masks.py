@@ -1,4 +1,4 @@
-"""Mask morphology and the edit-mask families of the evaluation protocol (``EVALUATION.md``).
+"""Mask morphology and the edit-mask families of the evaluation protocol (``docs/evaluation.md``).
 
 A mask is a 2-D float32 tensor H×W with values in {0, 1}; 1 = the pixel is selected. Every function
 here accepts bool, integer or float masks (a float counts as selected when ``> 0.5``) and returns a
@@ -60,7 +60,7 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -70,8 +70,10 @@ from torch import Tensor
 __all__ = [
     "ATTACKER_FAMILIES",
     "BENIGN_FAMILIES",
+    "EDIT_KINDS",
     "FAMILIES",
     "Edit",
+    "EditKind",
     "bbox",
     "dilate",
     "edits",
@@ -81,6 +83,11 @@ __all__ = [
     "ring",
     "within_distance",
 ]
+
+EditKind = Literal["attacker", "benign"]
+"""The two roles an edit plays, everywhere in backfire: an *attacker* edit touches the protected region
+(the protection must make it fail), a *benign* edit leaves it alone (the protection must not change it)."""
+EDIT_KINDS: tuple[EditKind, ...] = get_args(EditKind)
 
 ATTACKER_FAMILIES: tuple[str, ...] = (
     "exact",
@@ -125,11 +132,11 @@ class Edit:
 
     family: str
     name: str
-    kind: Literal["attacker", "benign"]
+    kind: EditKind
     mask: Tensor = field(repr=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("attacker", "benign"):
+        if self.kind not in EDIT_KINDS:
             raise ValueError(f"kind must be 'attacker' or 'benign', got {self.kind!r}")
 
     def __repr__(self) -> str:
@@ -498,7 +505,7 @@ def _partial(m: Tensor) -> list[tuple[str, Tensor]]:
     return out
 
 
-def family_kind(family: str) -> Literal["attacker", "benign"]:
+def family_kind(family: str) -> EditKind:
     """``"attacker"`` or ``"benign"``; ``ValueError`` for an unknown family."""
     if family in ATTACKER_FAMILIES:
         return "attacker"

@@ -1,45 +1,50 @@
-"""A dependency-free progress line on stderr for long work (optimisation steps, folders)."""
+"""Progress bars on stderr for every phase that takes more than a second (tqdm)."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
+
+from tqdm import tqdm
 
 
 class Progress:
-    """Shows ``label [#####     ] 12/20  loss 0.123  2.1 s/step`` and redraws it in place on a terminal.
+    """A tqdm bar fed by backfire's callbacks: ``progress(done, total, loss=None)``.
 
-    Off a terminal (logs, CI) it prints a plain line at most every ``every_s`` seconds and at the end,
-    so logs stay readable.
+    It is drawn as soon as it is made (``total`` known up front), so the first step's wait is visible.
+    Off a terminal (logs, CI) it redraws at most every ``every_s`` seconds, so logs stay readable.
+
+    Examples::
+
+        >>> bar = Progress("photo.png", total=20)
+        >>> protect(image, region, model, on_step=bar)      # photo.png:  45%|████▌     | 9/20 [00:21<00:26, loss=0.41]
     """
 
-    def __init__(self, label: str, stream: TextIO | None = None, enabled: bool = True, every_s: float = 10.0):
-        self.label = label
+    def __init__(self, label: str, total: int | None = None, unit: str = "step", enabled: bool = True,
+                 stream: TextIO | None = None, every_s: float = 10.0):
+        self.label, self.unit, self.enabled = label, unit, enabled
         self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.every_s = every_s
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.started = time.perf_counter()
-        self.last_print = -float("inf")
+        tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.interval = 0.2 if tty else every_s
+        self.bar: tqdm | None = None
+        if enabled and total is not None:
+            self._open(total)
+
+    def _open(self, total: int) -> tqdm:
+        self.bar = tqdm(total=total, desc=self.label, unit=self.unit, file=self.stream, mininterval=self.interval,
+                        dynamic_ncols=True, leave=True)
+        return self.bar
 
     def __call__(self, done: int, total: int, loss: float | None = None) -> None:
         if not self.enabled:
             return
-        now = time.perf_counter()
-        final = done >= total
-        if not self.tty and not final and now - self.last_print < self.every_s:
-            return
-        self.last_print = now
-        width = 24
-        filled = round(width * done / max(total, 1))
-        rate = (now - self.started) / max(done, 1)
-        line = f"{self.label} [{'#' * filled}{' ' * (width - filled)}] {done}/{total}"
+        bar = self.bar if self.bar is not None and self.bar.total == total else self._open(total)
         if loss is not None:
-            line += f"  loss {loss:.4g}"
-        line += f"  {rate:.2f} s/step"
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if final else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

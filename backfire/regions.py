@@ -79,17 +79,19 @@ def parse_box(text: str) -> tuple[int, int, int, int]:
         x, y, w, h = (int(v) for v in text.split(","))
     except ValueError:
         raise InputError(f"--box {text!r}: expected x,y,w,h in whole pixels, e.g. 10,20,100,50") from None
-    if w <= 0 or h <= 0 or x < 0 or y < 0:
-        raise InputError(f"--box {text!r}: x and y must be ≥ 0, w and h > 0")
+    if w <= 0 or h <= 0:
+        raise InputError(f"--box {text!r}: w and h must be > 0")
     return x, y, w, h
 
 
 def box_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> Tensor:
-    """The rectangle ``box`` = (x, y, w, h) in an image of ``size`` = (width, height)."""
+    """The rectangle ``box`` = (x, y, w, h) in an image of ``size`` = (width, height), clipped to the image
+    (a box may start left of or above it: x and y may be negative)."""
     width, height = size
     x, y, w, h = box
-    if x >= width or y >= height:
+    left, top, right, bottom = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+    if left >= right or top >= bottom:
         raise InputError(f"--box {x},{y},{w},{h} lies outside the {width}×{height} image")
     mask = torch.zeros(height, width)
-    mask[y:y + h, x:x + w] = 1
+    mask[top:bottom, left:right] = 1
     return mask

@@ -124,9 +124,9 @@ def summarise(objective: str, budget_255: float, verdicts, seconds: float) -> li
 
     return [objective, f"{budget_255:g}", f"{sum(e.failed for e in exact)}/{len(exact)}",
             f"{sum(e.failed for e in attacks)}/{len(attacks)}",
-            f"{mean(e.target_distance_original for e in exact):.3f} → {mean(e.target_distance_protected for e in exact):.3f}",
-            f"{mean(e.region_ssim_original for e in attacks):.3f} → {mean(e.region_ssim_protected for e in attacks):.3f}",
-            f"{min(e.fidelity_ssim for e in benign):.4f}",
+            f"{mean(e.metrics['target_distance_original'] for e in exact):.3f} → {mean(e.metrics['target_distance_protected'] for e in exact):.3f}",
+            f"{mean(e.metrics['region_ssim_original'] for e in attacks):.3f} → {mean(e.metrics['region_ssim_protected'] for e in attacks):.3f}",
+            f"{min(e.metrics['fidelity_ssim'] for e in benign):.4f}",
             f"{mean(v.invisibility['psnr'] for v in verdicts):.1f}", f"{seconds:.0f}"]
 
 

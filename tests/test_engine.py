@@ -27,7 +27,7 @@ def test_paper_recipe_is_the_papers():
     assert PAPER.steps == 20 and PAPER.budget == 0.025 and PAPER.lr == 0.1
     assert PAPER.betas == (0.5, 0.5) and PAPER.init_high == 0.01 and PAPER.dilation == 8
     assert [(t.mask, t.role, t.weight) for t in PAPER.terms] == [
-        ("exact", "attack", 1.0), ("dilated", "attack", 1.0), ("ring", "keep", 2.0)]
+        ("exact", "attacker", 1.0), ("dilated", "attacker", 1.0), ("ring", "benign", 2.0)]
     assert PAPER.target == "solid"
     with pytest.raises(ValueError, match="unknown recipe"):
         get_recipe("nope")
@@ -216,7 +216,7 @@ def test_robust_recipe_is_registered_and_differs_from_the_paper():
 
 def test_sampled_edits_change_every_step_and_benign_goals_are_clean_fills(tiny_model, photo):
     x, region = photo
-    recipe = PAPER.but(terms=(Term("sampled-attacker", "attack", 1.0), Term("sampled-benign", "keep", 2.0)))
+    recipe = PAPER.but(terms=(Term("sampled-attacker", "attacker", 1.0), Term("sampled-benign", "benign", 2.0)))
     rec = RecordingInpainter(tiny_model)
     protect(x, region, rec, recipe, steps=3)
     # per step: one no-grad clean fill of the benign draw, then one pass over both edits

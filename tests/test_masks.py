@@ -1,4 +1,4 @@
-"""Properties of the mask morphology and of the edit-mask families of EVALUATION.md."""
+"""Properties of the mask morphology and of the edit-mask families of docs/evaluation.md."""
 
 from __future__ import annotations
 

@@ -56,10 +56,12 @@ def test_restore_target_is_judged_by_the_markpainting_rule():
                 out = super().fill(masked_image, mask).clone()
                 out[0] = grey
                 return out
-        return judge(x, x, region, TwoWay(paint), make_target(x, "restore"), ("exact",))[0].edits[0]
+        return judge(x, x, region, TwoWay(paint), make_target(x, "restore"), ("exact",),
+                     target_kind="restore")[0].edits[0]
 
     near = verdict_for(0.7 * x + 0.3 * grey)   # 0.3 × as far from x as the grey fill: failed (≤ 0.5 ×)
     far = verdict_for(0.4 * x + 0.6 * grey)    # 0.6 × as far: not failed
     assert near.failed and not far.failed
     assert near.failed_on_original is False
-    assert near.target_distance_protected == pytest.approx(0.3 * near.target_distance_original, rel=1e-4)
+    assert near.metrics["target_distance_protected"] == pytest.approx(
+        0.3 * near.metrics["target_distance_original"], rel=1e-4)

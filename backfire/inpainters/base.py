@@ -87,7 +87,17 @@ class Inpainter(abc.ABC):
         """
 
     def __call__(self, image: Tensor, mask: Tensor) -> Tensor:
-        image, mask = self._validate(image, mask)
+        """The attacker's edit of a caller's tensors: checked and prepared once (:meth:`prepare`), then
+        :meth:`inpaint`."""
+        return self.inpaint(*self.prepare(image, mask))
+
+    def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
+        """The edit of *prepared* inputs (see :meth:`prepare`): no checks, so a hot loop can call it freely.
+
+        Inputs may be in any float dtype on the model's device; a (1, 1, H, W) mask is broadcast.
+        """
+        image, mask = image.to(self.device, self.dtype), mask.to(self.device, self.dtype)
+        mask = mask.expand(image.shape[0], -1, -1, -1)
         # The hole is erased before the network sees it: whatever the protection writes inside
         # the region cannot reach the fill, so the trigger must live in the context.
         masked = image * (1 - mask)
@@ -97,15 +107,17 @@ class Inpainter(abc.ABC):
         return mask * prediction + (1 - mask) * image
 
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
-        """A differentiable, affordable stand-in for ``self(image, mask)`` that the optimisation uses.
+        """A differentiable, affordable stand-in for the edit, on prepared inputs (as :meth:`inpaint`).
 
         Feed-forward models are their own surrogate. Models whose real edit is too costly to
         backpropagate through (a whole diffusion sampling run) override this; the verdict always
         uses ``__call__``, the edit an attacker really runs. Same shapes as ``__call__``.
         """
-        return self(image, mask)
+        return self.inpaint(image, mask)
 
-    def _validate(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def prepare(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Check shapes, move to the model's device and dtype, binarise the mask (> 0.5) and match the batch:
+        the one input check, done where tensors enter (``__call__``, the engine's start), never per step."""
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be N×3×H×W, got {tuple(image.shape)}")
         if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[-2:] != image.shape[-2:]:

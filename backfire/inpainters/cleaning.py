@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,8 @@ from torch import Tensor
 from backfire.inpainters.base import Inpainter
 from backfire.io import quantize
 
-CLEANING_KINDS: tuple[str, ...] = ("jpeg", "resize", "blur", "noise")
+CleaningKind = Literal["jpeg", "resize", "blur", "noise"]
+CLEANING_KINDS: tuple[CleaningKind, ...] = get_args(CleaningKind)
 
 
 def straight_through_round(image: Tensor) -> Tensor:
@@ -165,8 +167,8 @@ class Cleaned(Inpainter):
     def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
         return self.inner.fill(masked_image, mask)
 
-    def __call__(self, image: Tensor, mask: Tensor) -> Tensor:
-        return self.inner(self.cleaning(image.float()), mask)
+    def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
+        return self.inner.inpaint(self.cleaning(image.float()), mask)
 
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
         return self.inner.surrogate(self.cleaning(image.float()), mask)

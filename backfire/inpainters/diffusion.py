@@ -68,7 +68,7 @@ class DiffusionInpainter(Inpainter):
             :data:`SURROGATE_T_RANGE` of the training schedule.
         surrogate_resample: draw a fresh timestep and noise at every surrogate call (expectation over
             transformations) instead of the fixed ones. Off by default: the engine computes the
-            benign "keep" references once through the surrogate, and only with the same t and ε are
+            benign references once through the surrogate, and only with the same t and ε are
             the reference and the perturbed call comparable. For ``"unrolled"`` it redraws the
             initial noise.
     """
@@ -199,7 +199,8 @@ class DiffusionInpainter(Inpainter):
         (z_t − √(1−ᾱ_t) ε̂) / √ᾱ_t → VAE decode (checkpointed) → composite with the mask.
         The hole's pixels never enter (the image is masked first), so the gradient is zero there.
         """
-        image, mask = self._validate(image, mask)
+        image = image.to(self.device, self.dtype)
+        mask = mask.to(self.device, self.dtype).expand(image.shape[0], -1, -1, -1)
         small, masked_latents, text = self._surrogate_inputs(image, mask)
         t, noise = self._surrogate_draw(masked_latents.shape[1:])
         alpha = self._alphas[t]
@@ -224,7 +225,8 @@ class DiffusionInpainter(Inpainter):
         its x0 prediction. Each UNet call is checkpointed (activations recomputed in the backward
         pass), so memory grows with K only by the K latents. Then VAE decode (checkpointed) → composite.
         """
-        image, mask = self._validate(image, mask)
+        image = image.to(self.device, self.dtype)
+        mask = mask.to(self.device, self.dtype).expand(image.shape[0], -1, -1, -1)
         small, masked_latents, text = self._surrogate_inputs(image, mask)
         _, noise = self._surrogate_draw(masked_latents.shape[1:])
         latents = noise.expand_as(masked_latents)

@@ -62,4 +62,11 @@ def load_embedded(weights: str | Path | None = None, device: torch.device | str 
     path = verify_weights() if weights is None else Path(weights)
     if not path.is_file():
         raise WeightsNotFoundError(f"weights file not found: {path}")
-    return LamaInpainter(load_generator(path), device=device, dtype=dtype, name=NAME)
+    try:
+        generator = load_generator(path)
+    except ModelError as exc:
+        # the LaMa reader's advice (where to download big-LaMa) is wrong for a retrained backfire-s
+        raise ModelError(f"{path}: not {NAME} weights (a LaMa-family generator file written by "
+                         f"scripts/train_inpainter.py, .safetensors or a state dict); give no weights file to use "
+                         f"the shipped ones") from exc
+    return LamaInpainter(generator, device=device, dtype=dtype, name=NAME)

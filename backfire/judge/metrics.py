@@ -1,4 +1,4 @@
-"""Image-quality metrics of the evaluation protocol (../shared/EVALUATION.md).
+"""Image-quality metrics of the evaluation protocol (docs/evaluation.md).
 
 Each metric is a function on single images (3×H×W) with a batched form (N×3×H×W → N). All inputs
 go through :func:`validate`; pixels are in [0, 1].

@@ -1,4 +1,4 @@
-"""The attacker's cleaning transforms of ../shared/EVALUATION.md ("Robustness"), as real image operations.
+"""The attacker's cleaning transforms of docs/evaluation.md ("Robustness"), as real image operations.
 
 Each transform takes a protected image x̃ (3×H×W in [0, 1]) and returns what an attacker would get after
 cleaning it and saving the result: same shape, quantised to 8 bits (a saved file holds nothing finer).
@@ -61,11 +61,12 @@ def blur(image: Tensor, sigma: float, seed: int = 0) -> Tensor:
     return quantize(gaussian_blur(image.float()[None], sigma)[0])
 
 
-def noise(image: Tensor, sigma_255: float, seed: int = 0) -> Tensor:
-    """Add Gaussian noise of standard deviation ``sigma_255``/255; the same ``seed`` gives the same noise."""
+def noise(image: Tensor, sigma: float, seed: int = 0) -> Tensor:
+    """Add Gaussian noise of standard deviation ``sigma`` (pixel units, as everywhere: 2/255 for ``noise-2``);
+    the same ``seed`` gives the same noise."""
     _check(image)
     generator = torch.Generator().manual_seed(seed)
-    grain = torch.randn(image.shape, generator=generator) * (sigma_255 / 255)
+    grain = torch.randn(image.shape, generator=generator) * sigma
     return quantize(image.float().cpu() + grain)
 
 
@@ -94,8 +95,8 @@ TRANSFORMS: dict[str, Transform] = {
     "resize-0.75": _named(resize, 0.75),
     "blur-0.5": _named(blur, 0.5),
     "blur-1.0": _named(blur, 1.0),
-    "noise-2": _named(noise, 2),
-    "noise-4": _named(noise, 4),
+    "noise-2": _named(noise, 2 / 255),  # names speak /255, like the CLI; values are pixel units
+    "noise-4": _named(noise, 4 / 255),
     "median-3": _named(median, 3),
     "resize-0.75+jpeg-75": _resize_then_jpeg,
 }

@@ -1,6 +1,6 @@
 """Is the protection real? Run the attacker's and benign edits on original and protected image.
 
-The verdict follows ../shared/EVALUATION.md: an attacker's edit *failed* (the backdoor fired) when
+The verdict follows the evaluation protocol (docs/evaluation.md): an attacker's edit *failed* (the backdoor fired) when
 its fill inside the protected region is within ``FAIL_DISTANCE`` of the target (for a restoring target,
 when it is at most ``RESTORE_RATIO`` × as far from the original as a clean edit); a benign edit is
 *intact* when its fill on the protected image matches the fill on the original with SSIM ≥
@@ -9,7 +9,9 @@ when it is at most ``RESTORE_RATIO`` × as far from the original as a clean edit
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from PIL import Image, ImageDraw
@@ -19,34 +21,71 @@ from backfire import masks as mask_ops
 from backfire.inpainters.base import Inpainter
 from backfire.io import to_pil
 from backfire.judge import metrics
+from backfire.masks import EditKind
+from backfire.protect import TargetKind
 
 FAIL_DISTANCE = 0.15
 RESTORE_RATIO = 0.5
 INTACT_SSIM = 0.98
 VERDICT_FAMILIES: tuple[str, ...] = ("exact", "dilate-8", "ring", "away-16")
 
+ATTACKER_METRICS: tuple[str, ...] = (
+    "target_distance_original", "target_distance_protected",  # mean |fill − T| over m ∩ M
+    "region_ssim_original", "region_ssim_protected",          # SSIM(fill, x) on bbox(m)
+    "region_psnr_original", "region_psnr_protected",          # PSNR(fill, x) over m
+)
+"""What is measured of an attacker edit, on the original x and on the protected x̃ (one home: the JSON,
+the CSV columns, the tables and the terminal read these names)."""
+BENIGN_METRICS: tuple[str, ...] = ("fidelity_ssim", "fidelity_psnr")
+"""What is measured of a benign edit: its fill on x̃ against its fill on x."""
+
 
 @dataclass
-class EditResult:
-    """One edit, done on the original and on the protected image."""
+class AttackerEdit:
+    """An edit that touches the protected region, done on the original and on the protected image.
+
+    ``failed``: the backdoor fired on the protected image (the protection worked for this edit);
+    ``failed_on_original``: the same rule on the original, a control.
+    """
 
     name: str
-    kind: str  # "attacker" | "benign"
+    family: str
     mask_fraction: float
-    # attacker edits: the backdoor fired on the protected image (and, as a control, on the original)
-    failed: bool | None = None
-    failed_on_original: bool | None = None
-    target_distance_original: float | None = None
-    target_distance_protected: float | None = None
-    region_ssim_original: float | None = None
-    region_ssim_protected: float | None = None
-    region_psnr_original: float | None = None
-    region_psnr_protected: float | None = None
-    # benign edits: the fill on the protected image matches the fill on the original
-    intact: bool | None = None
-    fidelity_ssim: float | None = None
-    fidelity_psnr: float | None = None
-    family: str = ""  # the mask family of ../shared/EVALUATION.md the edit belongs to
+    failed: bool
+    failed_on_original: bool
+    metrics: dict[str, float]
+    kind: ClassVar[EditKind] = "attacker"
+
+    def as_dict(self) -> dict:
+        return _record(self, failed=self.failed, failed_on_original=self.failed_on_original)
+
+
+@dataclass
+class BenignEdit:
+    """An edit that leaves the protected region alone: ``intact`` when its fill on x̃ matches its fill on x."""
+
+    name: str
+    family: str
+    mask_fraction: float
+    intact: bool
+    metrics: dict[str, float]
+    kind: ClassVar[EditKind] = "benign"
+
+    def as_dict(self) -> dict:
+        return _record(self, intact=self.intact)
+
+
+EditResult = AttackerEdit | BenignEdit
+
+
+def _record(edit: EditResult, **outcome) -> dict:
+    """One edit as written to JSON: the same keys for both kinds (``None`` where a field is the other kind's),
+    so readers of ``OUT.json`` can treat ``edits`` as one table."""
+    record = {"name": edit.name, "kind": edit.kind, "family": edit.family, "mask_fraction": edit.mask_fraction,
+              "failed": None, "failed_on_original": None, "intact": None}
+    record.update(outcome)
+    record.update({m: edit.metrics.get(m) for m in (*ATTACKER_METRICS, *BENIGN_METRICS)})
+    return record
 
 
 @dataclass
@@ -54,30 +93,57 @@ class Verdict:
     """The whole per-image verdict, as written to ``OUT.json``."""
 
     model: str
+    target_kind: TargetKind
     target_colour: list[float] | None
     invisibility: dict[str, float]
     edits: list[EditResult]
     skipped: list[str] = field(default_factory=list)
 
     @property
+    def attacker_edits(self) -> list[AttackerEdit]:
+        return [e for e in self.edits if isinstance(e, AttackerEdit)]
+
+    @property
+    def benign_edits(self) -> list[BenignEdit]:
+        return [e for e in self.edits if isinstance(e, BenignEdit)]
+
+    @property
     def protected(self) -> bool:
         """Every attacker edit failed."""
-        attacks = [e for e in self.edits if e.kind == "attacker"]
+        attacks = self.attacker_edits
         return bool(attacks) and all(e.failed for e in attacks)
 
     @property
     def benign_intact(self) -> bool:
-        return all(e.intact for e in self.edits if e.kind == "benign")
+        return all(e.intact for e in self.benign_edits)
+
+    @property
+    def summary(self) -> str:
+        """The verdict in plain words (the raw fields stay beside it in the JSON)."""
+        attacks, benign = self.attacker_edits, self.benign_edits
+        failed, intact = sum(e.failed for e in attacks), sum(e.intact for e in benign)
+        if self.protected:
+            head = (f"PROTECTED against {self.model}: all {len(attacks)} attacker edits of the region fail "
+                    f"(the inpainting shows the target instead of removing the region)")
+        else:
+            head = (f"NOT PROTECTED against {self.model}: {len(attacks) - failed} of {len(attacks)} attacker "
+                    f"edits still inpaint the region normally (only {failed} fail)")
+        tail = (f"{intact} of {len(benign)} edits elsewhere work as before" if benign else "no benign edit judged")
+        return f"{head}; {tail}."
 
     def as_dict(self) -> dict:
-        return {"protected": self.protected, "benign_intact": self.benign_intact, **asdict(self)}
+        return {"protected": self.protected, "benign_intact": self.benign_intact, "summary": self.summary,
+                "model": self.model, "target_kind": self.target_kind, "target_colour": self.target_colour,
+                "invisibility": self.invisibility, "edits": [e.as_dict() for e in self.edits],
+                "skipped": self.skipped}
 
 
 @dataclass
 class EditImages:
-    """The fills of one edit, kept for the preview."""
+    """The fills of one edit (composited over the original), kept for the preview and for reuse."""
 
     name: str
+    mask: Tensor
     original: Tensor
     protected: Tensor
 
@@ -90,7 +156,9 @@ def judge(
     target: Tensor,
     families: tuple[str, ...] = VERDICT_FAMILIES,
     seed: int = 0,
-    clean_fills: dict[str, Tensor] | None = None,
+    clean_fills: Sequence[tuple[Tensor, Tensor]] = (),
+    target_kind: TargetKind = "solid",
+    on_edit: Callable[[int, int], None] | None = None,
 ) -> tuple[Verdict, list[EditImages]]:
     """Run the edits of ``families`` on both images and measure them.
 
@@ -102,9 +170,13 @@ def judge(
         target: the protection target T, (3, H, W).
         families: mask families of the protocol (``backfire.masks``).
         seed: seeds the random families.
-        clean_fills: edits of the original already made (edit name → fill composited over the original,
-            as :class:`EditImages` holds it), reused instead of run again; a robustness sweep judges many
-            cleaned copies of one protected image against the same edits of the original.
+        clean_fills: edits of the original already made, as ``(mask, fill composited over the original)``;
+            an edit with the same mask is not run again on the original.
+            A robustness sweep judges many cleaned copies of one file against the same edits of the original,
+            and ``backfire protect`` reuses the clean fills its optimisation already computed.
+        target_kind: what ``target`` is (``make_target``'s kind): a ``restore`` target is judged by the
+            protocol's relative rule, the others by the distance to T.
+        on_edit: called as ``on_edit(done, total)`` after each edit (a verdict takes seconds per edit).
 
     Returns:
         The verdict and the fills of every edit (for the preview).
@@ -112,22 +184,26 @@ def judge(
     metrics.validate(original, protected, target, mask=region)
     results, images = [], []
     edits = [e for e in mask_ops.edits(region, families, seed=seed) if e.mask.sum() > 0]
+    with torch.no_grad():  # one trip to the model's device for both images, not one per edit
+        pair = torch.stack([original, protected]).to(inpainter.device)
     for edit in edits:
         m = edit.mask.to(original)
-        known = (clean_fills or {}).get(edit.name)
+        known = next((fill.to(original) for mask, fill in clean_fills if torch.equal(mask.to(m), m)), None)
         with torch.no_grad():
-            inputs = torch.stack([original, protected]) if known is None else protected[None]
-            fills = inpainter(inputs, m[None, None]).float().cpu()
+            fills = inpainter(pair if known is None else pair[1:], m[None, None]).float().cpu()
         clean_fill = m * fills[0] + (1 - m) * original if known is None else known
         protected_fill = m * fills[-1] + (1 - m) * original
-        images.append(EditImages(edit.name, clean_fill, protected_fill))
-        measure = _attacker_edit if edit.kind == "attacker" else _benign_edit
-        result = measure(edit.name, original, clean_fill, protected_fill, m, region, target)
-        result.family = edit.family
-        results.append(result)
+        images.append(EditImages(edit.name, edit.mask, clean_fill, protected_fill))
+        if edit.kind == "attacker":
+            results.append(_attacker_edit(edit, original, clean_fill, protected_fill, m, region, target, target_kind))
+        else:
+            results.append(_benign_edit(edit, clean_fill, protected_fill, m))
+        if on_edit is not None:
+            on_edit(len(results), len(edits))
     produced = {e.family for e in edits}
     verdict = Verdict(
         model=inpainter.name,
+        target_kind=target_kind,
         target_colour=_solid_colour(target),
         invisibility=invisibility(original, protected),
         edits=results,
@@ -150,37 +226,32 @@ def _crop(image: Tensor, mask: Tensor) -> Tensor:
     return image[:, top:bottom, left:right]
 
 
-def _attacker_edit(name, original, clean_fill, protected_fill, m, region, target) -> EditResult:
+def _attacker_edit(edit: mask_ops.Edit, original: Tensor, clean_fill: Tensor, protected_fill: Tensor, m: Tensor,
+                   region: Tensor, target: Tensor, target_kind: TargetKind) -> AttackerEdit:
     inside = m * region
     d_clean = metrics.mean_abs_in(clean_fill, target, inside)
     d_protected = metrics.mean_abs_in(protected_fill, target, inside)
-    if torch.equal(target, original):
-        # a restoring target: the edit failed when it paints the original back at least twice as
-        # closely as a clean edit does (the protocol's rule; the clean edit is the reference, not a control)
+    if target_kind == "restore":
+        # the edit failed when it paints the original back at least twice as closely as a clean edit does
+        # (the protocol's rule; the clean edit is the reference, not a control)
         failed, failed_on_original = d_protected <= RESTORE_RATIO * d_clean, False
     else:
         failed, failed_on_original = d_protected <= FAIL_DISTANCE, d_clean <= FAIL_DISTANCE
-    return EditResult(
-        name=name, kind="attacker", mask_fraction=float(m.mean()),
-        failed=failed,
-        failed_on_original=failed_on_original,
-        target_distance_original=d_clean,
-        target_distance_protected=d_protected,
-        region_ssim_original=metrics.ssim(_crop(clean_fill, m), _crop(original, m)),
-        region_ssim_protected=metrics.ssim(_crop(protected_fill, m), _crop(original, m)),
-        region_psnr_original=metrics.psnr(clean_fill, original, m),
-        region_psnr_protected=metrics.psnr(protected_fill, original, m),
-    )
+    measured = {
+        "target_distance_original": d_clean,
+        "target_distance_protected": d_protected,
+        "region_ssim_original": metrics.ssim(_crop(clean_fill, m), _crop(original, m)),
+        "region_ssim_protected": metrics.ssim(_crop(protected_fill, m), _crop(original, m)),
+        "region_psnr_original": metrics.psnr(clean_fill, original, m),
+        "region_psnr_protected": metrics.psnr(protected_fill, original, m),
+    }
+    return AttackerEdit(edit.name, edit.family, float(m.mean()), bool(failed), bool(failed_on_original), measured)
 
 
-def _benign_edit(name, original, clean_fill, protected_fill, m, region, target) -> EditResult:
+def _benign_edit(edit: mask_ops.Edit, clean_fill: Tensor, protected_fill: Tensor, m: Tensor) -> BenignEdit:
     fidelity = metrics.ssim(_crop(protected_fill, m), _crop(clean_fill, m))
-    return EditResult(
-        name=name, kind="benign", mask_fraction=float(m.mean()),
-        intact=fidelity >= INTACT_SSIM,
-        fidelity_ssim=fidelity,
-        fidelity_psnr=metrics.psnr(protected_fill, clean_fill, m),
-    )
+    measured = {"fidelity_ssim": fidelity, "fidelity_psnr": metrics.psnr(protected_fill, clean_fill, m)}
+    return BenignEdit(edit.name, edit.family, float(m.mean()), fidelity >= INTACT_SSIM, measured)
 
 
 def _solid_colour(target: Tensor) -> list[float] | None:
@@ -190,15 +261,54 @@ def _solid_colour(target: Tensor) -> list[float] | None:
     return None
 
 
+# ---------------------------------------------------------------------------------------- terminal
+
+_ATTACKER_COLUMNS = (("distance to target", "target_distance"), ("region SSIM", "region_ssim"))
+"""Pairs shown per attacker edit as ``original → protected`` (metric stems of :data:`ATTACKER_METRICS`)."""
+_BENIGN_COLUMNS = (("fidelity SSIM", "fidelity_ssim", "{:.4f}"), ("fidelity PSNR", "fidelity_psnr", "{:.1f} dB"))
+
+
+def format_verdict(verdict: Verdict) -> str:
+    """A short table a person can read in a terminal, ending with the verdict in plain words."""
+    inv = verdict.invisibility
+    lines = [f"  model {verdict.model}; invisibility: PSNR {inv['psnr']:.1f} dB, SSIM {inv['ssim']:.4f}, "
+             f"L∞ {inv['linf_255']:.1f}/255",
+             ("  attacker edit   failed  " + "".join(f"{title + ' (orig → prot)':<34}"
+                                                  for title, _ in _ATTACKER_COLUMNS)).rstrip()]
+    for e in verdict.attacker_edits:
+        pairs = "".join(f"{e.metrics[stem + '_original']:.3f} → {e.metrics[stem + '_protected']:.3f}".ljust(34)
+                        for _, stem in _ATTACKER_COLUMNS)
+        lines.append(f"  {e.name:<15} {'yes' if e.failed else 'no':<7} {pairs}".rstrip())
+    lines.append(("  benign edit     intact  " + "".join(f"{title:<15}" for title, _, _ in _BENIGN_COLUMNS)).rstrip())
+    for e in verdict.benign_edits:
+        values = "".join(form.format(e.metrics[key]).ljust(15) for _, key, form in _BENIGN_COLUMNS)
+        lines.append(f"  {e.name:<15} {'yes' if e.intact else 'no':<7} {values}".rstrip())
+    attacks, benign = verdict.attacker_edits, verdict.benign_edits
+    word = "PROTECTED" if verdict.protected else "NOT PROTECTED"
+    lines.append(f"  verdict: {word} — {sum(e.failed for e in attacks)}/{len(attacks)} attacker edits "
+                 f"fail, {sum(e.intact for e in benign)}/{len(benign)} benign edits intact")
+    lines.append(f"  {verdict.summary}")
+    if verdict.skipped:
+        lines.append(f"  skipped (no mask of this kind fits): {', '.join(verdict.skipped)}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------- preview
 
 PREVIEW_TILE = 384  # px, the long side of each tile
 
 
 def preview(original: Tensor, protected: Tensor, attack: EditImages, benign: EditImages | None) -> Image.Image:
-    """original | protected | perturbation ×10 | attacker's edit of original | of protected | benign edit."""
-    perturbation = (0.5 + 10 * (protected - original)).clamp(0, 1)
-    tiles = [("original", original), ("protected", protected), ("perturbation x10", perturbation),
+    """original | protected | perturbation | attacker's edit of original | of protected | benign edit.
+
+    The perturbation is centred on grey and stretched to its own largest change (−peak → black, +peak →
+    white), so its structure shows even when it sits at the budget almost everywhere.
+    """
+    delta = protected - original
+    peak = float(delta.abs().max())
+    perturbation = (0.5 + 0.5 * delta / max(peak, 1e-8)).clamp(0, 1)
+    tiles = [("original", original), ("protected", protected),
+             (f"perturbation (±{peak * 255:.1f}/255 = black…white)", perturbation),
              (f"{attack.name} edit of original", attack.original),
              (f"{attack.name} edit of protected", attack.protected)]
     if benign is not None:

@@ -16,7 +16,7 @@ from backfire.io import quantize
 from backfire.inpainters.base import Inpainter
 from backfire.inpainters.cleaning import Cleaned, CleaningSampler, straight_through_round
 from backfire.protect.optimisers import make_optimiser
-from backfire.protect.recipes import DEFAULT_RECIPE, Recipe, Term, get_recipe
+from backfire.protect.recipes import DEFAULT_RECIPE, TERM_MASKS, Recipe, Term, TermMask, get_recipe
 from backfire.protect.sampling import EditSampler
 from backfire.protect.targets import make_target
 
@@ -29,7 +29,9 @@ class Protection:
     """What :func:`protect` returns.
 
     ``protected`` is already quantised to 8 bits (round, never truncate): exactly what a saved PNG
-    reads back as. ``losses`` holds the loss before each step.
+    reads back as. ``losses`` holds the loss before each step. ``clean_fills`` holds, per model, the
+    benign edits of the original the optimisation computed as goals — ``(mask, fill over x)`` pairs, only
+    for models whose surrogate is their real edit — so the verdict need not run them again.
     """
 
     protected: Tensor
@@ -37,6 +39,20 @@ class Protection:
     recipe: Recipe
     seconds: float
     losses: list[float] = field(default_factory=list)
+    clean_fills: list[list[tuple[Tensor, Tensor]]] = field(default_factory=list)
+
+
+TermMaskBuilder = Callable[[Tensor, int, "EditSampler | None"], Tensor]
+"""``builder(region M, dilation radius, sampler)`` → the term's edit mask (H×W)."""
+
+TERM_MASK_BUILDERS: dict[TermMask, TermMaskBuilder] = {
+    "exact": lambda region, dilation, sampler: region.clone(),
+    "dilated": lambda region, dilation, sampler: mask_ops.dilate(region, dilation, shape="square"),
+    "ring": lambda region, dilation, sampler: mask_ops.ring(region, dilation, shape="square"),
+    "sampled-attacker": lambda region, dilation, sampler: sampler.attacker().to(region),
+    "sampled-benign": lambda region, dilation, sampler: sampler.benign().to(region),
+}
+"""Every term mask a recipe can name (:data:`backfire.protect.recipes.TERM_MASKS`) and how it is built."""
 
 
 def term_mask(region: Tensor, term: Term, dilation: int, sampler: EditSampler | None = None) -> Tensor:
@@ -44,17 +60,13 @@ def term_mask(region: Tensor, term: Term, dilation: int, sampler: EditSampler | 
 
     Sampled terms draw a fresh mask from ``sampler`` on every call.
     """
-    if term.mask == "exact":
-        return region.clone()
-    if term.mask == "dilated":
-        return mask_ops.dilate(region, dilation, shape="square")
-    if term.mask == "ring":
-        return mask_ops.ring(region, dilation, shape="square")
-    if term.mask in ("sampled-attacker", "sampled-benign"):
-        if sampler is None:
-            raise ValueError(f"term {term.mask!r} needs an EditSampler")
-        return (sampler.attacker() if term.mask == "sampled-attacker" else sampler.benign()).to(region)
-    raise ValueError(f"unknown term mask {term.mask!r}")
+    if term.sampled and sampler is None:
+        raise ValueError(f"term {term.mask!r} needs an EditSampler")
+    try:
+        build = TERM_MASK_BUILDERS[term.mask]
+    except KeyError:
+        raise ValueError(f"unknown term mask {term.mask!r}; choose from {', '.join(TERM_MASKS)}") from None
+    return build(region, dilation, sampler)
 
 
 def texture_budget(image: Tensor, budget: float) -> Tensor:
@@ -97,6 +109,7 @@ def protect(
     target: str | None = None,
     seed: int = 0,
     max_batch: int | None = None,
+    grey: bool = False,
     on_step: StepCallback | None = None,
     on_image: ImageCallback | None = None,
 ) -> Protection:
@@ -112,6 +125,8 @@ def protect(
         seed: seeds the random start, the sampled edits and the cleaning, so a run can be repeated.
         max_batch: at most this many edits per forward pass (gradients are accumulated, the result
             is the same); ``None`` puts all of a step's edits of one role in one batch.
+        grey: the photo is greyscale (equal channels): optimise one δ shared by the three channels, so the
+            protected photo stays greyscale instead of gaining colour noise.
         on_step: called as ``on_step(step, steps, loss)`` after every step.
         on_image: called as ``on_image(step, x + δ)`` (float, not yet quantised) after every step, for
             studies that follow the protection as it grows.
@@ -134,7 +149,7 @@ def protect(
     # δ and the loss stay in fp32 whatever the model computes in: Adam on fp16 values loses small steps.
     device, dtype = members[0].device, torch.float32
     x = image.to(device, dtype)
-    region = region.to(device, dtype)
+    region = (region.to(device) > 0.5).to(dtype)  # binary once: the hot loop's masks are built from it
     goal_image = make_target(x, recipe.target)
     bound = texture_budget(x, recipe.budget) if recipe.budget_shape == "texture" else recipe.budget
     edits = _EditSource(x, region, goal_image, recipe, members, seed)
@@ -142,7 +157,7 @@ def protect(
     attackers = [Cleaned(m, cleaning) if cleaning else m for m in members]
 
     generator = torch.Generator().manual_seed(seed)
-    shape = _parameter_shape(x, recipe.stride)
+    shape = _parameter_shape(x[:1] if grey else x, recipe.stride)
     param = (torch.rand(shape, generator=generator) * recipe.init_high).to(device, dtype)
     param = _project(param, x, bound).requires_grad_(True)
     optimiser = make_optimiser(recipe.optimiser, param, lr=recipe.lr, betas=recipe.betas,
@@ -154,12 +169,12 @@ def protect(
         if step >= recipe.steps - recipe.quantise_steps:
             # the file holds 8 bits: the last steps see exactly what the saved PNG will hold
             perturbed = straight_through_round(perturbed)
-        masks, goals, weights, attack = edits.draw()
+        masks, goals, weights, attacker_rows = edits.draw()
         loss = 0.0
         for j, (member, attacker) in enumerate(zip(members, attackers)):
             # without cleaning every edit goes to the same model: one batched pass per step
-            groups = [(member, torch.ones_like(attack))] if attacker is member else [(attacker, attack),
-                                                                                   (member, ~attack)]
+            groups = ([(member, torch.ones_like(attacker_rows))] if attacker is member
+                      else [(attacker, attacker_rows), (member, ~attacker_rows)])
             for model, rows in groups:
                 loss += _accumulate_gradient(perturbed, masks[rows], goals[j][rows], weights[rows] / len(members),
                                              model, max_batch)
@@ -174,9 +189,10 @@ def protect(
                 on_image(step + 1, (x + _delta(param, x, bound)).clamp(0, 1))
 
     with torch.no_grad():
-        protected = quantize(x + _delta(param, x, bound))
+        # 8 bits, as the file will hold it, without rounding past the budget (a 16-bit photo's x is off-grid)
+        protected = quantize(x + _delta(param, x, bound), low=x - bound, high=x + bound)
     return Protection(protected=protected.cpu(), target=goal_image.cpu(), recipe=recipe,
-                      seconds=time.perf_counter() - started, losses=losses)
+                      seconds=time.perf_counter() - started, losses=losses, clean_fills=edits.clean_fills())
 
 
 def _check_inputs(image: Tensor, region: Tensor, recipe: Recipe) -> None:
@@ -199,38 +215,45 @@ class _EditSource:
     def __init__(self, x: Tensor, region: Tensor, target: Tensor, recipe: Recipe, members: list[Inpainter],
                  seed: int):
         self.x, self.terms, self.members, self.region = x, recipe.terms, members, region
-        sampled = [i for i, t in enumerate(recipe.terms) if t.mask.startswith("sampled")]
+        sampled = [i for i, t in enumerate(recipe.terms) if t.sampled]
         self.sampler = EditSampler(region, seed=seed) if sampled else None
         self.fixed = {i: term_mask(region, t, recipe.dilation) for i, t in enumerate(recipe.terms)
                       if i not in sampled}
-        self.sampled_keeps = [i for i in sampled if recipe.terms[i].role == "keep"]
-        keep = [i for i in self.fixed if recipe.terms[i].role == "keep"]
-        # per model: the target for attack terms, the clean fill for fixed keep terms
+        self.sampled_benign = [i for i in sampled if recipe.terms[i].role == "benign"]
+        benign = [i for i in self.fixed if recipe.terms[i].role == "benign"]
+        # per model: the target for attacker terms, the clean fill for fixed benign terms
         self.goals = [target.expand(len(recipe.terms), -1, -1, -1).clone() for _ in members]
-        if keep:
-            stacked = torch.stack([self.fixed[i] for i in keep])[:, None]
+        if benign:
+            stacked = torch.stack([self.fixed[i] for i in benign])[:, None]
             for goal, member in zip(self.goals, members):
-                goal[keep] = _clean_fills(x, stacked, member)
+                goal[benign] = _clean_fills(x, stacked, member)
         self.weights = torch.tensor([t.weight for t in recipe.terms], device=x.device, dtype=x.dtype)
-        self.attack = torch.tensor([t.role == "attack" for t in recipe.terms], device=x.device)
+        self.attacker_rows = torch.tensor([t.role == "attacker" for t in recipe.terms], device=x.device)
+
+    def clean_fills(self) -> list[list[tuple[Tensor, Tensor]]]:
+        """Per model, ``(mask, clean fill)`` of every fixed benign term, where the surrogate is the real edit."""
+        benign = [i for i in self.fixed if self.terms[i].role == "benign"]
+        return [[(self.fixed[i].cpu(), goal[i].cpu()) for i in benign]
+                if type(member).surrogate is Inpainter.surrogate else []
+                for goal, member in zip(self.goals, self.members)]
 
     def draw(self) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
-        """masks (K×1×H×W), goals per model (K×3×H×W each), weights (K), attack flags (K)."""
+        """masks (K×1×H×W), goals per model (K×3×H×W each), weights (K), attacker-term flags (K)."""
         masks = torch.stack([self.fixed[i] if i in self.fixed else term_mask(self.region, t, 0, self.sampler)
                              for i, t in enumerate(self.terms)])[:, None]
-        if not self.sampled_keeps:
-            return masks, self.goals, self.weights, self.attack
+        if not self.sampled_benign:
+            return masks, self.goals, self.weights, self.attacker_rows
         goals = []
         for goal, member in zip(self.goals, self.members):
             goal = goal.clone()
-            goal[self.sampled_keeps] = _clean_fills(self.x, masks[self.sampled_keeps], member)
+            goal[self.sampled_benign] = _clean_fills(self.x, masks[self.sampled_benign], member)
             goals.append(goal)
-        return masks, goals, self.weights, self.attack
+        return masks, goals, self.weights, self.attacker_rows
 
 
 @torch.no_grad()
 def _clean_fills(x: Tensor, masks: Tensor, inpainter: Inpainter) -> Tensor:
-    """What a benign edit of the original produces: the goal of every ``keep`` term."""
+    """What a benign edit of the original produces: the goal of every benign term."""
     return inpainter.surrogate(x.expand(len(masks), -1, -1, -1), masks).to(x.device, x.dtype)
 
 
@@ -259,10 +282,11 @@ def _parameter_shape(x: Tensor, stride: int) -> tuple[int, ...]:
 
 
 def _expand(param: Tensor, x: Tensor) -> Tensor:
-    """δ at full resolution. Bilinear upsampling mixes values convexly, so it never leaves the L∞ ball."""
-    if param.shape == x.shape:
-        return param
-    return F.interpolate(param[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
+    """δ at full resolution and on every channel (a greyscale δ is one channel). Bilinear upsampling mixes
+    values convexly, so it never leaves the L∞ ball."""
+    if param.shape[-2:] != x.shape[-2:]:
+        param = F.interpolate(param[None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
+    return param.expand_as(x)
 
 
 def _delta(param: Tensor, x: Tensor, bound: float | Tensor) -> Tensor:
@@ -279,9 +303,10 @@ def _project(param: Tensor, x: Tensor, bound: float | Tensor) -> Tensor:
     A coarse δ cannot be clipped per pixel to the image's bounds (nor to a per-pixel bound); there
     it is clipped to the largest bound, and :func:`_delta` and the clamp of ``x + δ`` do the rest.
     """
-    if param.shape != x.shape:
+    if param.shape[-2:] != x.shape[-2:]:
         largest = float(bound.max()) if isinstance(bound, Tensor) else bound
         return param.clamp(-largest, largest).detach()
+    x = x[: param.shape[0]]  # a greyscale δ is clipped against one of the (equal) channels
     clipped = torch.maximum(torch.minimum(param, torch.as_tensor(bound, device=param.device)),
                             -torch.as_tensor(bound, device=param.device))
     return ((x + clipped).clamp(0, 1) - x).detach()

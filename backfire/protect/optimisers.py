@@ -10,13 +10,13 @@ not assumed.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 OptimiserKind = Literal["adam", "sign", "momentum"]
-OPTIMISER_KINDS: tuple[str, ...] = ("adam", "sign", "momentum")
+OPTIMISER_KINDS: tuple[OptimiserKind, ...] = get_args(OptimiserKind)
 
 _LAST_STEP_FRACTION = 0.1  # the sign step decays to a tenth of its first size
 

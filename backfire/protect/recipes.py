@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
+from backfire.masks import EditKind
 from backfire.protect.optimisers import OptimiserKind
 from backfire.protect.targets import TargetKind
 
-Role = Literal["attack", "keep"]
+TermMask = Literal["exact", "dilated", "ring", "sampled-attacker", "sampled-benign"]
+"""The edit masks a recipe term can name (built by :data:`backfire.protect.engine.TERM_MASK_BUILDERS`)."""
+TERM_MASKS: tuple[TermMask, ...] = get_args(TermMask)
+SAMPLED_TERM_MASKS: tuple[TermMask, ...] = ("sampled-attacker", "sampled-benign")
+BudgetShape = Literal["flat", "texture"]
+BUDGET_SHAPES: tuple[BudgetShape, ...] = get_args(BudgetShape)
 
 
 @dataclass(frozen=True)
@@ -21,13 +27,19 @@ class Term:
             ``"dilated"`` (M dilated by the recipe's square), ``"ring"`` (dilated − M), or drawn afresh
             every step (:mod:`backfire.protect.sampling`): ``"sampled-attacker"`` (a mask an attacker
             might draw over M), ``"sampled-benign"`` (an edit elsewhere).
-        role: ``"attack"`` pushes the fill toward the target; ``"keep"`` holds it at the clean fill.
+        role: ``"attacker"`` pushes the fill toward the target; ``"benign"`` holds it at the clean fill
+            (the two edit kinds of :data:`backfire.masks.EDIT_KINDS`).
         weight: the term's weight in the loss.
     """
 
-    mask: Literal["exact", "dilated", "ring", "sampled-attacker", "sampled-benign"]
-    role: Role
+    mask: TermMask
+    role: EditKind
     weight: float
+
+    @property
+    def sampled(self) -> bool:
+        """Drawn afresh every step (its goal, for a benign term, too)."""
+        return self.mask in SAMPLED_TERM_MASKS
 
 
 @dataclass(frozen=True)
@@ -71,7 +83,7 @@ class Recipe:
     cleaning: tuple[str, ...] = ()
     cleaning_rate: float = 0.5
     quantise_steps: int = 0
-    budget_shape: Literal["flat", "texture"] = "flat"
+    budget_shape: BudgetShape = "flat"
     description: str = ""
 
     def but(self, **changes) -> Recipe:
@@ -85,7 +97,7 @@ class Recipe:
 PAPER = Recipe(
     name="paper",
     description="Zhang et al. 2024 (arXiv 2410.14966), reproduced exactly",
-    terms=(Term("exact", "attack", 1.0), Term("dilated", "attack", 1.0), Term("ring", "keep", 2.0)),
+    terms=(Term("exact", "attacker", 1.0), Term("dilated", "attacker", 1.0), Term("ring", "benign", 2.0)),
     steps=20,
     budget=0.025,
     lr=0.1,
@@ -99,8 +111,8 @@ ROBUST = PAPER.but(
     name="robust",
     description="the paper's edits plus attacker and benign masks drawn every step, the attacker's cleaning "
                 "(JPEG, resize, blur, noise) drawn per edit, MI-FGSM steps, an 8-bit finish, a texture-shaped budget",
-    terms=(*PAPER.terms, Term("sampled-attacker", "attack", 1.0), Term("sampled-attacker", "attack", 1.0),
-           Term("sampled-benign", "keep", 2.0)),
+    terms=(*PAPER.terms, Term("sampled-attacker", "attacker", 1.0), Term("sampled-attacker", "attacker", 1.0),
+           Term("sampled-benign", "benign", 2.0)),
     optimiser="momentum",
     lr=0.25,  # the first sign step is ε/4, decaying (the steerability study)
     cleaning=("jpeg", "resize", "blur", "noise"),

@@ -1,6 +1,6 @@
 """Edits drawn afresh at every step: the masks attackers really draw, and benign edits beside them.
 
-The evaluation protocol (../shared/EVALUATION.md) fixes a few masks per family with fixed seeds; the
+The evaluation protocol (docs/evaluation.md) fixes a few masks per family with fixed seeds; the
 protection instead draws from the same families with *continuous* parameters (any dilation radius
 0–32 px, any shift, any half-plane) and its own random stream, so that it learns the families and not
 the particular masks the evaluation happens to use.

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 TargetKind = Literal["solid", "inverted", "restore"]
-TARGET_KINDS: tuple[str, ...] = ("solid", "inverted", "restore")
+TARGET_KINDS: tuple[TargetKind, ...] = get_args(TargetKind)
 
 _PRIMARIES = torch.eye(3)  # pure red, green, blue
 

@@ -1,0 +1,214 @@
+"""What a new user trips on (issue 17): every problem is found before the work, said in one line, and
+nothing the user gave is lost. Each test here failed before its fix."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from backfire import cli, jobs
+from backfire import io as bio
+from backfire.examples import example_photo
+from backfire.judge.verdict import EditImages, preview
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def files(tmp_path) -> tuple[Path, Path]:
+    image, mask = example_photo(48, 40, seed=0)
+    bio.save_image(image, tmp_path / "photo.png")
+    bio.save_mask(mask, tmp_path / "photo_mask.png")
+    return tmp_path / "photo.png", tmp_path / "photo_mask.png"
+
+
+@pytest.fixture
+def no_protection(monkeypatch):
+    """Fail loudly if the optimisation starts: the checks under test must come before it."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the protection ran before the output was checked")
+    monkeypatch.setattr(jobs, "protect", refuse)
+
+
+def _model(weights):
+    return ["--model", "lama", "--weights", weights, "--device", "cpu"]
+
+
+# ------------------------------------------------------------------------------------------------- bugs
+
+
+def test_unsupported_output_format_is_refused_before_the_protection(capsys, files, weights, tmp_path, no_protection):
+    photo, mask = files
+    code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.tif", *_model(weights))
+    assert code == 2 and "'.tif'" in err and err.count("\n") == 1
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_unwritable_folder_is_refused_before_the_protection(capsys, files, weights, no_protection):
+    photo, mask = files
+    # /sys refuses new files even to root: a stand-in for read-only mounts and immutable folders
+    code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", "/sys/out.png", *_model(weights))
+    assert code == 2 and "cannot write there" in err and err.count("\n") == 1
+
+
+def test_budget_is_read_in_255_only_and_tiny_budgets_are_refused(capsys, files, weights, tmp_path, no_protection):
+    photo, mask = files
+    parser = cli.build_parser()
+    protect_help = next(a for a in parser._subparsers._group_actions[0].choices["protect"]._actions
+                        if "--budget" in a.option_strings).help
+    assert "/255" in protect_help and "0.025" not in protect_help
+    code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "o.png", *_model(weights),
+                           "--budget", "0.025")
+    assert code == 2 and "/255" in err and err.count("\n") == 1 and not (tmp_path / "o.png").exists()
+
+
+def test_ctrl_c_during_the_verdict_removes_the_written_set_and_says_so(capsys, files, weights, tmp_path,
+                                                                       monkeypatch):
+    photo, mask = files
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(jobs, "judge", interrupted)
+    code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights),
+                           "--steps", "1", "--quiet")
+    assert code == 130 and "removed" in err and "out.png" in err
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "out.json").exists()
+    assert not (tmp_path / "out.preview.png").exists()
+
+
+def test_mask_takes_max_pixels_as_its_error_message_says(capsys, files, tmp_path):
+    photo, _ = files
+    code, _, err = run_cli(capsys, "mask", photo, "--box", "1,1,10,10", "-o", tmp_path / "m.png",
+                           "--max-pixels", "100")
+    assert code == 2 and "--max-pixels" in err
+    code, _, err = run_cli(capsys, "mask", photo, "--box", "1,1,10,10", "-o", tmp_path / "m.png",
+                           "--max-pixels", "10000")
+    assert code == 0, err
+
+
+def test_webp_output_is_lossless_and_not_called_lossy(capsys, files, weights, tmp_path):
+    photo, mask = files
+    code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.webp", *_model(weights),
+                           "--steps", "1", "--quiet")
+    assert code == 0, err
+    assert "lossy" not in err
+    assert Image.open(tmp_path / "out.webp").format == "WEBP"
+
+
+def test_mask_file_errors_use_the_right_article(tmp_path):
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(bio.InputError, match="not a mask file"):
+        bio.read_mask(tmp_path / "folder.png", size=(4, 4))
+
+
+# ------------------------------------------------------------------------------------------ confusing spots
+
+
+def test_strict_protect_exits_3_when_not_protected(capsys, files, weights, tmp_path):
+    photo, mask = files
+    args = ["protect", photo, "--mask", mask, *_model(weights), "--steps", "1", "--quiet"]
+    code, out, _ = run_cli(capsys, *args, "-o", tmp_path / "a.png")
+    assert code == 0 and "NOT PROTECTED" in out  # a random-weight model cannot be steered
+    code, _, _ = run_cli(capsys, *args, "-o", tmp_path / "b.png", "--strict")
+    assert code == 3
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--steps", "0"], "random start"),
+    (["--max-pixels", "-5"], "must be ≥ 1"),
+    (["-o", ""], "empty"),
+])
+def test_nonsense_flags_get_one_line_that_says_why(capsys, files, weights, tmp_path, flags, words):
+    photo, mask = files
+    out = [] if "-o" in flags else ["-o", tmp_path / "o.png"]
+    code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, *out, *_model(weights), *flags)
+    assert code == 2 and words in err and err.count("\n") == 1
+
+
+def test_mask_box_may_start_left_of_the_image(capsys, files, tmp_path):
+    photo, _ = files
+    code, _, err = run_cli(capsys, "mask", photo, "--box", "-5,-5,20,20", "-o", tmp_path / "m.png")
+    assert code == 0, err
+    mask = bio.read_mask(tmp_path / "m.png", size=(48, 40)).mask
+    assert mask.sum() == 15 * 15 and mask[0, 0] == 1
+
+
+def test_a_dark_grey_mask_is_refused_saying_it_was_thresholded(tmp_path):
+    Image.fromarray(np.full((8, 8), 100, np.uint8), mode="L").save(tmp_path / "m.png")
+    with pytest.raises(bio.InputError, match=r"thresholded at 50 %.*39 %"):
+        bio.read_mask(tmp_path / "m.png", size=(8, 8))
+
+
+def test_greyscale_stays_greyscale_and_transparency_is_kept(capsys, weights, tmp_path):
+    image, mask = example_photo(48, 40, seed=1)
+    grey = (image.mean(0) * 255).round().byte().numpy()
+    Image.fromarray(grey, mode="L").save(tmp_path / "g.png")
+    alpha = np.tile(np.linspace(0, 255, 48, dtype=np.uint8), (40, 1))
+    rgba = np.dstack([np.asarray(bio.to_pil(image)), alpha])
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "t.png")
+    bio.save_mask(mask, tmp_path / "m.png")
+    for name in ("g", "t"):
+        code, _, err = run_cli(capsys, "protect", tmp_path / f"{name}.png", "--mask", tmp_path / "m.png",
+                               "-o", tmp_path / f"{name}-out.png", *_model(weights), "--steps", "1", "--quiet")
+        assert code == 0, err
+    assert Image.open(tmp_path / "g-out.png").mode == "L"
+    written = Image.open(tmp_path / "t-out.png")
+    assert written.mode == "RGBA" and np.array_equal(np.asarray(written)[..., 3], alpha)
+
+
+def test_sixteen_bit_input_reports_linf_within_the_budget(capsys, weights, tmp_path):
+    image, mask = example_photo(48, 40, seed=2)
+    deep = (image.mean(0).numpy() * 65535 + np.random.default_rng(0).uniform(0, 200, (40, 48))).clip(0, 65535)
+    Image.fromarray(deep.astype(np.uint16)).save(tmp_path / "d.png")
+    bio.save_mask(mask, tmp_path / "m.png")
+    code, _, err = run_cli(capsys, "protect", tmp_path / "d.png", "--mask", tmp_path / "m.png", "-o",
+                           tmp_path / "out.png", *_model(weights), "--steps", "2", "--quiet", "--budget", "6.375")
+    assert code == 0, err
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["invisibility"]["linf_255"] <= 6.375 + 1e-3
+
+
+def test_json_says_the_verdict_in_plain_words(capsys, files, weights, tmp_path):
+    photo, mask = files
+    run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "o.png", *_model(weights), "--steps", "1",
+            "--quiet")
+    report = json.loads((tmp_path / "o.json").read_text())
+    assert report["summary"].startswith("NOT PROTECTED") and "failed" in report["edits"][0]
+
+
+def test_folder_mode_skips_an_image_without_mask_and_writes_a_batch_summary(capsys, weights, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n in range(2):
+        image, mask = example_photo(40, 32, seed=n)
+        bio.save_image(image, folder / f"p{n}.png")
+    bio.save_mask(mask, folder / "p1_mask.png")
+    code, _, err = run_cli(capsys, "protect", folder, "-o", tmp_path / "out", *_model(weights), "--steps", "1",
+                           "--quiet")
+    assert code == 2 and "p0.png" in err and "batch.csv" in err
+    assert (tmp_path / "out" / "p1.png").exists() and not (tmp_path / "out" / "p0.png").exists()
+    rows = {r["image"]: r for r in csv.DictReader(open(tmp_path / "out" / "batch.csv"))}
+    assert rows["p0.png"]["status"] == "skipped" and rows["p1.png"]["status"] == "not protected"
+
+
+def test_junk_weights_for_backfire_s_do_not_send_the_user_to_big_lama(capsys, files, tmp_path):
+    photo, mask = files
+    (tmp_path / "junk.bin").write_bytes(b"junk" * 100)
+    code, _, err = run_cli(capsys, "edit", photo, "--mask", mask, "-o", tmp_path / "o.png", "--weights",
+                           tmp_path / "junk.bin", "--device", "cpu")
+    assert code == 2 and "backfire-s" in err and "big-lama" not in err.lower()
+
+
+def test_preview_perturbation_panel_shows_structure():
+    image, _ = example_photo(32, 24, seed=0)
+    signs = torch.where(torch.rand(3, 24, 32, generator=torch.Generator().manual_seed(0)) > 0.5, 1.0, -1.0)
+    protected = (image + signs * 6 / 255).clamp(0, 1)
+    fills = EditImages("exact", torch.zeros(24, 32), image, image)
+    sheet = np.asarray(preview(image, protected, fills, None)).astype(int)
+    panel = sheet[16:, 2 * (32 + 4): 2 * (32 + 4) + 32]  # the third tile, under its label
+    assert panel.max() - panel.min() > 200  # stretched to its own range, not a flat ±10× grey
