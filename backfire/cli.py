@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from backfire import __version__, io, jobs
+from backfire import __version__, io, jobs, models
 from backfire import masks as mask_ops
 from backfire.errors import ModelError
 from backfire.inpainters.registry import available_models, load_inpainter, takes_options
@@ -109,6 +109,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="the mask PNG to write")
     p.add_argument("--grow", type=int, default=0, metavar="PX", help="dilate the mask by PX pixels")
     p.set_defaults(run=run_mask)
+
+    p = commands.add_parser("models", help="the real models' weights: list, pull, add a file you have, path, remove")
+    actions = p.add_subparsers(required=True, metavar="ACTION")
+    a = actions.add_parser("list", help="every model with published weights: what it is, size, licence, pulled or not")
+    a.set_defaults(run=run_models, action="list")
+    a = actions.add_parser("pull", help="download and check the weights (set BACKFIRE_MODELS=registry.toml for a mirror)")
+    a.add_argument("names", nargs="+", metavar="NAME")
+    a.add_argument("--timeout", type=float, default=models.DEFAULT_TIMEOUT, metavar="S",
+                   help=f"seconds to wait for the server (default {models.DEFAULT_TIMEOUT:g})")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(run=run_models, action="pull")
+    a = actions.add_parser("add", help="check a file you downloaded yourself and put it in the cache (never moved)")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("file", type=Path, metavar="FILE")
+    a.set_defaults(run=run_models, action="add")
+    a = actions.add_parser("path", help="print where the pulled weights are")
+    a.add_argument("name", metavar="NAME")
+    a.set_defaults(run=run_models, action="path")
+    a = actions.add_parser("remove", help="delete pulled weights from the cache")
+    a.add_argument("names", nargs="+", metavar="NAME")
+    a.set_defaults(run=run_models, action="remove")
     return parser
 
 
@@ -283,6 +304,29 @@ def run_mask(args: argparse.Namespace) -> int:
         mask = mask_ops.dilate(mask, args.grow)
     io.save_mask(mask, args.out, protect_inputs=[args.image])
     print(f"{args.out}: {int(mask.sum())} px ({100 * float(mask.mean()):.1f} % of the image)")
+    return EXIT_OK
+
+
+def run_models(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        rows = models.list_models()
+        print(f"cache: {models.cache_dir()}  (set BACKFIRE_HOME to move it)")
+        print(f"{'NAME':<11} {'PULLED':<7} {'SIZE':<10} {'LICENCE':<30} WHAT")
+        for row in rows:
+            r = row.release
+            print(f"{r.name:<11} {'yes' if row.pulled else 'no':<7} {r.size:<10} {r.licence:<30} {r.description}")
+            print(f"{'':<11} {row.path}")
+    elif args.action == "pull":
+        for path in models.pull(args.names, progress=not args.quiet, timeout=args.timeout, log=_log):
+            print(path)
+    elif args.action == "add":
+        print(models.add(args.name, args.file))
+    elif args.action == "path":
+        print(models.path(args.name))
+    else:
+        releases = [models.get_release(name) for name in args.names]  # every name checked before anything goes
+        for name in (r.name for r in releases):
+            print(f"{name}: {'removed' if models.remove(name) else 'not pulled, nothing to remove'}")
     return EXIT_OK
 
 
