@@ -243,9 +243,11 @@ def path(name: str) -> Path:
     release = get_release(name)
     location = _location(release)
     if not _complete(release, location):
-        adopt = "" if release.on_hub else f", or `backfire models add {release.name} FILE` for a copy you have"
-        raise NotPulledError(f"model {release.name!r} is not pulled: run `backfire models pull {release.name}`"
-                             f"{adopt}, or name its weights with --weights")
+        other = ("or name a local diffusers folder with --weights" if release.on_hub else
+                 f"or `backfire models add {release.name} FILE` for a copy you have, or name a weights file "
+                 "with --weights")
+        raise NotPulledError(f"model {release.name!r} is not pulled: run `backfire models pull {release.name}` "
+                             f"({release.size}), {other}")
     return location
 
 
@@ -341,6 +343,9 @@ def _pull_file(release: Release, location: Path, progress: bool, timeout: float,
         received = partial.stat().st_size if partial.exists() else 0
         raise _failed(release, f"the connection broke after {received} bytes" if received
                       else "cannot connect to the host") from exc
+    except requests.exceptions.HTTPError as exc:  # 5xx, retried until the attempts ran out
+        status = exc.response.status_code if exc.response is not None else "error"
+        raise _failed(release, f"HTTP {status}") from exc
     except requests.exceptions.RequestException as exc:
         raise _failed(release, f"download failed ({type(exc).__name__})") from exc
     except ValueError as exc:  # pooch: the hash of the downloaded file is not the published one
@@ -348,6 +353,8 @@ def _pull_file(release: Release, location: Path, progress: bool, timeout: float,
         alg, _, expected = release.known_hash.partition(":")
         raise _failed(release, f"checksum mismatch ({alg} expected {expected}, got "
                                f"{got.group(1) if got else 'another'})") from exc
+    except OSError as exc:  # the cache itself: not writable, disk full
+        raise _failed(release, f"cannot write {folder} ({exc.strerror or exc})") from exc
     finally:
         partial.unlink(missing_ok=True)
         _tidy(folder, existed)
@@ -439,15 +446,16 @@ def _pull_hub(release: Release, location: Path, progress: bool) -> None:
     if not progress:
         disable_progress_bars()
     try:
-        snapshot_download(release.repo, revision=release.revision, local_dir=staging,
-                          ignore_patterns=SD_INPAINT_FILES)
+        try:
+            snapshot_download(release.repo, revision=release.revision, local_dir=staging,
+                              ignore_patterns=SD_INPAINT_FILES)
+        except (OSError, ValueError) as exc:  # huggingface_hub's errors are OSErrors (HTTP, offline, not found)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise _failed(release, f"{type(exc).__name__}: {first}".rstrip(": ")) from exc
         if not (staging / "model_index.json").is_file():
             raise _failed(release, "the repository has no model_index.json (not a diffusers pipeline)")
         shutil.rmtree(location, ignore_errors=True)
         staging.rename(location)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _failed(release, f"{type(exc).__name__}: {first}") from exc
     finally:
         if not progress:
             enable_progress_bars()
@@ -477,12 +485,10 @@ def add(name: str, file: str | Path) -> Path:
         raise ModelError(f"{source}: no such file")
     location = _location(release)
     existed = location.parent.exists()
-    location.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{location.name}.", suffix=".adding", dir=location.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = location.parent / f".{location.name}.{os.getpid()}.adding"
     try:
-        tmp.unlink()
+        location.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
         try:
             os.link(source, tmp)
         except OSError:
@@ -493,6 +499,8 @@ def add(name: str, file: str | Path) -> Path:
             raise ModelError(f"{source}: {alg} {got} is not the published {alg} of {release.name}'s "
                              f"{release.file} ({expected}, {release.source}); nothing was changed")
         os.replace(tmp, location)
+    except OSError as exc:
+        raise ModelError(f"cannot add {source} as {release.name}: {exc.strerror or exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
         _tidy(location.parent, existed)

@@ -149,4 +149,4 @@ def test_cli_refuses_diffusion_flags_for_lama_and_sd_without_weights(capsys, tmp
     assert code == 2 and "--prompt" in err
     code, _, err = run_cli(capsys, "edit", tmp_path / "p.png", "--mask", tmp_path / "m.png", "-o", tmp_path / "o.png",
                         "--model", "sd-inpaint", "--device", "cpu")
-    assert code == 2 and "diffusers layout" in err and not (tmp_path / "o.png").exists()
+    assert code == 2 and "backfire models pull sd-inpaint" in err and not (tmp_path / "o.png").exists()

@@ -123,6 +123,8 @@ def load_inpainter(name: str, weights: str | Path | None = None, device: str | t
     key = name.strip().lower()
     if key not in LOADERS:
         raise ModelError(f"unknown inpainting model {name!r}; available: {', '.join(available_models())}")
+    if options and not takes_options(key):
+        _no_options(key, options)  # a usage error comes before any question of weights
     if weights is None or not str(weights).strip():
         weights = _pulled_weights(key)
     resolved = resolve_device(device)
