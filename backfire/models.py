@@ -27,7 +27,7 @@ import re
 import shutil
 import tempfile
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -283,7 +283,7 @@ def remove(name: str) -> bool:
 
 
 def pull(names: Iterable[str], progress: bool = True, timeout: float = DEFAULT_TIMEOUT,
-         retries: int = DEFAULT_RETRIES, log=None) -> list[Path]:
+         retries: int = DEFAULT_RETRIES, log: Callable[[str], object] | None = None) -> list[Path]:
     """Download and check the weights of each model in ``names``; those already pulled are not fetched again.
 
     ``progress`` shows a progress bar (on stderr) for downloads longer than a second; ``log``
@@ -297,7 +297,10 @@ def pull(names: Iterable[str], progress: bool = True, timeout: float = DEFAULT_T
     paths = []
     for release in releases:
         location = _location(release)
-        if not _cached(release, location):
+        if _cached(release, location):
+            if log is not None:
+                log(f"{release.name}: already pulled")
+        else:
             if log is not None:
                 log(f"pulling {release.name} ({release.size}) from {release.source}")
             if release.on_hub:
