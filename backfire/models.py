@@ -472,9 +472,8 @@ def _pull_hub(release: Release, location: Path, progress: bool) -> None:
 def add(name: str, file: str | Path) -> Path:
     """Check ``file`` against the published checksum of ``name`` and put it in the cache.
 
-    The file is hard-linked into the cache when it is on the same file system, copied otherwise;
-    it is never moved or altered. The checksum is computed on the cache's copy before it takes
-    the final name, so what lands there is what was checked.
+    The file is copied, never moved or altered. The checksum is computed on the cache's copy
+    before it takes the final name, so what lands there is what was checked.
 
     Raises:
         ModelError: unknown name, a hub repository, no such file, or a checksum that differs.
@@ -492,10 +491,7 @@ def add(name: str, file: str | Path) -> Path:
     try:
         location.parent.mkdir(parents=True, exist_ok=True)
         tmp.unlink(missing_ok=True)
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
+        shutil.copyfile(source, tmp)  # a copy, not a hard link: the user's file may later be rewritten in place
         alg, _, expected = release.known_hash.partition(":")
         got = _file_hash(tmp, release)
         if got != expected:
