@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from backfire import __version__, io, jobs
+from backfire import __version__, io, jobs, models
 from backfire import masks as mask_ops
 from backfire.errors import ModelError
 from backfire.inpainters.registry import available_models, load_inpainter, takes_options
@@ -171,6 +171,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=_pixels, default=io.DEFAULT_MAX_PIXELS,
                    help="refuse images larger than this many pixels (default 40 MP)")
     p.set_defaults(run=run_mask)
+
+    p = commands.add_parser("models", help="the real models' weights: list, pull, add a file you have, path, remove")
+    actions = p.add_subparsers(required=True, metavar="ACTION")
+    a = actions.add_parser("list", help="every model with published weights: what it is, size, licence, pulled or not")
+    a.set_defaults(run=run_models, action="list")
+    a = actions.add_parser("pull", help="download and check the weights (set BACKFIRE_MODELS=registry.toml for a mirror)")
+    a.add_argument("names", nargs="+", metavar="NAME")
+    a.add_argument("--timeout", type=float, default=models.DEFAULT_TIMEOUT, metavar="S",
+                   help=f"seconds to wait for the server (default {models.DEFAULT_TIMEOUT:g})")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(run=run_models, action="pull")
+    a = actions.add_parser("add", help="check a file you downloaded yourself and put it in the cache (never moved)")
+    a.add_argument("name", metavar="NAME")
+    a.add_argument("file", type=Path, metavar="FILE")
+    a.set_defaults(run=run_models, action="add")
+    a = actions.add_parser("path", help="print where the pulled weights are")
+    a.add_argument("name", metavar="NAME")
+    a.set_defaults(run=run_models, action="path")
+    a = actions.add_parser("remove", help="delete pulled weights from the cache")
+    a.add_argument("names", nargs="+", metavar="NAME")
+    a.set_defaults(run=run_models, action="remove")
     return parser
 
 
@@ -206,11 +227,11 @@ _MODEL_OPTIONS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "sam
 
 def _load_model(args: argparse.Namespace, device: str | None = None):
     """``load_inpainter`` with the model flags of :func:`_add_model` (a model that takes none refuses them)."""
-    models = _load_models(args, device)
-    if len(models) > 1:
+    loaded = _load_models(args, device)
+    if len(loaded) > 1:
         raise ValueError(f"--model {args.model}: this command takes one model (only protect and evaluate take "
                          "several)")
-    return models[0]
+    return loaded[0]
 
 
 def _load_models(args: argparse.Namespace, device: str | None = None) -> list:
@@ -222,18 +243,26 @@ def _load_models(args: argparse.Namespace, device: str | None = None) -> list:
         raise ValueError(f"--model {args.model!r}: empty model name; write NAME or NAME=WEIGHTS, comma-separated")
     if len(entries) > 1 and args.weights is not None:
         raise ValueError("--weights names one model's weights; with several models write --model NAME=WEIGHTS,...")
-    models = []
+    loaded = []
     for entry in entries:
         name, _, weights = entry.partition("=")
-        _log(f"loading model {name.strip()}…")
+        _status(f"loading model {name.strip()}…")
         if options and name.strip().lower() in available_models() and not takes_options(name):
             flags = ", ".join("--" + flag.replace("_", "-") for flag, option in _MODEL_OPTIONS.items()
                               if option in options)
             raise ValueError(f"model {name!r} takes no model options: {flags} are for diffusion models "
                              "(--model sd-inpaint)")
-        models.append(load_inpainter(name, weights=weights or args.weights, device=device or args.device,
+        loaded.append(load_inpainter(name, weights=weights or args.weights, device=device or args.device,
                                      **options))
-    return models
+    return loaded
+
+
+def _status(message: str) -> None:
+    """A transient status line on a terminal (the next line or progress bar draws over it); nothing in logs,
+    where every line of stderr should mean something."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{message}\x1b[K")
+        sys.stderr.flush()
 
 
 def _log(message: str) -> None:
@@ -253,7 +282,7 @@ def run_protect(args: argparse.Namespace) -> int:
     tasks = plan.tasks
     for i, task in enumerate(tasks, 1):
         label = f"[{i}/{len(tasks)}] {task.image.name}" if len(tasks) > 1 else task.image.name
-        steps = Progress(label, total=recipe.steps, enabled=not args.quiet)
+        steps = Progress(label, enabled=not args.quiet)
         checking = Progress(f"{label} verdict", unit="edit", enabled=not args.quiet)
         try:
             verdicts = jobs.protect_task(task, inpainters, settings, on_step=steps,
@@ -352,6 +381,29 @@ def run_mask(args: argparse.Namespace) -> int:
         mask = mask_ops.dilate(mask, args.grow)
     io.save_mask(mask, args.out, protect_inputs=[args.image])
     print(f"{args.out}: {int(mask.sum())} px ({100 * float(mask.mean()):.1f} % of the image)")
+    return EXIT_OK
+
+
+def run_models(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        rows = models.list_models()
+        print(f"cache: {models.cache_dir()}  (set BACKFIRE_HOME to move it)")
+        print(f"{'NAME':<11} {'PULLED':<7} {'SIZE':<10} {'LICENCE':<30} WHAT")
+        for row in rows:
+            r = row.release
+            print(f"{r.name:<11} {'yes' if row.pulled else 'no':<7} {r.size:<10} {r.licence:<30} {r.description}")
+            print(f"{'':<11} {row.path}")
+    elif args.action == "pull":
+        for path in models.pull(args.names, progress=not args.quiet, timeout=args.timeout, log=_log):
+            print(path)
+    elif args.action == "add":
+        print(models.add(args.name, args.file))
+    elif args.action == "path":
+        print(models.path(args.name))
+    else:
+        releases = [models.get_release(name) for name in args.names]  # every name checked before anything goes
+        for name in (r.name for r in releases):
+            print(f"{name}: {'removed' if models.remove(name) else 'not pulled, nothing to remove'}")
     return EXIT_OK
 
 

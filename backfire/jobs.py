@@ -170,6 +170,8 @@ def protect_task(task: Task, inpainters: Sequence[Inpainter], settings: Settings
     image = loaded.pixels
     if task.out.suffix.lower() in io.LOSSY_SUFFIXES:
         log(f"warning: {task.out.suffix} is lossy; the compression weakens the protection (PNG keeps it)")
+    if on_step is not None:
+        on_step(0, settings.recipe.steps, None)  # the wait for the first step shows too
     try:
         judged = protect_and_judge(loaded, region, inpainters, settings, task.out, protect_inputs=task.inputs,
                                    on_step=on_step, on_judge=on_judge)

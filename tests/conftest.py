@@ -11,6 +11,15 @@ from backfire.inpainters.lama import LamaInpainter, random_generator, save_lama_
 TINY = FFCConfig(ngf=8, n_downsampling=2, n_blocks=2, ratio_g=0.75, max_features=64)
 
 
+@pytest.fixture(autouse=True)
+def model_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test sees an empty model cache of its own: none reads or writes the user's pulled weights."""
+    home = tmp_path_factory.mktemp("backfire-home")
+    monkeypatch.setenv("BACKFIRE_HOME", str(home))
+    monkeypatch.delenv("BACKFIRE_MODELS", raising=False)
+    return home
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> LamaInpainter:
     """A small random-weight FFC generator: the same code as big-LaMa, cheap enough for every test."""

@@ -76,7 +76,7 @@ def test_protect_a_folder_mirrors_names(capsys, tmp_path, weights):
     code, _, err = run_cli(capsys, "protect", src, "-o", tmp_path / "out", *_model(weights), "--steps", "1", "--quiet")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "img0.json", "img0.png", "img0.preview.png", "img1.json", "img1.png", "img1.preview.png"]
+        "batch.csv", "img0.json", "img0.png", "img0.preview.png", "img1.json", "img1.png", "img1.preview.png"]
 
 
 def test_edit_fills_only_the_mask(capsys, files, weights, tmp_path):

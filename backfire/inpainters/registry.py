@@ -98,10 +98,22 @@ def available_models() -> list[str]:
     return sorted(LOADERS)
 
 
+def _pulled_weights(name: str) -> Path | None:
+    """The pulled weights of a model with a published release (``backfire models pull``), else None.
+
+    Raises:
+        ModelError: the model has a release but it is not pulled; the message says how to pull it.
+    """
+    from backfire import models
+
+    return models.path(name) if models.has_release(name) else None
+
+
 def load_inpainter(name: str, weights: str | Path | None = None, device: str | torch.device = "auto",
                    dtype: torch.dtype | str | None = None, **options) -> Inpainter:
     """The inpainting model ``name`` with ``weights``, on ``device`` ("auto": CUDA if available), in ``dtype``.
 
+    Without ``weights``, a model with a published release uses its pulled file (``backfire models pull``).
     ``options`` go to the model's loader (sd-inpaint: ``prompt``, ``negative_prompt``,
     ``num_inference_steps``, ``guidance_scale``, ``seed``); a model that takes none rejects them.
 
@@ -111,6 +123,10 @@ def load_inpainter(name: str, weights: str | Path | None = None, device: str | t
     key = name.strip().lower()
     if key not in LOADERS:
         raise ModelError(f"unknown inpainting model {name!r}; available: {', '.join(available_models())}")
+    if options and not takes_options(key):
+        _no_options(key, options)  # a usage error comes before any question of weights
+    if weights is None or not str(weights).strip():
+        weights = _pulled_weights(key)
     resolved = resolve_device(device)
     if dtype is None and key in DEFAULT_DTYPES:
         dtype = DEFAULT_DTYPES[key](resolved)
