@@ -213,6 +213,7 @@ def test_resolution_is_read_off_the_weights():
         with torch.device("meta"):
             state = MiganGenerator(resolution).state_dict()
         assert infer_resolution(state) == resolution
+    assert infer_resolution({"model.synthesis.b64.torgb.weight": torch.zeros(3, 512, 1, 1)}) == 64
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ def test_gradients_reach_the_context_and_not_the_hole(tmp_path, fmt):
     assert (grad[~mask.bool()] > 0).float().mean().item() > 0.5
 
 
-@pytest.mark.parametrize("size", [(37, 53), (70, 100)])
+@pytest.mark.parametrize("size", [(20, 53), (70, 100)])
 def test_other_sizes_are_stretched_to_the_native_square(size):
     h, w = size
     model = MiganInpainter(_small(), SMALL)
@@ -249,6 +250,22 @@ def test_other_sizes_are_stretched_to_the_native_square(size):
     torch.testing.assert_close(out[1:], single, rtol=0, atol=1e-6)  # batch items do not interact
     hole = mask.bool().expand_as(out)
     assert (out[hole] - image[hole]).abs().mean() > 0.01  # the hole is filled, not passed through
+
+
+def test_a_thin_hole_survives_the_shrinking():
+    """The hole is shrunk by area: a 1-px line is still a hole in what the network sees at R×R."""
+    model = MiganInpainter(_small(), SMALL)
+    seen: list[torch.Tensor] = []
+    model.module.network.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    image, _ = _image_and_mask(batch=1, h=70, w=100)
+    mask = torch.zeros(1, 1, 70, 100)
+    mask[..., 35, 10:90] = 1
+    with torch.no_grad():
+        model(image, mask)
+    hole = seen[0][:, 0] < 0  # channel 0 is known − 0.5
+    rows = hole.any(dim=-1).nonzero()[:, -1].tolist()
+    assert rows and all(15 <= r <= 17 for r in rows)  # row 35 of 70 → about row 16 of 32
+    assert hole.sum() >= 0.8 * 80 * SMALL / 100  # the line's length, shrunk
 
 
 def test_registry_and_options(tmp_path):

@@ -29,6 +29,7 @@ pad to a 512 square) is a wrapper around this Inpainter that feeds it R×R frame
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ WEIGHTS_HELP = (
 
 _SLOPE, _GAIN, _CLAMP = 0.2, math.sqrt(2.0), 256.0
 """MI-GAN's activation: leaky ReLU (slope 0.2) times √2, clamped to ±256 (StyleGAN2's lrelu with clamp)."""
+
+_TORGB = re.compile(r"(?:^|\.)synthesis\.b(\d+)\.torgb\.weight$")
 
 _FIR = (1.0, 3.0, 3.0, 1.0)
 """The binomial resampling filter (StyleGAN2's [1, 3, 3, 1])."""
@@ -306,13 +309,13 @@ class MiganInpainter(ModuleInpainter):
         side = self.resolution
         if tuple(size) == (side, side):
             return self.module(masked_image, mask)
-        shrinking = min(size) > side
+        # antialias=True is plain bilinear along a side that grows, and low-passes a side that shrinks
         small_mask = (F.interpolate(mask, size=(side, side), mode="area") > 0).to(mask.dtype)
         small = F.interpolate(masked_image, size=(side, side), mode="bilinear", align_corners=False,
-                              antialias=shrinking) * (1 - small_mask)
+                              antialias=True) * (1 - small_mask)
         prediction = self.module(small, small_mask)
         return F.interpolate(prediction, size=tuple(size), mode="bilinear", align_corners=False,
-                             antialias=max(size) < side).clamp(0, 1)
+                             antialias=True).clamp(0, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,9 +412,9 @@ def _generator_state(obj: Any, source: str) -> dict[str, Tensor]:
 
 
 def infer_resolution(state: Mapping[str, Tensor], source: str = "checkpoint") -> int:
-    """R from the synthesis blocks' names (``synthesis.b{R}.torgb.weight`` is the last one)."""
-    sizes = [int(k.split(".")[1][1:]) for k in state
-             if k.startswith("synthesis.b") and k.endswith(".torgb.weight") and k.split(".")[1][1:].isdigit()]
+    """R from the synthesis blocks' names (``synthesis.b{R}.torgb.weight`` is the last one; a prefix is allowed)."""
+    found = (_TORGB.search(key) for key in state)
+    sizes = [int(match.group(1)) for match in found if match]
     if not sizes:
         raise ModelError(f"{source}: not an MI-GAN generator (no 'synthesis.b*.torgb.weight'); {WEIGHTS_HELP}")
     resolution = max(sizes)
