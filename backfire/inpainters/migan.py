@@ -428,18 +428,27 @@ def infer_resolution(state: Mapping[str, Tensor], source: str = "checkpoint") ->
 
 
 def random_generator(resolution: int = 512, seed: int = 0) -> MiganGenerator:
-    """A generator with random weights (eval mode), deterministic in ``seed``; the global RNG is untouched.
+    """A generator with random weights that responds to its input (eval mode); deterministic in ``seed``.
 
-    PyTorch's default initialisation for the convolutions, the official fixed resampling filters,
-    fresh ``noise_const`` and a non-zero ``noise_strength`` (so a loader that dropped the noise
-    would be caught). Not a trained model.
+    PyTorch's default initialisation shrinks the signal through MI-GAN's ~30 layers until the
+    output is nearly its biases (the context barely matters, so a protection has nothing to
+    steer). Here the convolutions are drawn N(0, 1/fan_in), which the activation's √2 gain
+    keeps at a steady scale, the to-RGB layers ×0.15 so that the frame lands mostly inside
+    [−1, 1]; biases and ``noise_strength`` are N(0, 0.1²) (non-zero, so a loader that dropped
+    them would be caught); the resampling filters and the zero-insertion pattern stay the
+    official ones. The global RNG is left untouched. Not a trained model.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator = MiganGenerator(resolution)
         with torch.no_grad():
             for name, parameter in generator.named_parameters():
-                if name.endswith("noise_strength"):
+                if name.endswith("filter.weight"):  # the fixed resampling filters
+                    continue
+                if name.endswith("weight"):
+                    scale = 0.15 if ".torgb." in name else 1.0
+                    parameter.normal_(0.0, scale / math.sqrt(math.prod(parameter.shape[1:])))
+                else:
                     parameter.normal_(0.0, 0.1)
     return generator.eval()
 
