@@ -299,23 +299,34 @@ class MiganInpainter(ModuleInpainter):
     ``iopaint`` pipeline around this Inpainter, which hands it R×R frames).
     """
 
-    def __init__(self, network: nn.Module, resolution: int, device: torch.device | str = "cpu",
+    def __init__(self, network: nn.Module, resolution: int | None = None, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, name: str = NAME):
-        self.resolution = resolution
-        super().__init__(name, MiganModule(network, resolution), device, dtype, multiple=1)
+        own = network.resolution if isinstance(network, MiganGenerator) else None
+        if resolution is None and own is None:
+            raise ValueError("the resolution of a TorchScript MI-GAN must be given")
+        if resolution is not None and own is not None and resolution != own:
+            raise ValueError(f"the generator is {own}², not {resolution}²")
+        self.resolution: int = own or resolution  # type: ignore[assignment]
+        """The network's native side R: frames of R×R run as they are, others are stretched."""
+        super().__init__(name, MiganModule(network, self.resolution), device, dtype, multiple=1)
 
     def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
         size = masked_image.shape[-2:]
         side = self.resolution
         if tuple(size) == (side, side):
             return self.module(masked_image, mask)
-        # antialias=True is plain bilinear along a side that grows, and low-passes a side that shrinks
-        small_mask = (F.interpolate(mask, size=(side, side), mode="area") > 0).to(mask.dtype)
-        small = F.interpolate(masked_image, size=(side, side), mode="bilinear", align_corners=False,
-                              antialias=True) * (1 - small_mask)
-        prediction = self.module(small, small_mask)
-        return F.interpolate(prediction, size=tuple(size), mode="bilinear", align_corners=False,
-                             antialias=True).clamp(0, 1)
+        small_mask = (F.interpolate(mask.float(), size=(side, side), mode="area") > 0).to(mask.dtype)
+        small = _stretch(masked_image, (side, side)) * (1 - small_mask)
+        return _stretch(self.module(small, small_mask), tuple(size)).clamp(0, 1)
+
+
+def _stretch(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize, antialiased (plain bilinear along a side that grows, low-passed along one that shrinks).
+
+    Computed in float32: the antialiased kernel has no reduced-precision version on every device,
+    and the resize costs little next to the network.
+    """
+    return F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True).to(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,8 +346,7 @@ def load_migan(path: str | Path | None, device: torch.device = torch.device("cpu
     if fmt == "torchscript":
         module, resolution = _load_script(path, device)
         return MiganInpainter(module, resolution, device, dtype)
-    generator = load_migan_generator(path)
-    return MiganInpainter(generator, generator.resolution, device, dtype)
+    return MiganInpainter(load_migan_generator(path), device=device, dtype=dtype)
 
 
 def _find_weights(path: str | Path | None) -> Path:
