@@ -13,7 +13,7 @@ repository's HEAD in 2026-11; it needs only numpy and torch, so nothing is stubb
 :func:`fill_by_name` (seed ``WEIGHT_SEED``), feeds it the input :func:`official_input` builds from
 :func:`fixture_batch` (seeds ``PHOTO_SEED`` / ``MASK_SEED``; batch 2 at 256², 1 at 512²), and stores
 the official state dict's keys and shapes, the output's mean and std, and ``SAMPLES`` output
-values at positions drawn with ``SAMPLE_SEED`` (about 100 KB in all). The functions it uses are
+values at positions drawn with ``SAMPLE_SEED`` (about 75 KB in all). The functions it uses are
 the ones below, imported from this module, so the test builds exactly what the script fed the
 official code.
 """
