@@ -1,6 +1,6 @@
 """MI-GAN (Sargsyan et al., ICCV 2023): the generator, its weight files, and random-weight stand-ins.
 
-MI-GAN is a small (6 M parameters at 256², 7 M at 512²) mobile inpainting GAN; IOPaint offers it as
+MI-GAN is a small mobile inpainting GAN (5.9 M parameters at 256² and at 512²); IOPaint offers it as
 its fast erase model. Our :class:`MiganGenerator` computes what the official inference network
 (``lib/model_zoo/migan_inference.py`` of github.com/Picsart-AI-Research/MI-GAN) computes and uses
 its parameter names, so the released files load into it unchanged. Two file formats exist, and
