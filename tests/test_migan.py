@@ -316,6 +316,13 @@ def test_lama_files_are_refused(tmp_path):
     _one_line(exc)
 
 
+def test_each_format_has_its_loader(tmp_path):
+    path = export_torchscript(_small(), tmp_path / "t.pt")
+    with pytest.raises(ModelError, match="TorchScript model, not a state dict") as exc:
+        load_migan_generator(path)
+    _one_line(exc)
+
+
 def test_mismatched_state_dict_is_refused(tmp_path):
     state = _small().state_dict()
     state["encoder.b32.fromrgb.weight"] = torch.zeros(7, 4, 1, 1)

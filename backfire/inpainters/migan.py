@@ -335,7 +335,7 @@ def _stretch(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 def load_migan(path: str | Path | None, device: torch.device = torch.device("cpu"),
                dtype: torch.dtype = torch.float32) -> MiganInpainter:
-    """MI-GAN from IOPaint's ``migan_traced.pt`` or an official ``migan_*.pt`` state dict (or ``.safetensors``).
+    """MI-GAN from IOPaint's ``migan_traced.pt`` or an official ``migan_*.pt`` state dict.
 
     Raises:
         WeightsNotFoundError: ``path`` does not exist.
@@ -386,15 +386,9 @@ def load_migan_generator(path: str | Path) -> MiganGenerator:
     fmt = _weights_format(path)
     if fmt == "torchscript":
         raise ModelError(f"{path} is a TorchScript model, not a state dict: load it with load_migan")
-    if fmt == "safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            raw: Any = load_file(str(path), device="cpu")
-        except Exception as exc:
-            raise ModelError(f"cannot read {path} as safetensors: {_first_line(exc)}") from exc
-    else:
-        raw = _torch_load(path)
+    if fmt != "torch":
+        raise ModelError(f"{path} is a {fmt} file; MI-GAN's weights come as a torch.save state dict or TorchScript")
+    raw = _torch_load(path)
     state = _generator_state(raw, str(path))
     resolution = infer_resolution(state, source=str(path))
     with torch.device("meta"):  # everything is overwritten next
@@ -407,8 +401,6 @@ def load_migan_generator(path: str | Path) -> MiganGenerator:
 
 
 def _generator_state(obj: Any, source: str) -> dict[str, Tensor]:
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
         raise ModelError(f"{source} holds a {type(obj).__name__}, not an MI-GAN state dict")
     state = {k: v for k, v in obj.items() if isinstance(k, str) and k.split(".")[0] in ("encoder", "synthesis")}
