@@ -56,6 +56,13 @@ def _load_embedded(weights: str | Path | None, device: torch.device, dtype: torc
     return load_embedded(weights, device, dtype)
 
 
+def _load_migan(weights: str | Path | None, device: torch.device, dtype: torch.dtype, **options) -> Inpainter:
+    from backfire.inpainters.migan import NAME, load_migan
+
+    _no_options(NAME, options)
+    return load_migan(weights, device, dtype)
+
+
 def _load_sd_inpaint(weights: str | Path | None, device: torch.device, dtype: torch.dtype,
                      **options) -> Inpainter:
     if weights is None or not str(weights).strip():
@@ -79,6 +86,7 @@ def _load_sd_inpaint(weights: str | Path | None, device: torch.device, dtype: to
 LOADERS: dict[str, Loader] = {
     "backfire-s": _load_embedded,
     "lama": _load_lama,
+    "migan": _load_migan,
     "sd-inpaint": _load_sd_inpaint,
 }
 """name → loader."""
