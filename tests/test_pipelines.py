@@ -197,7 +197,7 @@ class _TinyMIGAN(torch.nn.Module):
                                        torch.nn.Conv2d(16, 3, 3, padding=1), torch.nn.Tanh())
         with torch.no_grad():
             for p in self.net.parameters():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.15)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -208,7 +208,8 @@ class _MIGANInpainter(ModuleInpainter):
         super().__init__("migan", module, multiple=512)
 
     def fill(self, masked_image, mask):
-        return (self.module(torch.cat([0.5 - mask, masked_image * 2 - 1], dim=1)) + 1) / 2
+        erased = (masked_image * 2 - 1) * (1 - mask)  # MI-GAN erases to 0 in [-1, 1]
+        return (self.module(torch.cat([0.5 - mask, erased], dim=1)) + 1) / 2
 
 
 def test_migan_inpaints_each_region_shrunk_to_512(one_thread):
@@ -273,18 +274,34 @@ def _ours(attacker, cases, name) -> np.ndarray:
 
 @pytest.mark.parametrize("name", list(CASES) + ["migan"])
 def test_agrees_with_iopaint(iopaint_results, name, one_thread):
+    """Outside the hole: identical. Inside: the float path differs from IOPaint by its uint8 steps
+    only (one truncation: [0, 1] level; Resize: two, and a rounded shrunk photo); with
+    ``exact_8bit`` the same edit to the bit, except where the 8-bit rounding of cv2's fixed-point
+    resize differs (Resize) and where IOPaint's ``astype(np.uint8)`` wraps a cubic overshoot
+    below 0 or above 255 around (MI-GAN's enlarged windows), which the pipeline clamps."""
     cases, results, traced = iopaint_results
-    if name == "migan":
-        attacker = wrap(_MIGANInpainter(_TinyMIGAN()), "iopaint")
-    else:
-        attacker = wrap(traced, "iopaint", strategy=CASES[name][2])
-    ours, theirs = _ours(attacker, cases, name), results[name].astype(np.float64)
-    hole = cases[f"{name}.mask"] > 127
-    assert np.array_equal(theirs[~hole], cases[f"{name}.image"][~hole])  # both paste back the photo
-    assert np.array_equal(ours[~hole], theirs[~hole])
-    # IOPaint truncates the model output to uint8 (``astype``): ours - theirs is in [0, 1) levels there.
-    diff = ours[hole] - theirs[hole]
-    print(f"{name}: ours - IOPaint in 8-bit levels: mean {diff.mean():+.3f}, "
-          f"|diff| max {np.abs(diff).max():.3f}, > 1 level {np.mean(np.abs(diff) > 1):.2%}")
-    assert np.abs(diff).max() <= 2
-    assert np.mean(np.abs(diff) > 1) < 0.01
+    theirs, hole = results[name].astype(np.float64), cases[f"{name}.mask"] > 127
+    assert np.array_equal(theirs[~hole], cases[f"{name}.image"][~hole])  # IOPaint pastes the photo back
+    for exact in (False, True):
+        if name == "migan":
+            attacker = wrap(_MIGANInpainter(_TinyMIGAN()), "iopaint", exact_8bit=exact)
+        else:
+            attacker = wrap(traced, "iopaint", strategy=CASES[name][2], exact_8bit=exact)
+        ours = _ours(attacker, cases, name)
+        assert np.array_equal(ours[~hole], theirs[~hole])
+        ours, theirs_hole = ours[hole], theirs[hole]
+        wrapped = (np.abs(ours - theirs_hole) > 128) & ((ours < 0.5) | (ours > 254.5))
+        diff = (ours - theirs_hole)[~wrapped]
+        print(f"{name} exact_8bit={exact}: ours - IOPaint in 8-bit levels: mean {diff.mean():+.3f}, "
+              f"|diff| max {np.abs(diff).max():.3f}, > 1 level {np.mean(np.abs(diff) > 1):.2%}, "
+              f"not equal {np.mean(np.abs(diff) > 1e-3):.2%}, wrapped by IOPaint {wrapped.mean():.2%}")
+        if name != "migan":
+            assert not wrapped.any()
+        resized = name in ("resize", "migan")
+        if exact:
+            assert np.abs(diff).max() <= (2 if resized else 0.001)
+            assert np.mean(np.abs(diff) > 1e-3) < (0.05 if resized else 1e-9)
+        elif resized:
+            assert np.abs(diff).max() <= 5 and 0 < diff.mean() < 1.5
+        else:
+            assert -0.001 <= diff.min() and diff.max() <= 1.001

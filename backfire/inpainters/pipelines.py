@@ -71,7 +71,8 @@ class Conventions:
     ``hole_above`` is the uint8 level above which the model's ``forward`` counts a (possibly
     resized, hence soft) mask pixel as hole: LaMa ``mask > 0``, MAT ``> 127``, MI-GAN ``> 120``.
     ``own_crop``: MI-GAN ignores the HD strategy and always inpaints a 128-px-margin window per
-    region, shrunk to fit 512 px.
+    region, shrunk to fit 512 px. ``truncates``: the model's ``forward`` converts its output to
+    uint8 by truncation (LaMa's ``astype``) rather than rounding (MAT, MI-GAN).
     """
 
     pad_mod: int = 8
@@ -79,11 +80,12 @@ class Conventions:
     min_size: int | None = None
     hole_above: int = 0
     own_crop: bool = False
+    truncates: bool = False
 
 
 CONVENTIONS: dict[str, Conventions] = {
-    "lama": Conventions(pad_mod=8),
-    "backfire-s": Conventions(pad_mod=8),  # a compact LaMa: IOPaint would run it as "lama"
+    "lama": Conventions(pad_mod=8, truncates=True),
+    "backfire-s": Conventions(pad_mod=8, truncates=True),  # a compact LaMa: IOPaint would run it as "lama"
     "mat": Conventions(pad_mod=512, pad_to_square=True, min_size=512, hole_above=127),
     "migan": Conventions(pad_mod=512, pad_to_square=True, min_size=512, hole_above=120, own_crop=True),
 }
@@ -99,12 +101,14 @@ def default_pipeline(model_name: str) -> str:
 
 
 def wrap(model: Inpainter, pipeline: str = "iopaint", strategy: str = AUTO,
-         settings: IOPaintSettings = IOPaintSettings(), conventions: Conventions | None = None) -> Pipeline:
+         settings: IOPaintSettings = IOPaintSettings(), conventions: Conventions | None = None,
+         exact_8bit: bool = False) -> Pipeline:
     """``model`` inside the attacker's tool ``pipeline`` (one of :data:`PIPELINES`).
 
     ``strategy``: ``"auto"`` (what IOPaint's defaults run for each photo) or one of
     :data:`STRATEGIES`; ignored by ``plain``. ``conventions`` overrides the table entry for
-    ``model.name`` (a model IOPaint does not know needs it).
+    ``model.name`` (a model IOPaint does not know needs it). ``exact_8bit``: reproduce IOPaint's
+    uint8 steps too (straight-through); off, the edit stays in float (see the module's docstring).
 
     Raises:
         ModelError: unknown pipeline or strategy, or no IOPaint conventions for the model.
@@ -113,7 +117,7 @@ def wrap(model: Inpainter, pipeline: str = "iopaint", strategy: str = AUTO,
     if key == "plain":
         return PlainPipeline(model)
     if key == "iopaint":
-        return IOPaintPipeline(model, strategy, settings, conventions)
+        return IOPaintPipeline(model, strategy, settings, conventions, exact_8bit)
     raise ModelError(f"unknown pipeline {pipeline!r}; available: {', '.join(PIPELINES)}")
 
 
@@ -298,6 +302,18 @@ def _resized_mask(mask: Tensor, size: tuple[int, int]) -> Tensor:
         return torch.round(cubic_resize(mask, size).clamp(0, 1) * 255) / 255
 
 
+def to_8bit(x: Tensor, truncate: bool = False, slack: float = 0.0) -> Tensor:
+    """``x`` on the 8-bit grid as IOPaint's uint8 steps leave it (rounded, or truncated like
+    ``astype(np.uint8)``), straight-through: the backward pass is the identity.
+
+    ``slack`` (levels) is added before truncating values IOPaint computes in float64 and that are
+    often whole numbers (a resize of a flat area): in float32 they come out a hair below.
+    """
+    levels = x.clamp(0, 1) * 255
+    levels = torch.floor(levels + slack) if truncate else torch.round(levels)
+    return x + (levels / 255 - x).detach()
+
+
 # --------------------------------------------------------------------------------------------
 # Pipelines
 
@@ -358,11 +374,11 @@ class IOPaintPipeline(Pipeline):
     The strategy: ``"auto"`` → IOPaint's default request (``Crop``); ``Crop`` runs ``Original``
     when the long side is at most ``crop_trigger_size`` and ``Resize`` runs it when the long side is
     at most ``resize_limit``, as IOPaint does. MI-GAN always runs its own crop path (``Crop``;
-    ``Original`` for a photo of exactly 512×512).
+    ``Original`` for a photo of exactly 512×512). ``exact_8bit``: see :func:`wrap`.
     """
 
     def __init__(self, model: Inpainter, strategy: str = AUTO, settings: IOPaintSettings = IOPaintSettings(),
-                 conventions: Conventions | None = None):
+                 conventions: Conventions | None = None, exact_8bit: bool = False):
         super().__init__(model, "iopaint")
         if conventions is None:
             if model.name not in CONVENTIONS:
@@ -377,6 +393,7 @@ class IOPaintPipeline(Pipeline):
         self.strategy = _check_strategy(strategy)
         self.settings = settings
         self.conventions = conventions
+        self.exact_8bit = exact_8bit
 
     # -- which edit ----------------------------------------------------------------------------
 
@@ -392,7 +409,7 @@ class IOPaintPipeline(Pipeline):
         return tuple(found)
 
     def with_strategy(self, strategy: str) -> IOPaintPipeline:
-        return IOPaintPipeline(self.model, strategy, self.settings, self.conventions)
+        return IOPaintPipeline(self.model, strategy, self.settings, self.conventions, self.exact_8bit)
 
     def _effective(self, strategy: str, size: tuple[int, int]) -> str:
         long_side = max(size)
@@ -446,8 +463,15 @@ class IOPaintPipeline(Pipeline):
         hole = (padded_mask * 255 > self.conventions.hole_above + 0.5).to(image.dtype)
         # The erase models erase the hole themselves (big-lama.pt, MAT, MI-GAN); the Inpainter
         # contract gives ``fill`` an erased image.
-        result = self.model.fill(padded * (1 - hole), hole)[..., :h, :w]
+        result = self._8bit(self.model.fill(padded * (1 - hole), hole)[..., :h, :w], self.conventions.truncates)
         return mask * result + (1 - mask) * image
+
+    def _8bit(self, x: Tensor, truncate: bool = False, slack: float = 0.0) -> Tensor:
+        return to_8bit(x, truncate, slack) if self.exact_8bit else x
+
+    def _shrink(self, image: Tensor, size: tuple[int, int]) -> Tensor:
+        """cv2 resizes the uint8 photo: the result is rounded to 8 bits."""
+        return self._8bit(cubic_resize(image, size))
 
     def _crop(self, image: Tensor, mask: Tensor) -> Tensor:
         """Crop (and MI-GAN's own path): each window inpainted alone, pasted back in IOPaint's order
@@ -465,17 +489,18 @@ class IOPaintPipeline(Pipeline):
         small = shrunk_size(size, _MIGAN_SIDE)
         if small == size:
             return self._pad_forward(image, mask)
-        filled = cubic_resize(self._pad_forward(cubic_resize(image, small), _resized_mask(mask, small)), size)
-        return (mask * filled + (1 - mask) * image).clamp(0, 1)
+        filled = cubic_resize(self._pad_forward(self._shrink(image, small), _resized_mask(mask, small)), size)
+        # The float result is written into the uint8 photo: truncated.
+        return self._8bit((mask * filled + (1 - mask) * image).clamp(0, 1), truncate=True, slack=1e-3)
 
     def _resize(self, image: Tensor, mask: Tensor) -> Tensor:
         """Resize: inpaint the photo shrunk to ``resize_limit``, enlarge the result, paste it in the mask."""
         size = tuple(image.shape[-2:])
         small = shrunk_size(size, self.settings.resize_limit)
-        filled = cubic_resize(self._pad_forward(cubic_resize(image, small), _resized_mask(mask, small)), size)
+        filled = cubic_resize(self._pad_forward(self._shrink(image, small), _resized_mask(mask, small)), size)
         # IOPaint converts the enlarged float result with astype(uint8), which wraps the cubic
         # overshoot around; the [0, 1] contract clamps it instead.
-        return (mask * filled + (1 - mask) * image).clamp(0, 1)
+        return self._8bit((mask * filled + (1 - mask) * image).clamp(0, 1), truncate=True, slack=1e-3)
 
     def __repr__(self) -> str:
         return f"IOPaintPipeline({self.model!r}, strategy={self.strategy!r})"
