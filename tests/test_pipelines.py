@@ -17,7 +17,7 @@ from backfire.inpainters.base import ModuleInpainter
 from backfire.inpainters.lama import TINY_LAMA, LamaInpainter, export_torchscript, load_lama, random_generator
 from backfire.inpainters.pipelines import (
     CONVENTIONS, IOPaintPipeline, PlainPipeline, crop_window, cubic_resize, default_pipeline, mask_boxes,
-    padded_size, shrunk_size, symmetric_pad, wrap,
+    padded_size, shrunk_size, support, symmetric_pad, wrap,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,6 +172,16 @@ def test_crop_support_is_the_union_of_windows(lama):
     assert torch.equal(attacker.support(mask[0, 0]), expected)
     small = photo(64, 90, [(10, 10, 30, 30)])[1]
     assert torch.equal(attacker.support(small), torch.ones(64, 90))
+
+
+def test_support_of_an_ensemble_is_the_union(lama):
+    _, mask = photo(*LARGE, REGIONS)
+    crop, plain = wrap(lama, "iopaint"), wrap(lama, "plain")
+    assert torch.equal(support(crop, mask), crop.support(mask))
+    assert torch.equal(support([crop, plain], mask), torch.ones(LARGE))
+    assert torch.equal(support(lama, mask), torch.ones(LARGE))  # a bare model sees everything
+    both = torch.cat([mask, torch.flip(mask, dims=(-1,))])
+    assert torch.equal(support(crop, both), torch.maximum(crop.support(mask), crop.support(both[1:])))
 
 
 def test_crop_is_the_windows_inpainted_alone(lama, one_thread):
