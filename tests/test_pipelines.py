@@ -16,7 +16,7 @@ from backfire.examples import example_photo
 from backfire.inpainters.base import ModuleInpainter
 from backfire.inpainters.lama import TINY_LAMA, LamaInpainter, export_torchscript, load_lama, random_generator
 from backfire.inpainters.pipelines import (
-    CONVENTIONS, IOPaintPipeline, PlainPipeline, crop_window, cubic_resize, default_pipeline, mask_boxes,
+    CONVENTIONS, IOPaintPipeline, PlainPipeline, bounding_box, crop_window, cubic_resize, default_pipeline, mask_boxes,
     padded_size, shrunk_size, support, symmetric_pad, wrap,
 )
 
@@ -182,6 +182,27 @@ def test_support_of_an_ensemble_is_the_union(lama):
     assert torch.equal(support(lama, mask), torch.ones(LARGE))  # a bare model sees everything
     both = torch.cat([mask, torch.flip(mask, dims=(-1,))])
     assert torch.equal(support(crop, both), torch.maximum(crop.support(mask), crop.support(both[1:])))
+
+
+def test_framed_crop_is_the_whole_photos_edit_seen_through_a_box(lama, one_thread):
+    image, mask = photo(*LARGE, REGIONS)
+    attacker = wrap(lama, "iopaint")
+    seen = attacker.support(mask)
+    left, top, right, bottom = bounding_box(seen)
+    assert torch.equal(seen[top:bottom, left:right].sum(), seen.sum())
+    for box in [(left, top, right, bottom), (20, 10, 800, 590)]:  # the support's box; windows reaching out
+        l, t, r, b = box
+        framed = attacker.framed(image[0], box)
+        x_full = image.clone().requires_grad_(True)
+        x_part = image[..., t:b, l:r].clone().requires_grad_(True)
+        full, part = attacker(x_full, mask), framed(x_part, mask[..., t:b, l:r])
+        assert torch.allclose(part, full[..., t:b, l:r], atol=1e-6)
+        (full * mask).sum().backward()
+        (part * mask[..., t:b, l:r]).sum().backward()
+        assert torch.allclose(x_part.grad, x_full.grad[..., t:b, l:r], atol=1e-6)
+    assert bounding_box(torch.zeros(4, 5)) is None
+    with pytest.raises(ValueError, match="Crop"):
+        attacker.framed(image[0, :, :400, :700], (0, 0, 10, 10))
 
 
 def test_crop_is_the_windows_inpainted_alone(lama, one_thread):
