@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from backfire.examples import example_photo
 from backfire.inpainters.base import ModuleInpainter
 from backfire.inpainters.lama import TINY_LAMA, LamaInpainter, export_torchscript, load_lama, random_generator
 from backfire.inpainters.pipelines import (
-    CONVENTIONS, IOPaintPipeline, PlainPipeline, bounding_box, crop_window, cubic_resize, default_pipeline, mask_boxes,
+    CONVENTIONS, PlainPipeline, bounding_box, crop_window, cubic_resize, default_pipeline, mask_boxes,
     padded_size, shrunk_size, support, symmetric_pad, wrap,
 )
 

@@ -40,6 +40,7 @@ overshoot below 0 or above 255 wraps around (a black speck in a white fill); the
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -362,9 +363,9 @@ class Pipeline(Inpainter):
     def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
         return self.model.fill(masked_image, mask)
 
+    @abc.abstractmethod
     def strategy_for(self, size: tuple[int, int]) -> str:
         """The strategy this pipeline runs on an H×W photo."""
-        raise NotImplementedError
 
     def strategies(self, size: tuple[int, int]) -> tuple[str, ...]:
         """The distinct edits an attacker's tool can make of an H×W photo, its default first."""
@@ -550,14 +551,12 @@ class IOPaintPipeline(Pipeline):
 
 
 def _check_strategy(strategy: str) -> str:
-    if strategy == AUTO or strategy in STRATEGIES:
-        return strategy
-    for known in STRATEGIES:
-        if strategy.strip().lower() == known.lower():
-            return known
-    if strategy.strip().lower() == AUTO:
-        return AUTO
-    raise ModelError(f"unknown IOPaint strategy {strategy!r}; available: {AUTO}, {', '.join(STRATEGIES)}")
+    """``strategy`` spelt as :data:`STRATEGIES` spell it (any case), or ``auto``."""
+    names = {name.lower(): name for name in (AUTO, *STRATEGIES)}
+    key = strategy.strip().lower()
+    if key not in names:
+        raise ModelError(f"unknown IOPaint strategy {strategy!r}; available: {', '.join(names.values())}")
+    return names[key]
 
 
 def _as_mask_batch(mask: Tensor) -> Tensor:
@@ -583,7 +582,8 @@ class Framed(Inpainter):
         super().__init__(pipeline.name, pipeline.device, pipeline.dtype, pipeline.multiple)
         self.size = tuple(photo.shape[-2:])
         if pipeline.strategy_for(self.size) != "Crop":
-            raise ValueError(f"framing needs the Crop strategy; {pipeline.strategy_for(self.size)} sees the whole photo")
+            strategy = pipeline.strategy_for(self.size)
+            raise ValueError(f"framing needs the Crop strategy; {strategy} sees the whole photo")
         self.pipeline, self.box = pipeline, box
         self.photo = photo.detach().reshape(1, 3, *self.size).to(pipeline.device, pipeline.dtype)
 
@@ -594,7 +594,8 @@ class Framed(Inpainter):
         image, mask = self._validate(image, mask)
         left, top, right, bottom = self.box
         if tuple(image.shape[-2:]) != (bottom - top, right - left):
-            raise ValueError(f"framed input must be the box's {bottom - top}×{right - left}, got {tuple(image.shape[-2:])}")
+            raise ValueError(f"framed input must be the box's {bottom - top}×{right - left}, "
+                             f"got {tuple(image.shape[-2:])}")
         return torch.cat([self._crop(image[i:i + 1], mask[i:i + 1]) for i in range(len(image))])
 
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
