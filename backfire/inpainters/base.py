@@ -96,8 +96,7 @@ class Inpainter(abc.ABC):
 
         Inputs may be in any float dtype on the model's device; a (1, 1, H, W) mask is broadcast.
         """
-        image, mask = image.to(self.device, self.dtype), mask.to(self.device, self.dtype)
-        mask = mask.expand(image.shape[0], -1, -1, -1)
+        image, mask = self.cast(image, mask)
         # The hole is erased before the network sees it: whatever the protection writes inside
         # the region cannot reach the fill, so the trigger must live in the context.
         masked = image * (1 - mask)
@@ -114,6 +113,12 @@ class Inpainter(abc.ABC):
         uses ``__call__``, the edit an attacker really runs. Same shapes as ``__call__``.
         """
         return self.inpaint(image, mask)
+
+    def cast(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Prepared inputs on the model's device and dtype, the mask spread over the batch: a no-op when
+        they already are (the cheap part of :meth:`prepare`, which wrappers' :meth:`inpaint` also use)."""
+        image = image.to(self.device, self.dtype)
+        return image, mask.to(self.device, self.dtype).expand(image.shape[0], -1, -1, -1)
 
     def prepare(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Check shapes, move to the model's device and dtype, binarise the mask (> 0.5) and match the batch:

@@ -40,7 +40,8 @@ from torch import Tensor, nn
 
 from backfire.errors import ModelError, WeightsNotFoundError
 from backfire.inpainters.base import ModuleInpainter
-from backfire.inpainters.lama import _atomic_write, _first_line, _quiet_jit, _torch_load, weights_format
+from backfire.inpainters.lama import _first_line, _quiet_jit, _torch_load, weights_format
+from backfire.io import write_atomic
 
 __all__ = [
     "NAME",
@@ -458,7 +459,7 @@ def random_generator(resolution: int = 512, seed: int = 0) -> MiganGenerator:
 def save_state_dict(generator: MiganGenerator, path: str | Path) -> Path:
     """Write ``generator`` as the official checkpoints are written: ``torch.save(state_dict())``. Atomic."""
     state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
-    return _atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+    return write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def export_torchscript(generator: MiganGenerator, path: str | Path) -> Path:
@@ -485,8 +486,8 @@ def export_torchscript(generator: MiganGenerator, path: str | Path) -> Path:
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=0, atol=tolerance):
         raise RuntimeError("traced MI-GAN disagrees with the eager module")
 
-    def save(tmp: str) -> None:
+    def save(tmp: Path) -> None:
         with _quiet_jit():
-            torch.jit.save(traced, tmp)
+            torch.jit.save(traced, str(tmp))
 
-    return _atomic_write(Path(path), save)
+    return write_atomic(path, save)

@@ -391,8 +391,8 @@ class PlainPipeline(Pipeline):
     def __init__(self, model: Inpainter):
         super().__init__(model, "plain")
 
-    def __call__(self, image: Tensor, mask: Tensor) -> Tensor:
-        return self.model(image, mask)
+    def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
+        return self.model.inpaint(image, mask)
 
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
         return self.model.surrogate(image, mask)
@@ -485,8 +485,8 @@ class IOPaintPipeline(Pipeline):
 
     # -- the edit ------------------------------------------------------------------------------
 
-    def __call__(self, image: Tensor, mask: Tensor) -> Tensor:
-        image, mask = self._validate(image, mask)
+    def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
+        image, mask = self.cast(image, mask)
         strategy = self.strategy_for(tuple(image.shape[-2:]))
         if strategy == "Original":
             return self._pad_forward(image, mask)
@@ -495,7 +495,7 @@ class IOPaintPipeline(Pipeline):
         return torch.cat([self._crop(image[i:i + 1], mask[i:i + 1]) for i in range(len(image))])
 
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
-        return self(image, mask)
+        return self.inpaint(image, mask)
 
     def _pad_forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """IOPaint's ``_pad_forward`` + the model's ``forward``: symmetric pad, threshold the mask,
@@ -590,8 +590,8 @@ class Framed(Inpainter):
     def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
         return self.pipeline.fill(masked_image, mask)
 
-    def __call__(self, image: Tensor, mask: Tensor) -> Tensor:
-        image, mask = self._validate(image, mask)
+    def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
+        image, mask = self.cast(image, mask)
         left, top, right, bottom = self.box
         if tuple(image.shape[-2:]) != (bottom - top, right - left):
             raise ValueError(f"framed input must be the box's {bottom - top}×{right - left}, "
@@ -599,7 +599,7 @@ class Framed(Inpainter):
         return torch.cat([self._crop(image[i:i + 1], mask[i:i + 1]) for i in range(len(image))])
 
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
-        return self(image, mask)
+        return self.inpaint(image, mask)
 
     def _crop(self, image: Tensor, mask: Tensor) -> Tensor:
         left, top, right, bottom = self.box
