@@ -11,13 +11,14 @@ import torch
 from backfire import __version__, io, jobs, models
 from backfire import masks as mask_ops
 from backfire.errors import ModelError
-from backfire.inpainters.registry import available_models, load_inpainter, takes_options
+from backfire.inpainters.pipelines import AUTO, PIPELINES, default_pipeline, wrap
+from backfire.inpainters.registry import CHOICES, available_models, load_inpainter, resolve_models, takes_options
 from backfire.judge.verdict import format_verdict
 from backfire.progress import Progress
 from backfire.protect.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 from backfire.protect.targets import TARGET_KINDS
 
-DEFAULT_MODEL = "backfire-s"
+DEFAULT_MODEL = "auto"
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_PROTECTED = 0, 1, 2, 3
 
 
@@ -203,8 +204,13 @@ def _add_io(p: argparse.ArgumentParser, mask_help: str) -> None:
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"inpainting model: {', '.join(available_models())}; protect and evaluate also take an "
-                        "ensemble, NAME[=WEIGHTS],NAME[=WEIGHTS] (protected against all, judged on each)")
+                   help=f"inpainting model: {', '.join(available_models())}, or auto (big-LaMa when pulled, else "
+                        "backfire-s; the default) or all (every pulled erase model); protect and evaluate also "
+                        "take an ensemble, NAME[=WEIGHTS],NAME[=WEIGHTS] (protected against all, judged on each)")
+    p.add_argument("--pipeline", default=AUTO, choices=[AUTO, *PIPELINES],
+                   help="the attacker's tool around the model: iopaint (IOPaint's padding and HD strategies: Crop "
+                        "for photos over 800 px, Original, Resize; the default for lama, mat, migan, backfire-s) "
+                        "or plain (the bare model on the whole photo; the default for sd-inpaint)")
     p.add_argument("--weights", type=Path, default=None,
                    help="model weights file (sd-inpaint: a local diffusers folder or an id in the local HF cache)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -225,17 +231,18 @@ _MODEL_OPTIONS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "sam
 """CLI argument → loader option; only the ones given are passed."""
 
 
-def _load_model(args: argparse.Namespace, device: str | None = None):
+def _load_model(args: argparse.Namespace, device: str | None = None, tool: bool = True):
     """``load_inpainter`` with the model flags of :func:`_add_model` (a model that takes none refuses them)."""
-    loaded = _load_models(args, device)
+    loaded = _load_models(args, device, tool)
     if len(loaded) > 1:
         raise ValueError(f"--model {args.model}: this command takes one model (only protect and evaluate take "
                          "several)")
     return loaded[0]
 
 
-def _load_models(args: argparse.Namespace, device: str | None = None) -> list:
-    """``--model a,b`` → the models of an ensemble, each written ``NAME`` or ``NAME=WEIGHTS``."""
+def _load_models(args: argparse.Namespace, device: str | None = None, tool: bool = True) -> list:
+    """``--model a,b`` → the models of an ensemble, each written ``NAME`` or ``NAME=WEIGHTS``, ``auto`` or ``all``;
+    each inside the attacker's tool (``--pipeline``) unless ``tool`` is false."""
     options = {option: getattr(args, flag) for flag, option in _MODEL_OPTIONS.items()
                if getattr(args, flag, None) is not None}
     entries = [e.strip() for e in args.model.split(",")]
@@ -244,16 +251,28 @@ def _load_models(args: argparse.Namespace, device: str | None = None) -> list:
     if len(entries) > 1 and args.weights is not None:
         raise ValueError("--weights names one model's weights; with several models write --model NAME=WEIGHTS,...")
     loaded = []
+    named = []
     for entry in entries:
         name, _, weights = entry.partition("=")
+        if name.strip().lower() in CHOICES and (weights or args.weights):
+            if name.strip().lower() == "all":
+                raise ValueError("--model all takes the pulled models' own weights; name one model for a weights "
+                                 "file, e.g. --model lama --weights FILE")
+            name = "lama"  # auto with a weights file: the LaMa-family reader (big-lama.pt, best.ckpt, retrains)
+        chosen, notice = resolve_models(name)
+        if notice:
+            _log(f"note: {notice}")
+        named += [(n, weights) for n in chosen]
+    for name, weights in named:
         _status(f"loading model {name.strip()}…")
         if options and name.strip().lower() in available_models() and not takes_options(name):
             flags = ", ".join("--" + flag.replace("_", "-") for flag, option in _MODEL_OPTIONS.items()
                               if option in options)
             raise ValueError(f"model {name!r} takes no model options: {flags} are for diffusion models "
                              "(--model sd-inpaint)")
-        loaded.append(load_inpainter(name, weights=weights or args.weights, device=device or args.device,
-                                     **options))
+        model = load_inpainter(name, weights=weights or args.weights, device=device or args.device, **options)
+        loaded.append(wrap(model, default_pipeline(model.name) if args.pipeline == AUTO else args.pipeline)
+                      if tool else model)
     return loaded
 
 
@@ -334,7 +353,7 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from backfire.inpainters.embedded import WEIGHTS
 
-    inpainter = _load_model(args, device="cpu")
+    inpainter = _load_model(args, device="cpu", tool=False)
     # the shipped weights are never a valid output either, whichever model is exported
     path = jobs.export_torchscript(inpainter, args.torchscript, [p for p in [args.weights, WEIGHTS] if p])
     print(f"{path}: TorchScript, model(image N×3×H×W in [0,1], mask N×1×H×W) → N×3×H×W in [0,1]")

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from backfire import io
 from backfire.inpainters.base import Inpainter
+from backfire.inpainters.pipelines import Pipeline
 from backfire.judge.verdict import VERDICT_FAMILIES, EditImages, Verdict, judge, preview
 from backfire.protect.engine import Protection, StepCallback, protect
 from backfire.protect.recipes import Recipe
@@ -129,14 +130,16 @@ JudgeProgress = Callable[[str, int, int], None]
 def protect_and_judge(image: Tensor | io.LoadedImage, region: Tensor, inpainters: Sequence[Inpainter],
                       settings: Settings, out: Path, *, protect_inputs: Sequence[Path],
                       judged_by: Sequence[Inpainter] | None = None, families: Sequence[str] = VERDICT_FAMILIES,
-                      on_step: StepCallback | None = None, on_judge: JudgeProgress | None = None) -> Judged:
+                      on_step: StepCallback | None = None, on_judge: JudgeProgress | None = None,
+                      every_strategy: bool = True) -> Judged:
     """Protect ``image`` against ``inpainters``, save it to ``out``, read it back and judge the saved file.
 
     The one home of protect-and-judge (``backfire protect`` and ``backfire evaluate`` both call it).
     ``image`` read with :func:`backfire.io.read_image` keeps its mode: a greyscale photo gets a greyscale
     perturbation and is written greyscale, a transparent one keeps its alpha untouched.
-    ``judged_by``: the models whose edits are judged (default: every model of the ensemble). The clean
-    fills the optimisation already computed are reused by the verdict, never run twice.
+    ``judged_by``: the models whose edits are judged (default: every model of the ensemble), each with every
+    strategy its tool applies to a photo this size (``every_strategy``; else the default one only). The
+    clean fills the optimisation already computed are reused by the verdict, never run twice.
     """
     loaded = image if isinstance(image, io.LoadedImage) else None
     pixels = image.pixels if loaded is not None else image
@@ -150,11 +153,23 @@ def protect_and_judge(image: Tensor | io.LoadedImage, region: Tensor, inpainters
         index = list(inpainters).index(model) if model in inpainters else -1
         known = result.clean_fills[index] if index >= 0 and result.clean_fills else ()
         progress = None if on_judge is None else (lambda done, total, name=model.name: on_judge(name, done, total))
-        verdict, images = judge(pixels, saved, region, model, result.target, tuple(families), seed=settings.seed,
-                                clean_fills=known, target_kind=result.recipe.target, on_edit=progress)
-        verdicts.append(verdict)
-        fills.append(images)
+        for strategy, tool in _strategies(model, tuple(pixels.shape[-2:]))[:None if every_strategy else 1]:
+            verdict, images = judge(pixels, saved, region, tool, result.target, tuple(families), seed=settings.seed,
+                                    clean_fills=known if strategy is None else (), target_kind=result.recipe.target,
+                                    on_edit=progress)
+            verdict.default_strategy = strategy is None
+            verdicts.append(verdict)
+            fills.append(images)
     return Judged(pixels, region, saved, result, verdicts, fills)
+
+
+def _strategies(model: Inpainter, size: tuple[int, int]) -> list[tuple[str | None, Inpainter]]:
+    """The attacker's default edit (``None``: the model as given) and, for a tool with settings (IOPaint's
+    HD strategies), every other edit that tool makes of a photo this size: the verdict judges them all."""
+    if not isinstance(model, Pipeline):
+        return [(None, model)]
+    default = model.strategy_for(size)
+    return [(None, model)] + [(s, model.with_strategy(s)) for s in model.strategies(size) if s != default]
 
 
 def protect_task(task: Task, inpainters: Sequence[Inpainter], settings: Settings, *,
@@ -181,8 +196,10 @@ def protect_task(task: Task, inpainters: Sequence[Inpainter], settings: Settings
             "seed": settings.seed, "seconds": judged.protection.seconds, "losses": judged.protection.losses,
             **judged.verdicts[0].as_dict(),
         }
-        if len(judged.verdicts) > 1:
-            record["ensemble"] = [v.as_dict() for v in judged.verdicts]
+        defaults = [v for v in judged.verdicts if v.default_strategy]
+        if len(defaults) > 1:
+            record["ensemble"] = [v.as_dict() for v in defaults]
+        record["verdicts"] = [v.as_dict() for v in judged.verdicts]  # every model × every strategy that applies
         write_reports(task, record, image, judged.saved, judged.fills[0])
     except KeyboardInterrupt:
         removed = [p for p in (task.out, *report_paths(task.out)) if p.exists()]

@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     photo, mask_path = args.outdir / "photo.png", args.outdir / "photo_mask.png"
     io.save_image(image, photo)
     io.save_mask(mask, mask_path)
-    model = ["--model", "lama", "--weights", str(args.weights)] if args.weights else []
+    # the embedded model, explicitly: the main job stays offline and the same whatever is pulled
+    model = ["--model", "lama", "--weights", str(args.weights)] if args.weights else ["--model", "backfire-s"]
     return cli.main(["protect", str(photo), "--mask", str(mask_path), "-o", str(args.outdir / "protected.png"),
                      *model])
 

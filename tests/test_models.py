@@ -386,3 +386,20 @@ def test_cli_failed_pull_and_bad_add_exit_2_with_one_line(capsys, server, tmp_pa
     assert code == 2 and "is not the published md5" in err
     code, _, err = run_cli(capsys, "models", "remove", "lama", "nope")
     assert code == 2 and "nope" in err
+
+
+def test_auto_protects_against_pulled_big_lama_else_backfire_s_with_a_notice(capsys, mirror, tmp_path, one_thread):
+    from backfire.inpainters.registry import STAND_IN, resolve_models
+
+    assert resolve_models("auto") == ([STAND_IN], resolve_models("auto")[1]) and "models pull lama" in \
+        resolve_models("auto")[1]
+    assert resolve_models("all")[0] == [STAND_IN]
+    models.pull(["lama"], progress=False)
+    assert resolve_models("auto") == (["lama"], None) and resolve_models("all") == (["lama"], None)
+    image, mask = example_photo(48, 40)
+    bio.save_image(image, tmp_path / "photo.png")
+    bio.save_mask(mask, tmp_path / "m.png")
+    code, out, err = run_cli(capsys, "protect", tmp_path / "photo.png", "--mask", tmp_path / "m.png", "-o",
+                             tmp_path / "out.png", "--steps", "1", "--device", "cpu", "--quiet")
+    assert code == 0, err
+    assert "lama through IOPaint" in out and "stand-in" not in err

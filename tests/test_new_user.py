@@ -199,8 +199,8 @@ def test_folder_mode_skips_an_image_without_mask_and_writes_a_batch_summary(caps
 def test_junk_weights_for_backfire_s_do_not_send_the_user_to_big_lama(capsys, files, tmp_path):
     photo, mask = files
     (tmp_path / "junk.bin").write_bytes(b"junk" * 100)
-    code, _, err = run_cli(capsys, "edit", photo, "--mask", mask, "-o", tmp_path / "o.png", "--weights",
-                           tmp_path / "junk.bin", "--device", "cpu")
+    code, _, err = run_cli(capsys, "edit", photo, "--mask", mask, "-o", tmp_path / "o.png", "--model", "backfire-s",
+                           "--weights", tmp_path / "junk.bin", "--device", "cpu")
     assert code == 2 and "backfire-s" in err and "big-lama" not in err.lower()
 
 

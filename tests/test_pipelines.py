@@ -335,3 +335,37 @@ def test_agrees_with_iopaint(iopaint_results, name, one_thread):
             assert np.abs(diff).max() <= 5 and 0 < diff.mean() < 1.5
         else:
             assert -0.001 <= diff.min() and diff.max() <= 1.001
+
+
+def test_a_photo_over_the_crop_trigger_is_changed_only_in_the_crop_windows_and_judged_per_strategy(
+        capsys, tmp_path):
+    """``backfire protect`` end to end on an 840×96 photo (IOPaint crops photos over 800 px): δ is zero outside
+    the windows IOPaint opens for the recipe's edits, and the verdict judges Crop (the default) and Original."""
+    import json
+
+    from backfire import io as bio
+    from backfire.examples import example_photo
+    from backfire.inpainters import load_inpainter
+    from backfire.protect.engine import _crop_frame
+    from backfire.protect.recipes import PAPER
+    from tests.conftest import run_cli
+
+    torch.set_num_threads(1)
+    image, _ = example_photo(840, 96, seed=0)
+    region = torch.zeros(96, 840)
+    region[40:60, 100:160] = 1
+    bio.save_image(image, tmp_path / "wide.png")
+    bio.save_mask(region, tmp_path / "m.png")
+    code, out, err = run_cli(capsys, "protect", tmp_path / "wide.png", "--mask", tmp_path / "m.png", "-o",
+                             tmp_path / "out.png", "--model", "backfire-s", "--steps", "2", "--device", "cpu",
+                             "--quiet")
+    assert code == 0, err
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert [(v["strategy"], v["default_strategy"]) for v in report["verdicts"]] == [("Crop", True),
+                                                                                    ("Original", False)]
+    assert "strategy Crop (the attacker's default)" in out
+    protected = bio.read_image(tmp_path / "out.png").pixels
+    (_, seen) = _crop_frame([wrap(load_inpainter("backfire-s", device="cpu"))], region, PAPER)
+    changed = (protected - image).abs().amax(0) > 0
+    assert changed[seen == 0].sum() == 0 and changed[seen == 1].float().mean() > 0.5
+    assert seen.float().mean() < 0.6  # the windows are a part of the photo, not all of it

@@ -101,6 +101,34 @@ def takes_options(name: str) -> bool:
     return LOADERS.get(name.strip().lower()) is _load_sd_inpaint
 
 
+STAND_IN = "backfire-s"
+"""The compact model shipped inside the package: what ``auto`` falls back to when nothing is pulled."""
+ERASE_MODELS: tuple[str, ...] = ("lama", "mat", "migan")
+"""IOPaint's erase models, in the order ``all`` lists them; ``lama`` (big-LaMa) is IOPaint's default."""
+CHOICES: tuple[str, ...] = ("auto", "all")
+STAND_IN_NOTICE = ("protecting against backfire-s, the compact stand-in shipped with backfire: a verdict on it says "
+                   "nothing certain about the models attackers run; `backfire models pull lama` fetches big-LaMa "
+                   "(IOPaint's default)")
+
+
+def resolve_models(spec: str) -> tuple[list[str], str | None]:
+    """The model names ``spec`` stands for, and a notice when the choice needs saying.
+
+    ``auto``: big-LaMa when it is pulled (the paper's model and IOPaint's default), else backfire-s (with
+    the notice); ``all``: every pulled erase model, an ensemble (else backfire-s, with the notice); any
+    other name is itself.
+    """
+    from backfire import models
+
+    key = spec.strip().lower()
+    if key not in CHOICES:
+        return [spec], None
+    pulled = [n for n in ERASE_MODELS if n in LOADERS and models.has_release(n) and models.is_pulled(n)]
+    if key == "auto":
+        pulled = pulled[:1] if pulled and pulled[0] == "lama" else []
+    return (pulled, None) if pulled else ([STAND_IN], STAND_IN_NOTICE)
+
+
 def available_models() -> list[str]:
     """Names accepted by :func:`load_inpainter`."""
     return sorted(LOADERS)

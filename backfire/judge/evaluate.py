@@ -144,7 +144,8 @@ def _evaluate_case(image_path: Path, image: Tensor, region: Tensor, ensemble: li
     key = f"{image_path.stem}__{recipe.name}__b{budget_255:g}"
     settings = jobs.Settings(recipe, seed=config.seed, max_pixels=None)
     judged = jobs.protect_and_judge(image, region, ensemble, settings, out_dir / "images" / f"{key}.png",
-                                    protect_inputs=inputs, judged_by=[inpainter], families=config.families)
+                                    protect_inputs=inputs, judged_by=[inpainter], families=config.families,
+                                    every_strategy=False)
     verdict, fills = judged.verdicts[0], judged.fills[0]
     measured = [(e, "none") for e in verdict.edits]
     clean_fills = [(f.mask, f.original) for f in fills]  # edits of the original do not change with the cleaning

@@ -98,6 +98,17 @@ class Verdict:
     invisibility: dict[str, float]
     edits: list[EditResult]
     skipped: list[str] = field(default_factory=list)
+    pipeline: str = "plain"
+    strategy: str = ""
+    default_strategy: bool = True
+
+    @property
+    def tool(self) -> str:
+        """How the attacker ran the model, in words."""
+        if self.pipeline == "plain" or not self.strategy:
+            return f"{self.model} on the whole photo"
+        default = "the attacker's default" if self.default_strategy else "if the attacker changes the setting"
+        return f"{self.model} through IOPaint, strategy {self.strategy} ({default})"
 
     @property
     def attacker_edits(self) -> list[AttackerEdit]:
@@ -133,7 +144,9 @@ class Verdict:
 
     def as_dict(self) -> dict:
         return {"protected": self.protected, "benign_intact": self.benign_intact, "summary": self.summary,
-                "model": self.model, "target_kind": self.target_kind, "target_colour": self.target_colour,
+                "model": self.model, "pipeline": self.pipeline, "strategy": self.strategy,
+                "default_strategy": self.default_strategy, "target_kind": self.target_kind,
+                "target_colour": self.target_colour,
                 "invisibility": self.invisibility, "edits": [e.as_dict() for e in self.edits],
                 "skipped": self.skipped}
 
@@ -201,7 +214,10 @@ def judge(
         if on_edit is not None:
             on_edit(len(results), len(edits))
     produced = {e.family for e in edits}
+    strategy_for = getattr(inpainter, "strategy_for", None)
     verdict = Verdict(
+        pipeline=getattr(inpainter, "pipeline", "plain"),
+        strategy=strategy_for(tuple(original.shape[-2:])) if strategy_for else "",
         model=inpainter.name,
         target_kind=target_kind,
         target_colour=_solid_colour(target),
@@ -271,7 +287,7 @@ _BENIGN_COLUMNS = (("fidelity SSIM", "fidelity_ssim", "{:.4f}"), ("fidelity PSNR
 def format_verdict(verdict: Verdict) -> str:
     """A short table a person can read in a terminal, ending with the verdict in plain words."""
     inv = verdict.invisibility
-    lines = [f"  model {verdict.model}; invisibility: PSNR {inv['psnr']:.1f} dB, SSIM {inv['ssim']:.4f}, "
+    lines = [f"  {verdict.tool}; invisibility: PSNR {inv['psnr']:.1f} dB, SSIM {inv['ssim']:.4f}, "
              f"L∞ {inv['linf_255']:.1f}/255",
              ("  attacker edit   failed  " + "".join(f"{title + ' (orig → prot)':<34}"
                                                   for title, _ in _ATTACKER_COLUMNS)).rstrip()]

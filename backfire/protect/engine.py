@@ -15,6 +15,7 @@ from backfire import masks as mask_ops
 from backfire.io import quantize
 from backfire.inpainters.base import Inpainter
 from backfire.inpainters.cleaning import Cleaned, CleaningSampler, straight_through_round
+from backfire.inpainters.pipelines import Box, IOPaintPipeline, bounding_box, support
 from backfire.protect.optimisers import make_optimiser
 from backfire.protect.recipes import DEFAULT_RECIPE, TERM_MASKS, Recipe, Term, TermMask, get_recipe
 from backfire.protect.sampling import EditSampler
@@ -151,14 +152,75 @@ def protect(
     x = image.to(device, dtype)
     region = (region.to(device) > 0.5).to(dtype)  # binary once: the hot loop's masks are built from it
     goal_image = make_target(x, recipe.target)
+    frame = _crop_frame(members, region, recipe)
+    if frame is None:
+        protected, losses, clean = _optimise(x, region, goal_image, members, recipe, seed, grey=grey,
+                                             max_batch=max_batch, on_step=on_step, on_image=on_image)
+    else:
+        # The attacker's tool inpaints crop windows only: δ lives in them, and the optimisation runs on
+        # the box around them (a 12 MP photo then costs what its crops cost).
+        (left, top, right, bottom), seen = frame
+        window = (slice(None), slice(top, bottom), slice(left, right))
+        framed = [m.framed(x, (left, top, right, bottom)) for m in members]
+
+        def pasted(step: int, image_part: Tensor) -> None:
+            whole = x.clone()
+            whole[window] = image_part
+            on_image(step, whole)
+
+        part, losses, _ = _optimise(x[window], region[window[1:]], goal_image[window], framed, recipe, seed,
+                                    grey=grey, max_batch=max_batch, on_step=on_step,
+                                    on_image=pasted if on_image else None, seen=seen[window[1:]])
+        protected = quantize(x)
+        protected[window] = part
+        clean = [[] for _ in members]  # the framed fills are not the full-frame edits the verdict runs
+    return Protection(protected=protected.cpu(), target=goal_image.cpu(), recipe=recipe,
+                      seconds=time.perf_counter() - started, losses=losses, clean_fills=clean)
+
+
+def _crop_frame(members: list[Inpainter], region: Tensor, recipe: Recipe) -> tuple[Box, Tensor] | None:
+    """The box around every crop window the attacker's tool opens for the recipe's edits, and the windows'
+    union (H×W), when every model of the ensemble crops this photo (IOPaint's Crop strategy); else None.
+
+    Sampled attacker masks reach up to 32 px past M and shift by up to 15 % of its box: their windows are
+    counted through M dilated by 32 px and M's box grown by 16 %; δ stays zero outside the union.
+    """
+    size = tuple(region.shape)
+    if not all(isinstance(m, IOPaintPipeline) and m.strategy_for(size) == "Crop" for m in members):
+        return None
+    masks = [term_mask(region, t, recipe.dilation) for t in recipe.terms if not t.sampled]
+    if any(t.sampled for t in recipe.terms):
+        masks.append(mask_ops.dilate(region, _SAMPLED_REACH))
+        top, left, bottom, right = mask_ops.bbox(region)
+        grow_y, grow_x = math.ceil(0.16 * (bottom - top)), math.ceil(0.16 * (right - left))
+        box = torch.zeros_like(region)
+        box[max(0, top - grow_y):bottom + grow_y, max(0, left - grow_x):right + grow_x] = 1
+        masks.append(box)
+    seen = support(members, torch.stack(masks)[:, None].cpu()).to(region)
+    frame = bounding_box(seen)
+    if frame is None or frame == (0, 0, size[1], size[0]):
+        return None
+    return frame, seen
+
+
+_SAMPLED_REACH = 32  # px: the largest dilation the sampled attacker masks draw (sampling._MAX_DILATION)
+
+
+def _optimise(x: Tensor, region: Tensor, goal_image: Tensor, members: list[Inpainter], recipe: Recipe, seed: int,
+              *, grey: bool, max_batch: int | None, on_step: StepCallback | None, on_image: ImageCallback | None,
+              seen: Tensor | None = None) -> tuple[Tensor, list[float], list[list[tuple[Tensor, Tensor]]]]:
+    """The loop: the protected image (8-bit), the loss before each step, the clean fills computed as goals.
+    ``seen`` (H×W {0, 1}): δ is kept zero outside it."""
     bound = texture_budget(x, recipe.budget) if recipe.budget_shape == "texture" else recipe.budget
+    if seen is not None:
+        bound = bound * seen  # a zero bound outside the windows: δ is exactly zero there
     edits = _EditSource(x, region, goal_image, recipe, members, seed)
     cleaning = CleaningSampler(recipe.cleaning, recipe.cleaning_rate, seed=seed) if recipe.cleaning else None
     attackers = [Cleaned(m, cleaning) if cleaning else m for m in members]
 
     generator = torch.Generator().manual_seed(seed)
     shape = _parameter_shape(x[:1] if grey else x, recipe.stride)
-    param = (torch.rand(shape, generator=generator) * recipe.init_high).to(device, dtype)
+    param = (torch.rand(shape, generator=generator) * recipe.init_high).to(x.device, x.dtype)
     param = _project(param, x, bound).requires_grad_(True)
     optimiser = make_optimiser(recipe.optimiser, param, lr=recipe.lr, betas=recipe.betas,
                                budget=recipe.budget, steps=recipe.steps)
@@ -191,8 +253,7 @@ def protect(
     with torch.no_grad():
         # 8 bits, as the file will hold it, without rounding past the budget (a 16-bit photo's x is off-grid)
         protected = quantize(x + _delta(param, x, bound), low=x - bound, high=x + bound)
-    return Protection(protected=protected.cpu(), target=goal_image.cpu(), recipe=recipe,
-                      seconds=time.perf_counter() - started, losses=losses, clean_fills=edits.clean_fills())
+    return protected, losses, edits.clean_fills()
 
 
 def _check_inputs(image: Tensor, region: Tensor, recipe: Recipe) -> None:
