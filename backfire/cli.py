@@ -354,8 +354,9 @@ def run_export(args: argparse.Namespace) -> int:
     from backfire.inpainters.embedded import WEIGHTS
 
     inpainter = _load_model(args, device="cpu", tool=False)
-    # the shipped weights are never a valid output either, whichever model is exported
-    path = jobs.export_torchscript(inpainter, args.torchscript, [p for p in [args.weights, WEIGHTS] if p])
+    # the shipped weights and the pulled ones are never a valid output either, whichever model is exported
+    pulled = [models.path(name) for name in models.registry() if models.is_pulled(name)]
+    path = jobs.export_torchscript(inpainter, args.torchscript, [p for p in [args.weights, WEIGHTS, *pulled] if p])
     print(f"{path}: TorchScript, model(image N×3×H×W in [0,1], mask N×1×H×W) → N×3×H×W in [0,1]")
     return EXIT_OK
 

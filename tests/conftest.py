@@ -50,6 +50,22 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def files(tmp_path) -> tuple[Path, Path]:
+    """The 64×48 project photo and its mask, saved as PNGs (for CLI tests)."""
+    from backfire import io as bio
+
+    image, mask = example_photo(64, 48, seed=0)
+    bio.save_image(image, tmp_path / "photo.png")
+    bio.save_mask(mask, tmp_path / "photo_mask.png")
+    return tmp_path / "photo.png", tmp_path / "photo_mask.png"
+
+
+def lama_args(weights) -> list:
+    """CLI flags for the tiny random LaMa of the ``weights`` fixture, on the CPU."""
+    return ["--model", "lama", "--weights", weights, "--device", "cpu"]
+
+
 def run_cli(capsys, *args) -> tuple[int, str, str]:
     """``backfire ARGS`` in-process: (exit code, stdout, stderr)."""
     code = cli.main([str(a) for a in args])

@@ -11,23 +11,12 @@ from PIL import Image
 
 from backfire import io as bio
 from backfire.examples import example_photo
+from tests.conftest import lama_args as _model
 from tests.conftest import run_cli
-
-
-@pytest.fixture
-def files(tmp_path) -> tuple[Path, Path]:
-    image, mask = example_photo(64, 48, seed=0)
-    bio.save_image(image, tmp_path / "photo.png")
-    bio.save_mask(mask, tmp_path / "photo_mask.png")
-    return tmp_path / "photo.png", tmp_path / "photo_mask.png"
 
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _model(weights):
-    return ["--model", "lama", "--weights", weights, "--device", "cpu"]
 
 
 def test_protect_writes_image_report_and_preview_and_keeps_inputs(capsys, files, weights, tmp_path):

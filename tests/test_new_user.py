@@ -3,7 +3,6 @@ nothing the user gave is lost. Each test here failed before its fix."""
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,17 +13,10 @@ from backfire import cli, jobs
 from backfire import io as bio
 from backfire.examples import example_photo
 from backfire.judge.verdict import EditImages, preview
+from tests.conftest import lama_args as _model
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def files(tmp_path) -> tuple[Path, Path]:
-    image, mask = example_photo(48, 40, seed=0)
-    bio.save_image(image, tmp_path / "photo.png")
-    bio.save_mask(mask, tmp_path / "photo_mask.png")
-    return tmp_path / "photo.png", tmp_path / "photo_mask.png"
 
 
 @pytest.fixture
@@ -33,10 +25,6 @@ def no_protection(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the protection ran before the output was checked")
     monkeypatch.setattr(jobs, "protect", refuse)
-
-
-def _model(weights):
-    return ["--model", "lama", "--weights", weights, "--device", "cpu"]
 
 
 # ------------------------------------------------------------------------------------------------- bugs
@@ -134,7 +122,7 @@ def test_mask_box_may_start_left_of_the_image(capsys, files, tmp_path):
     photo, _ = files
     code, _, err = run_cli(capsys, "mask", photo, "--box", "-5,-5,20,20", "-o", tmp_path / "m.png")
     assert code == 0, err
-    mask = bio.read_mask(tmp_path / "m.png", size=(48, 40)).mask
+    mask = bio.read_mask(tmp_path / "m.png", size=(64, 48)).mask
     assert mask.sum() == 15 * 15 and mask[0, 0] == 1
 
 
