@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, required=True, help="the mask PNG to write")
     p.add_argument("--grow", type=int, default=0, metavar="PX", help="dilate the mask by PX pixels")
     p.set_defaults(run=run_mask)
+
+    p = commands.add_parser("app", help="protect, verify and batch in a local web page (extra: backfire[app])")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(run=run_app)
     return parser
 
 
@@ -283,6 +289,17 @@ def run_mask(args: argparse.Namespace) -> int:
         mask = mask_ops.dilate(mask, args.grow)
     io.save_mask(mask, args.out, protect_inputs=[args.image])
     print(f"{args.out}: {int(mask.sum())} px ({100 * float(mask.mean()):.1f} % of the image)")
+    return EXIT_OK
+
+
+def run_app(args: argparse.Namespace) -> int:
+    import backfire.app as app  # no Gradio until serve()
+
+    problem = app.missing()
+    if problem is not None:
+        _log(f"backfire: error: {problem}")
+        return EXIT_BAD_INPUT
+    app.serve(host=args.host, port=args.port, device=args.device)
     return EXIT_OK
 
 

@@ -1,0 +1,46 @@
+"""``backfire app``: the CLI's protect, verify and batch jobs in a local web page (extra ``backfire[app]``).
+
+Importing this package is cheap and needs no extra; :func:`serve` imports Gradio.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+EXTRA_HINT = 'pip install "backfire[app]"'
+MAX_UPLOAD = "200mb"  # per file; photos are also held to the CLI's pixel cap (io.DEFAULT_MAX_PIXELS)
+
+
+def missing() -> str | None:
+    """Why the app cannot start here (a one-line message), or None."""
+    if importlib.util.find_spec("gradio") is None:
+        return f"backfire app needs the app extra: {EXTRA_HINT}"
+    return None
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, device: str = "auto", max_file_size: str = MAX_UPLOAD) -> None:
+    """Serve the page until interrupted; every upload and result lives in a temporary folder removed on exit
+    (and each browser session's own folder when that session ends)."""
+    with tempfile.TemporaryDirectory(prefix="backfire-app-") as tmp:
+        root = Path(tmp)
+        # before Gradio is imported: it reads these at import time
+        os.environ["GRADIO_TEMP_DIR"] = str(root / "gradio")
+        os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+        from backfire.app import ui
+
+        if not _loopback(host):
+            print(f"backfire app: warning: serving on {host}: anyone who can reach this machine can use the app "
+                  "(there is no login)", file=sys.stderr)
+        ui.launch(ui.build(root, device=device), host, port, root, max_file_size)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
