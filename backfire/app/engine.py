@@ -227,8 +227,8 @@ def verdict_words(verdict: Verdict) -> str:
         head = (f"PROTECTED against {verdict.model}: masking this region and inpainting now gives {fill} "
                 f"({failed}/{len(attacks)} attacker edits fail).")
     else:
-        head = (f"NOT PROTECTED against {verdict.model}: the attacker's edit still works in "
-                f"{len(attacks) - failed} of {len(attacks)} tries ({failed} gave {fill}).")
+        head = (f"NOT PROTECTED against {verdict.model}: masking this region and inpainting still works "
+                f"({failed}/{len(attacks)} attacker edits fail; a failed edit gives {fill}).")
     tail = (f"Edits elsewhere: {intact}/{len(benign)} intact. The change is "
             f"{'invisible' if inv['psnr'] >= 35 else 'faint'} (PSNR {inv['psnr']:.1f} dB, "
             f"at most {inv['linf_255']:.1f}/255 per pixel).")

@@ -386,7 +386,8 @@ def _protect_tab(session: gr.State, settings: list, device: str):
                      [editor, status], **private)
     clear.click(clear_region, session, [editor, status], **private)
     outputs = [protected, files, warning, sheet, verdict, numbers, status]
-    running = run.click(make_protect(device)[0], [session, editor, *settings], outputs, concurrency_limit=1,
+    running = run.click(make_protect(device)[0], [session, editor, *settings], outputs, api_name="protect_painted",
+                        concurrency_limit=1,
                         concurrency_id=WORK, **private)
     cancel.click(Session.cancel, session, None, cancels=[running], queue=False, **private)
     return outputs, running
