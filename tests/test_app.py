@@ -126,10 +126,13 @@ def test_painted_layers_become_the_mask_at_the_photos_size(tmp_path):
     mask = ui.editor_mask({"layers": [layer, None]}, (64, 48))
     assert mask.shape == (48, 64) and int(mask.sum()) == 4 * 6 * 4
     assert mask[4:12, 8:20].all() and not mask[20, 20]
-    session = ui.Session(tmp_path / "sessions")
+    sessions = ui.Sessions(tmp_path / "sessions")
+    tab = type("Request", (), {"session_hash": "tab-1"})()
+    session = sessions.get(tab)
+    assert sessions.get(tab) is session
     (session.fresh("photo") / "x.png").write_bytes(b"x")
-    session.close()
-    assert not session.folder.exists()
+    sessions.end(tab)  # the tab closed
+    assert not session.folder.exists() and session.generation == 1  # its folder is gone, its job told to stop
 
 
 # ------------------------------------------------------------------------------ the served app
@@ -250,6 +253,16 @@ def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, fi
             for k in range(12):
                 page.mouse.move(x + 8 * k, y + k)
             page.mouse.up()
+            # the logo's mask file on top: the region is the union, so it counts more than the logo's pixels
+            page.locator("#mask-file input[type=file]").set_input_files(str(files["mask"]))
+            page.wait_for_selector("#status :text('Region:')", timeout=30_000)
+            region_px = int(page.locator("#status").inner_text().split("Region:")[1].split("px")[0])
+            assert region_px > int(example_photo(64, 48)[1].sum())
+            page.locator("#steps input").fill("10000")  # a long run, cancelled once its progress shows
+            page.click("#run")
+            page.wait_for_selector(":text('s left')", timeout=60_000)  # "step i/N · about T s left"
+            page.click("#cancel")
+            page.wait_for_selector("#status :text('Cancelled')", timeout=30_000)
             page.locator("#steps input").fill("2")
             page.click("#run")
             page.wait_for_selector("#verdict :text('PROTECTED against backfire-s')", timeout=120_000)

@@ -36,7 +36,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, device: str = "auto", max_f
         if not _loopback(host):
             print(f"backfire app: warning: serving on {host}: anyone who can reach this machine can use the app "
                   "(there is no login)", file=sys.stderr)
-        ui.launch(ui.build(root, device=device), host, port, root, max_file_size)
+        ui.serve(root, device, host, port, max_file_size)
 
 
 def _loopback(host: str) -> bool:

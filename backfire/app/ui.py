@@ -1,8 +1,8 @@
 """The page: Protect, Verify and Batch tabs, built with Gradio over :mod:`backfire.app.engine`.
 
 Everything a user uploads or the app writes lives in a per-browser-session folder under the app's
-temporary root; Gradio deletes the session's state when the tab closes, and the state's delete callback
-removes the folder. The heavy jobs (protect, verify, batch) share one queue slot, so several users wait
+temporary root, removed when the tab closes (the page's unload event; its running job stops at the
+next step) and, with the root, when the app stops. The heavy jobs (protect, verify, batch) share one queue slot, so several users wait
 their turn instead of splitting a CPU.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ masking the region and inpainting gives a glaring solid colour, while edits else
 **1** upload a photo · **2** paint the region (or detect faces / text, draw a box, upload a mask) ·
 **3** Protect · **4** download the PNG and read the verdict: it is measured, not promised."""
 
+CANCELLED = "Cancelled: nothing was written."
 JPEG_WARNING = ("⚠ Share this PNG as it is: saving or recompressing it as JPEG weakens the protection "
                 "(recipe `robust` is made to resist recompression).")
 
@@ -49,6 +51,7 @@ class Session:
         self.photo: Path | None = None
         self.size: tuple[int, int] | None = None  # (W, H) of the photo
         self.view: Path | None = None  # the photo as shown in the editor
+        self.used = time.monotonic()
 
     def fresh(self, name: str) -> Path:
         """An empty sub-folder ``name`` (its earlier contents are removed)."""
@@ -154,55 +157,6 @@ def _need_photo(session: Session) -> None:
         raise engine.InputError("upload a photo first")
 
 
-@_friendly
-def load_photo(session: Session, upload: str | None):
-    """A new photo: read it the CLI's way (caps, EXIF), keep a copy, show it in the editor with no region."""
-    if not upload:
-        session.photo = session.size = session.view = None
-        return None, ""
-    source = Path(upload)
-    pixels, notes = engine.read_photo(source)
-    folder = session.fresh("photo")
-    session.photo = folder / source.name
-    shutil.copyfile(source, session.photo)
-    session.size = (int(pixels.shape[-1]), int(pixels.shape[-2]))
-    session.view = session.fresh("view") / "photo.png"
-    view_size = _view_size(session.size)
-    if view_size != session.size:
-        pixels = torch.nn.functional.interpolate(pixels[None], size=view_size[::-1], mode="area")[0]
-    engine.save_photo(pixels, session.view)
-    w, h = session.size
-    shown = "" if view_size == session.size else f", shown at {view_size[0]}×{view_size[1]}"
-    status = f"**{source.name}**: {w}×{h} px{shown}. Now paint the region to protect."
-    editor = gr.ImageEditor(value=_editor_value(session), brush=_brush(view_size))
-    return editor, status + "".join(f"\n\nnote: {n}" for n in notes)
-
-
-@_friendly
-def add_region(session: Session, value: dict | None, how: str, box_text: str = "", mask_file: str | None = None):
-    """Add a detected face/text region, a box or an uploaded mask to what is painted."""
-    _need_photo(session)
-    if how == "box":
-        found = engine.box(session.size, box_text or "")
-    elif how == "file":
-        if not mask_file:
-            return gr.skip(), ""
-        found = engine.read_region(Path(mask_file), session.size)
-    else:
-        found = engine.detect(how, engine.read_photo(session.photo)[0])
-    region = torch.maximum(editor_mask(value, session.size), found)
-    share = 100 * float(region.mean())
-    return _editor_value(session, region), f"Region: {int(region.sum())} px ({share:.1f} % of the photo)."
-
-
-@_friendly
-def clear_region(session: Session):
-    _need_photo(session)
-    return _editor_value(session), "Region cleared."
-
-
-# ------------------------------------------------------------------------------------------ jobs
-
 def _settings(model, weights, recipe, budget, steps, device: str) -> engine.Settings:
     return engine.Settings(model=(model or engine.available_choices()[0]).strip(), weights=weights or None,
                            recipe=recipe or engine.default_recipe(),
@@ -210,58 +164,151 @@ def _settings(model, weights, recipe, budget, steps, device: str) -> engine.Sett
                            steps=None if steps in (None, "") else int(steps), device=device)
 
 
-def _protect(session: Session, photo: Path, mask: Path, settings: engine.Settings, progress: gr.Progress):
-    progress(0, desc="loading the model…")
-    out = session.fresh("result") / f"{photo.stem}.png"
-    clock = StepClock(session, progress)
-    try:
-        done = engine.protect(photo, mask, out, settings, on_step=clock)
-    except engine.Cancelled:
-        return None, None, "", None, "", "", "Cancelled: nothing was written."
-    words = "\n\n".join(f"**{engine.verdict_words(v)}**" for v in done.verdicts)
-    numbers = "\n\n".join(engine.verdict_numbers(v) for v in done.verdicts)
-    warning = "" if engine.resists_recompression(settings.recipe) else JPEG_WARNING
-    notes = "".join(f"\n\n{n}" for n in done.notes)
-    status = f"Done: **{done.protected.name}** and its report.{notes}"
-    return (str(done.protected), [str(done.protected), str(done.report), str(done.preview)], warning,
-            str(done.preview), words, numbers, status)
+class Sessions:
+    """The open browser sessions by Gradio's session hash. A session ends when its tab closes (the page's
+    unload event); one never closed (an API client) is removed once unused for ``SESSION_TTL_S``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.open: dict[str, Session] = {}
+        self.lock = threading.Lock()
+
+    def get(self, request: gr.Request | None) -> Session:
+        key = getattr(request, "session_hash", None) or "anonymous"
+        now = time.monotonic()
+        with self.lock:
+            for other, old in list(self.open.items()):
+                if other != key and now - old.used > SESSION_TTL_S:
+                    self.open.pop(other).close()
+            session = self.open.get(key)
+            if session is None:
+                session = self.open[key] = Session(self.root)
+            session.used = now
+            return session
+
+    def end(self, request: gr.Request) -> None:
+        with self.lock:
+            session = self.open.pop(getattr(request, "session_hash", None) or "anonymous", None)
+        if session is not None:
+            session.close()
+
+    def close_all(self) -> None:
+        with self.lock:
+            while self.open:
+                self.open.popitem()[1].close()
 
 
-def make_protect(device: str):
+class Page:
+    """The page's event handlers; each finds its session from the request."""
+
+    def __init__(self, root: Path, device: str) -> None:
+        self.sessions = Sessions(root / "sessions")
+        self.device = device
+
+    # ---- the region
+
     @_friendly
-    def protect(session: Session, value: dict | None, model, weights, recipe, budget, steps,
+    def load_photo(self, upload: str | None, request: gr.Request):
+        """A new photo: read it the CLI's way (caps, EXIF), keep a copy, show it in the editor with no region."""
+        session = self.sessions.get(request)
+        if not upload:
+            session.photo = session.size = session.view = None
+            return None, ""
+        source = Path(upload)
+        pixels, notes = engine.read_photo(source)
+        session.photo = session.fresh("photo") / source.name
+        shutil.copyfile(source, session.photo)
+        session.size = (int(pixels.shape[-1]), int(pixels.shape[-2]))
+        session.view = session.fresh("view") / "photo.png"
+        view_size = _view_size(session.size)
+        if view_size != session.size:
+            pixels = torch.nn.functional.interpolate(pixels[None], size=view_size[::-1], mode="area")[0]
+        engine.save_photo(pixels, session.view)
+        w, h = session.size
+        shown = "" if view_size == session.size else f", shown at {view_size[0]}×{view_size[1]}"
+        status = f"**{source.name}**: {w}×{h} px{shown}. Now paint the region to protect."
+        editor = gr.ImageEditor(value=_editor_value(session), brush=_brush(view_size))
+        return editor, status + "".join(f"\n\nnote: {n}" for n in notes)
+
+    def _add(self, request: gr.Request, value: dict | None, find) -> tuple:
+        session = self.sessions.get(request)
+        _need_photo(session)
+        region = torch.maximum(editor_mask(value, session.size), find(session))
+        share = 100 * float(region.mean())
+        return _editor_value(session, region), f"Region: {int(region.sum())} px ({share:.1f} % of the photo)."
+
+    @_friendly
+    def detect_faces(self, value: dict | None, request: gr.Request):
+        return self._add(request, value, lambda s: engine.detect("faces", engine.read_photo(s.photo)[0]))
+
+    @_friendly
+    def detect_text(self, value: dict | None, request: gr.Request):
+        return self._add(request, value, lambda s: engine.detect("text", engine.read_photo(s.photo)[0]))
+
+    @_friendly
+    def add_box(self, value: dict | None, text: str, request: gr.Request):
+        return self._add(request, value, lambda s: engine.box(s.size, text or ""))
+
+    @_friendly
+    def add_mask_file(self, value: dict | None, mask_file: str | None, request: gr.Request):
+        if not mask_file:
+            return gr.skip(), ""
+        return self._add(request, value, lambda s: engine.read_region(Path(mask_file), s.size))
+
+    @_friendly
+    def clear_region(self, request: gr.Request):
+        session = self.sessions.get(request)
+        _need_photo(session)
+        return _editor_value(session), "Region cleared."
+
+    # ---- jobs
+
+    @_friendly
+    def protect(self, value: dict | None, model, weights, recipe, budget, steps, request: gr.Request,
                 progress=gr.Progress()):
         """Protect the uploaded photo's painted region."""
+        session = self.sessions.get(request)
         _need_photo(session)
         region = editor_mask(value, session.size)
         if not region.any():
             raise engine.InputError("paint the region to protect first (brush, detect, box or mask file)")
         mask = session.fresh("region") / f"{session.photo.stem}_mask.png"
         engine.save_region(region, mask)
-        return _protect(session, session.photo, mask, _settings(model, weights, recipe, budget, steps, device),
-                        progress)
+        settings = _settings(model, weights, recipe, budget, steps, self.device)
+        return self._protect(session, session.photo, mask, settings, progress)
 
     @_friendly
-    def protect_files(session: Session, photo: str | None, mask: str | None, model, weights, recipe, budget,
-                      steps, progress=gr.Progress()):
+    def protect_files(self, photo: str | None, mask: str | None, model, weights, recipe, budget, steps,
+                      request: gr.Request, progress=gr.Progress()):
         """API: protect ``photo`` in the region of the mask file ``mask`` (white = protect)."""
         if not photo or not mask:
             raise engine.InputError("give a photo and its mask")
-        return _protect(session, Path(photo), Path(mask), _settings(model, weights, recipe, budget, steps, device),
-                        progress)
+        settings = _settings(model, weights, recipe, budget, steps, self.device)
+        return self._protect(self.sessions.get(request), Path(photo), Path(mask), settings, progress)
 
-    return protect, protect_files
+    def _protect(self, session: Session, photo: Path, mask: Path, settings: engine.Settings, progress):
+        progress(0, desc="loading the model…")
+        out = session.fresh("result") / f"{photo.stem}.png"
+        try:
+            done = engine.protect(photo, mask, out, settings, on_step=StepClock(session, progress))
+        except engine.Cancelled:
+            return None, None, "", None, "", "", CANCELLED
+        words = "\n\n".join(f"**{engine.verdict_words(v)}**" for v in done.verdicts)
+        numbers = "\n\n".join(engine.verdict_numbers(v) for v in done.verdicts)
+        warning = "" if engine.resists_recompression(settings.recipe) else JPEG_WARNING
+        notes = "".join(f"\n\n{n}" for n in done.notes)
+        status = f"Done: **{done.protected.name}** and its report.{notes}"
+        return (str(done.protected), [str(done.protected), str(done.report), str(done.preview)], warning,
+                str(done.preview), words, numbers, status)
 
-
-def make_verify(device: str):
     @_friendly
-    def verify(session: Session, protected: str | None, mask: str | None, original: str | None, model, weights,
-               progress=gr.Progress()):
+    def verify(self, protected: str | None, mask: str | None, original: str | None, model, weights,
+               request: gr.Request, progress=gr.Progress()):
         """The attacker's edit of a protected photo (and of its original, with the verdict, when given)."""
         if not protected or not mask:
             raise engine.InputError("give the protected photo and its mask")
-        settings = _settings(model, weights, None, None, None, device)
-        folder = session.fresh("verify")
+        settings = _settings(model, weights, None, None, None, self.device)
+        folder = self.sessions.get(request).fresh("verify")
         progress(0, desc="running the attacker's edit…")
         edit_protected = engine.attack(Path(protected), Path(mask), folder / "edit-of-protected.png", settings)
         if not original:
@@ -272,16 +319,14 @@ def make_verify(device: str):
         verdict = engine.verify(Path(original), Path(protected), Path(mask), settings)
         return (str(edit_protected), str(edit_original), f"**{engine.verdict_words(verdict)}**",
                 engine.verdict_numbers(verdict))
-    return verify
 
-
-def make_batch(device: str):
     @_friendly
-    def run_batch(session: Session, uploads: list[str] | None, detector: str, model, weights, recipe, budget,
-                  steps, progress=gr.Progress()):
+    def batch(self, uploads: list[str] | None, detector: str, model, weights, recipe, budget, steps,
+              request: gr.Request, progress=gr.Progress()):
         """Protect several photos (or zips of them): a zip of PNGs, verdict JSONs and one CSV."""
         if not uploads:
             raise engine.InputError("upload photos (NAME.png with NAME_mask.png, or choose a detector) or a .zip")
+        session = self.sessions.get(request)
         clock = StepClock(session, progress)
 
         def on_photo(i: int, n: int, name: str) -> None:
@@ -291,38 +336,45 @@ def make_batch(device: str):
 
         try:
             result = batch.run([Path(u) for u in uploads], session.fresh("batch"),
-                               _settings(model, weights, recipe, budget, steps, device),
+                               _settings(model, weights, recipe, budget, steps, self.device),
                                DETECTORS.get(detector, detector), on_photo=on_photo, on_step=clock)
         except engine.Cancelled:
-            return None, [], "Cancelled: nothing was written."
+            return None, [], CANCELLED
         table = [[r["image"], r["model"], r["protected"], f"{r['attacker_edits_failed']}/{r['attacker_edits']}",
                   f"{r['benign_edits_intact']}/{r['benign_edits']}", r["psnr_db"], r["error"]] for r in result.rows]
         done = len({r["image"] for r in result.rows}) - result.failures
-        status = f"{done} photo(s) protected" + (f", {result.failures} failed (see the table)" if result.failures else "")
-        return str(result.archive), table, status
-    return run_batch
+        failed = f", {result.failures} failed (see the table)" if result.failures else ""
+        return str(result.archive), table, f"{done} photo(s) protected{failed}"
+
+    def cancel(self, request: gr.Request) -> str:
+        """Stop the session's running job at its next step (its thread ends there; nothing is written)."""
+        self.sessions.get(request).cancel()
+        return CANCELLED
+
+    def end(self, request: gr.Request) -> None:
+        """The tab closed: stop its job and remove its folder."""
+        self.sessions.end(request)
 
 
 # ------------------------------------------------------------------------------------------ page
 
-def build(root: Path, device: str = "auto") -> gr.Blocks:
-    """The whole page; sessions' folders go under ``root``."""
+def build(page: Page) -> gr.Blocks:
+    """The whole page, its events bound to ``page``'s handlers."""
     with gr.Blocks(title="backfire") as demo:
-        session = gr.State(lambda: Session(root / "sessions"), time_to_live=SESSION_TTL_S,
-                           delete_callback=Session.close)
         gr.Markdown(INTRO)
         settings = _settings_panel()
         with gr.Tabs():
             with gr.Tab("Protect"):
-                outputs, running = _protect_tab(session, settings, device)
+                outputs = _protect_tab(page, settings)
             with gr.Tab("Verify"):
-                _verify_tab(session, settings, device)
+                _verify_tab(page, settings)
             with gr.Tab("Batch"):
-                _batch_tab(session, settings, device)
+                _batch_tab(page, settings)
         # the API's protect: a photo and a mask file instead of the painted region
         api_photo, api_mask, api_trigger = gr.File(visible=False), gr.File(visible=False), gr.Button(visible=False)
-        api_trigger.click(make_protect(device)[1], [session, api_photo, api_mask, *settings], outputs,
-                          api_name="protect", concurrency_limit=1, concurrency_id=WORK)
+        api_trigger.click(page.protect_files, [api_photo, api_mask, *settings], outputs, api_name="protect",
+                          concurrency_limit=1, concurrency_id=WORK)
+        demo.unload(page.end)
     return demo
 
 
@@ -343,7 +395,7 @@ def _settings_panel() -> list:
     return [model, weights, recipe, budget, steps]
 
 
-def _protect_tab(session: gr.State, settings: list, device: str):
+def _protect_tab(page: Page, settings: list) -> list:
     image_types = list(engine.IMAGE_EXTENSIONS)
     with gr.Row():
         with gr.Column():
@@ -368,32 +420,30 @@ def _protect_tab(session: gr.State, settings: list, device: str):
             status = gr.Markdown(elem_id="status")
             verdict = gr.Markdown(elem_id="verdict")
             protected = gr.Image(label="Protected", type="filepath", format="png", interactive=False,
-                                 elem_id="protected")
+                                 height=260, elem_id="protected")
             warning = gr.Markdown(elem_id="jpeg-warning")
             files = gr.File(label="4 · Download", file_count="multiple", interactive=False, elem_id="files")
     sheet = gr.Image(label="original | protected | perturbation ×10 | attacker's edit of the original | "
                            "attacker's edit of the protected photo | a benign edit",
-                     type="filepath", format="png", interactive=False, elem_id="preview")
+                     type="filepath", format="png", interactive=False, height=220, elem_id="preview")
     numbers = gr.Textbox(label="The verdict in numbers", lines=10, interactive=False, elem_id="numbers")
 
     private = {"api_visibility": "private"}
-    photo.change(load_photo, [session, photo], [editor, status], **private)
-    faces.click(functools.partial(add_region, how="faces"), [session, editor], [editor, status], **private)
-    text.click(functools.partial(add_region, how="text"), [session, editor], [editor, status], **private)
-    box_button.click(lambda s, v, b: add_region(s, v, "box", box_text=b), [session, editor, box_text],
-                     [editor, status], **private)
-    mask_file.change(lambda s, v, m: add_region(s, v, "file", mask_file=m), [session, editor, mask_file],
-                     [editor, status], **private)
-    clear.click(clear_region, session, [editor, status], **private)
+    region = [editor, status]
+    photo.change(page.load_photo, photo, region, **private)
+    faces.click(page.detect_faces, editor, region, **private)
+    text.click(page.detect_text, editor, region, **private)
+    box_button.click(page.add_box, [editor, box_text], region, **private)
+    mask_file.change(page.add_mask_file, [editor, mask_file], region, **private)
+    clear.click(page.clear_region, None, region, **private)
     outputs = [protected, files, warning, sheet, verdict, numbers, status]
-    running = run.click(make_protect(device)[0], [session, editor, *settings], outputs, api_name="protect_painted",
-                        concurrency_limit=1,
+    running = run.click(page.protect, [editor, *settings], outputs, api_name="protect_painted", concurrency_limit=1,
                         concurrency_id=WORK, **private)
-    cancel.click(Session.cancel, session, None, cancels=[running], queue=False, **private)
-    return outputs, running
+    cancel.click(page.cancel, None, status, cancels=[running], queue=False, **private)
+    return outputs
 
 
-def _verify_tab(session: gr.State, settings: list, device: str) -> None:
+def _verify_tab(page: Page, settings: list) -> None:
     image_types = list(engine.IMAGE_EXTENSIONS)
     gr.Markdown("Run the attacker's edit on a protected photo. With the original too, the verdict says "
                 "whether the protection holds.")
@@ -408,12 +458,11 @@ def _verify_tab(session: gr.State, settings: list, device: str) -> None:
     words = gr.Markdown()
     numbers = gr.Textbox(label="The verdict in numbers", lines=10, interactive=False)
     model, weights = settings[:2]
-    run.click(make_verify(device), [session, protected, mask, original, model, weights],
-              [edit_protected, edit_original, words, numbers], api_name="verify", concurrency_limit=1,
-              concurrency_id=WORK)
+    run.click(page.verify, [protected, mask, original, model, weights], [edit_protected, edit_original, words, numbers],
+              api_name="verify", concurrency_limit=1, concurrency_id=WORK)
 
 
-def _batch_tab(session: gr.State, settings: list, device: str) -> None:
+def _batch_tab(page: Page, settings: list) -> None:
     gr.Markdown("Several photos, or a .zip of them. A photo `NAME.png` uses `NAME_mask.png` when it is there; "
                 "otherwise the chosen detector finds the region. You get one zip: the protected PNGs, a verdict "
                 "JSON for each, and `verdicts.csv`.")
@@ -427,16 +476,23 @@ def _batch_tab(session: gr.State, settings: list, device: str) -> None:
     archive = gr.File(label="Download", interactive=False)
     table = gr.Dataframe(headers=["image", "model", "protected", "attacker edits failed", "benign edits intact",
                                   "PSNR dB", "error"], interactive=False)
-    batching = run.click(make_batch(device), [session, uploads, detector, *settings], [archive, table, status],
-                         api_name="batch", concurrency_limit=1, concurrency_id=WORK)
-    cancel.click(Session.cancel, session, None, cancels=[batching], api_visibility="private", queue=False)
+    batching = run.click(page.batch, [uploads, detector, *settings], [archive, table, status], api_name="batch",
+                         concurrency_limit=1, concurrency_id=WORK)
+    cancel.click(page.cancel, None, status, cancels=[batching], api_visibility="private", queue=False)
 
 
 THEME_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # system fonts: the page fetches nothing from the web
+CSS = "#protected img, #preview img { object-fit: contain !important; }"  # small photos fill their panel
 
 
-def launch(demo: gr.Blocks, host: str, port: int, root: Path, max_file_size: str) -> None:
-    theme = gr.themes.Default(font=THEME_FONTS, font_mono=["ui-monospace", "monospace"])
+def serve(root: Path, device: str, host: str, port: int, max_file_size: str) -> None:
+    """Build the page and serve it until interrupted; every session's folder is removed on the way out."""
+    page = Page(root, device)
+    demo = build(page)
     demo.queue(default_concurrency_limit=4)
-    demo.launch(server_name=host, server_port=port, max_file_size=max_file_size, show_error=True, ssr_mode=False,
-                allowed_paths=[str(root)], theme=theme, footer_links=["api"], quiet=False)
+    theme = gr.themes.Default(font=THEME_FONTS, font_mono=["ui-monospace", "monospace"])
+    try:
+        demo.launch(server_name=host, server_port=port, max_file_size=max_file_size, show_error=True,
+                    ssr_mode=False, allowed_paths=[str(root)], theme=theme, css=CSS, footer_links=["api"])
+    finally:
+        page.sessions.close_all()
