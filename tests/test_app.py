@@ -220,6 +220,20 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_serving(server, files):
 
 
 @needs_gradio
+def test_api_batch_returns_a_zip_and_a_row_per_photo(server, files):
+    from gradio_client import handle_file
+
+    archive, table, status = _client(server).predict(
+        [handle_file(files["photo"]), handle_file(files["mask"]), handle_file(files["text"])],
+        "none (every photo has NAME_mask.png)", "backfire-s", "", "paper", 6.375, 0, api_name="/batch")
+    with zipfile.ZipFile(archive) as zf:
+        assert sorted(zf.namelist()) == ["photo.json", "photo.png", batch.CSV_NAME]
+    rows = {row[0]: row for row in table["data"]}
+    assert set(rows) == {"photo.png", "notes.png"} and rows["notes.png"][-1]  # the text file: its error
+    assert "1 photo(s) protected, 1 failed" in status
+
+
+@needs_gradio
 def test_api_verify_runs_the_attackers_edit(server, files):
     from gradio_client import handle_file
 
@@ -241,9 +255,11 @@ def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, fi
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            before = _session_folders(server)
             page.goto(server["url"])
             page.locator("#photo input[type=file]").set_input_files(str(files["photo"]))
             page.wait_for_selector("#status :text('64×48 px')", timeout=30_000)
+            (mine,) = _session_folders(server) - before
             canvas = page.locator("#editor canvas").first
             page.locator("#editor").get_by_role("button", name="Brush").first.click()
             box = canvas.bounding_box()
@@ -274,11 +290,21 @@ def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, fi
             assert "json" in listed and "preview" in listed, listed
             shot = tmp_path / "app.png"
             page.screenshot(path=str(shot), full_page=True)
+            assert any(mine.rglob("photo.png"))
+            page.close()  # the tab closes: its session's folder goes
+            deadline = time.monotonic() + 30
+            while mine.exists() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not mine.exists()
         finally:
             browser.close()
     assert Image.open(shot).width == 1280
     if os.environ.get("BACKFIRE_APP_SCREENSHOT"):
         _small_copy(shot, Path(os.environ["BACKFIRE_APP_SCREENSHOT"]))
+
+
+def _session_folders(server) -> set[Path]:
+    return set(server["tmp"].glob("backfire-app-*/sessions/session-*"))
 
 
 def _small_copy(shot: Path, out: Path) -> None:

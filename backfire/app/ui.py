@@ -27,6 +27,7 @@ OVERLAY_RGBA = (255, 0, 255, 153)  # the same colour, for regions the app draws 
 ALPHA_MIN = 64  # a layer's pixel belongs to the region above this opacity (soft edges of the eraser drop out)
 EDITOR_MAX_SIDE = 2048  # larger photos are shown scaled down; the region is scaled back to full size
 WORK = "backfire-work"  # concurrency id shared by protect, verify and batch
+GRADIO_CACHE_S = (1800, 3600)  # Gradio's copies of uploads and results: swept every 30 min, kept 1 h
 SESSION_TTL_S = 6 * 3600  # a session an API client never closes is removed after this
 DETECTORS = {"none (every photo has NAME_mask.png)": None, "faces": "faces", "text": "text"}
 
@@ -360,7 +361,7 @@ class Page:
 
 def build(page: Page) -> gr.Blocks:
     """The whole page, its events bound to ``page``'s handlers."""
-    with gr.Blocks(title="backfire") as demo:
+    with gr.Blocks(title="backfire", delete_cache=GRADIO_CACHE_S) as demo:
         gr.Markdown(INTRO)
         settings = _settings_panel()
         with gr.Tabs():
