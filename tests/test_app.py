@@ -245,9 +245,9 @@ def test_api_verify_runs_the_attackers_edit(server, files):
     assert "attacker edit" in numbers
 
 
-@needs_gradio
-@pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright is not installed: pip install playwright")
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright is not installed: pip install playwright")
+@needs_gradio
 def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, files, tmp_path):
     from playwright.sync_api import sync_playwright
 

@@ -2,8 +2,8 @@
 
 Everything a user uploads or the app writes lives in a per-browser-session folder under the app's
 temporary root, removed when the tab closes (the page's unload event; its running job stops at the
-next step) and, with the root, when the app stops. The heavy jobs (protect, verify, batch) share one queue slot, so several users wait
-their turn instead of splitting a CPU.
+next step) and, with the root, when the app stops. The heavy jobs (protect, verify, batch) share one
+queue slot, so several users wait their turn instead of splitting a CPU.
 """
 
 from __future__ import annotations
