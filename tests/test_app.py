@@ -135,6 +135,16 @@ def test_painted_layers_become_the_mask_at_the_photos_size(tmp_path):
     assert not session.folder.exists() and session.generation == 1  # its folder is gone, its job told to stop
 
 
+@needs_gradio
+def test_served_beyond_this_machine_the_page_takes_no_server_paths():
+    from backfire.app import ui
+
+    assert ui._settings("lama", "/srv/big-lama.pt", "paper", 6.375, 2, "cpu").weights == "/srv/big-lama.pt"
+    for model, weights in (("lama", "/etc/passwd"), ("backfire-s,lama=/etc/passwd", "")):
+        with pytest.raises(io.InputError, match="only when the app serves this machine alone"):
+            ui._settings(model, weights, "paper", 6.375, 2, "cpu", local_paths=False)
+
+
 # ------------------------------------------------------------------------------ the served app
 
 def _free_port() -> int:

@@ -33,10 +33,11 @@ def serve(host: str = "127.0.0.1", port: int = 7860, device: str = "auto", max_f
         os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
         from backfire.app import ui
 
-        if not _loopback(host):
+        local = _loopback(host)
+        if not local:
             print(f"backfire app: warning: serving on {host}: anyone who can reach this machine can use the app "
-                  "(there is no login)", file=sys.stderr)
-        ui.serve(root, device, host, port, max_file_size)
+                  "(there is no login); the weights field is off", file=sys.stderr)
+        ui.serve(root, device, host, port, max_file_size, local=local)
 
 
 def _loopback(host: str) -> bool:

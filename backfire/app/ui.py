@@ -158,7 +158,10 @@ def _need_photo(session: Session) -> None:
         raise engine.InputError("upload a photo first")
 
 
-def _settings(model, weights, recipe, budget, steps, device: str) -> engine.Settings:
+def _settings(model, weights, recipe, budget, steps, device: str, local_paths: bool = True) -> engine.Settings:
+    if (weights or "=" in (model or "")) and not local_paths:
+        raise engine.InputError("weights paths are taken only when the app serves this machine alone "
+                                "(backfire app --host 127.0.0.1): a path names a file on the server")
     return engine.Settings(model=(model or engine.available_choices()[0]).strip(), weights=weights or None,
                            recipe=recipe or engine.default_recipe(),
                            budget_255=None if budget in (None, "") else float(budget),
@@ -202,9 +205,10 @@ class Sessions:
 class Page:
     """The page's event handlers; each finds its session from the request."""
 
-    def __init__(self, root: Path, device: str) -> None:
+    def __init__(self, root: Path, device: str, local_paths: bool = True) -> None:
         self.sessions = Sessions(root / "sessions")
         self.device = device
+        self.local_paths = local_paths  # whether the weights field may name files on this machine
 
     # ---- the region
 
@@ -275,7 +279,7 @@ class Page:
             raise engine.InputError("paint the region to protect first (brush, detect, box or mask file)")
         mask = session.fresh("region") / f"{session.photo.stem}_mask.png"
         engine.save_region(region, mask)
-        settings = _settings(model, weights, recipe, budget, steps, self.device)
+        settings = _settings(model, weights, recipe, budget, steps, self.device, self.local_paths)
         return self._protect(session, session.photo, mask, settings, progress)
 
     @_friendly
@@ -284,7 +288,7 @@ class Page:
         """API: protect ``photo`` in the region of the mask file ``mask`` (white = protect)."""
         if not photo or not mask:
             raise engine.InputError("give a photo and its mask")
-        settings = _settings(model, weights, recipe, budget, steps, self.device)
+        settings = _settings(model, weights, recipe, budget, steps, self.device, self.local_paths)
         return self._protect(self.sessions.get(request), Path(photo), Path(mask), settings, progress)
 
     def _protect(self, session: Session, photo: Path, mask: Path, settings: engine.Settings, progress):
@@ -308,7 +312,7 @@ class Page:
         """The attacker's edit of a protected photo (and of its original, with the verdict, when given)."""
         if not protected or not mask:
             raise engine.InputError("give the protected photo and its mask")
-        settings = _settings(model, weights, None, None, None, self.device)
+        settings = _settings(model, weights, None, None, None, self.device, self.local_paths)
         folder = self.sessions.get(request).fresh("verify")
         progress(0, desc="running the attacker's edit…")
         edit_protected = engine.attack(Path(protected), Path(mask), folder / "edit-of-protected.png", settings)
@@ -337,7 +341,7 @@ class Page:
 
         try:
             result = batch.run([Path(u) for u in uploads], session.fresh("batch"),
-                               _settings(model, weights, recipe, budget, steps, self.device),
+                               _settings(model, weights, recipe, budget, steps, self.device, self.local_paths),
                                DETECTORS.get(detector, detector), on_photo=on_photo, on_step=clock)
         except engine.Cancelled:
             return None, [], CANCELLED
@@ -486,9 +490,10 @@ THEME_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # system fonts: the 
 CSS = "#protected img, #preview img { object-fit: contain !important; }"  # small photos fill their panel
 
 
-def serve(root: Path, device: str, host: str, port: int, max_file_size: str) -> None:
-    """Build the page and serve it until interrupted; every session's folder is removed on the way out."""
-    page = Page(root, device)
+def serve(root: Path, device: str, host: str, port: int, max_file_size: str, local: bool = True) -> None:
+    """Build the page and serve it until interrupted; every session's folder is removed on the way out.
+    ``local``: only this machine can reach the page, so the weights field may name files on it."""
+    page = Page(root, device, local_paths=local)
     demo = build(page)
     demo.queue(default_concurrency_limit=4)
     theme = gr.themes.Default(font=THEME_FONTS, font_mono=["ui-monospace", "monospace"])
