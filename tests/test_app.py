@@ -291,7 +291,12 @@ def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, fi
             page.wait_for_selector("#status :text('Cancelled')", timeout=30_000)
             page.locator("#steps input").fill("2")
             page.click("#run")
-            page.wait_for_selector("#verdict :text('PROTECTED against backfire-s')", timeout=120_000)
+            try:
+                page.wait_for_selector("#verdict :text('PROTECTED against backfire-s')", timeout=120_000)
+            except Exception:
+                page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+                raise AssertionError(f"no verdict; status: {page.locator('#status').inner_text()!r}; "
+                                     f"screenshot: {tmp_path / 'failed.png'}") from None
             for panel in ("#protected img", "#preview img"):  # the result and the attacker's-edit sheet
                 page.wait_for_function(f"document.querySelector('{panel}')?.naturalWidth > 0", timeout=30_000)
             assert page.locator("#preview").get_by_text("attacker's edit of the original").count() == 1
@@ -329,6 +334,6 @@ def _small_copy(shot: Path, out: Path) -> None:
 def test_stopping_the_app_removes_its_temporary_folder(server):
     """Runs last in this module (pytest keeps file order): the uploads of every test above must be gone."""
     assert any(server["tmp"].glob("backfire-app-*"))
-    server["process"].send_signal(signal.SIGINT)
+    server["process"].send_signal(signal.SIGTERM)  # as `kill` or a service manager stops it (Ctrl-C: SIGINT)
     server["process"].wait(timeout=30)
     assert not list(server["tmp"].glob("backfire-app-*"))
