@@ -22,7 +22,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from backfire import cli, io

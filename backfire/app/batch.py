@@ -101,7 +101,8 @@ def _fresh(folder: Path, name: str) -> Path:
 
 
 def pair(files: Sequence[Path], detector: str | None, log: engine.Log) -> tuple[list[tuple[Path, Path]], list[dict]]:
-    """``NAME`` → ``NAME_mask``; photos without a mask get one from ``detector`` (``faces``/``text``) or an error row."""
+    """``NAME`` → ``NAME_mask``; a photo without a mask gets one from ``detector`` (``faces``/``text``), or an
+    error row."""
     masks = {p.stem[: -len(MASK_SUFFIX)]: p for p in files if p.stem.endswith(MASK_SUFFIX) and p.stem != MASK_SUFFIX}
     photos = [p for p in files if p not in masks.values()]
     if not photos:

@@ -96,6 +96,7 @@ class StepClock:
 
     def __call__(self, step: int, total: int, loss: float | None = None) -> None:
         self.check()
+        self.session.used = time.monotonic()  # a long job keeps its session from being swept
         now = time.perf_counter()
         if self.first is None or step <= 1:
             self.first, left = now, None
