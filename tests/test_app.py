@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io as _io
+import json
 import os
 import shutil
 import signal
@@ -135,6 +136,35 @@ def test_painted_layers_become_the_mask_at_the_photos_size(tmp_path):
 
 
 @needs_gradio
+def test_region_tools_add_to_the_painted_region_and_explain_failures(files, tmp_path):
+    import gradio as gr
+
+    from backfire.app import ui
+
+    page = ui.Page(tmp_path, "cpu")
+    tab = type("Request", (), {"session_hash": "tab-2"})()
+    with pytest.raises(gr.Error, match="upload a photo first"):
+        page.add_box(None, "1,1,2,2", tab)
+    editor, status = page.load_photo(str(files["photo"]), tab)
+    assert "64×48 px" in status and editor.value["layers"] == []
+    value, status = page.add_box(None, "0,0,10,4", tab)
+    value, status = page.add_box(value, "5,0,10,4", tab)  # overlaps the first: the union counts once
+    assert status.startswith("Region: 60 px") and int(ui.editor_mask(value, (64, 48)).sum()) == 60
+    value, status = page.add_mask_file(value, str(files["mask"]), tab)
+    logo = example_photo(64, 48)[1]
+    assert int(ui.editor_mask(value, (64, 48)).sum()) == 60 + int(logo.sum())  # the logo is not in the boxes
+    for bad, message in (("0,0,0,4", "w and h > 0"), ("64,0,2,2", "outside the 64×48 image"), ("x", "x,y,w,h")):
+        with pytest.raises(gr.Error, match=message):
+            page.add_box(value, bad, tab)
+    with pytest.raises(gr.Error, match="no face found|--faces is unavailable"):
+        page.detect_faces(value, tab)
+    with pytest.raises(gr.Error, match="notes.png"):
+        page.load_photo(str(files["text"]), tab)
+    page.sessions.close_all()
+    assert not any((tmp_path / "sessions").iterdir())
+
+
+@needs_gradio
 def test_served_beyond_this_machine_the_page_takes_no_server_paths():
     from backfire.app import ui
 
@@ -223,6 +253,8 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_serving(server, files):
         client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "nope", "", "paper", 6.375, 0,
                        api_name="/protect")
     assert server["process"].poll() is None
+    with urllib.request.urlopen(server["url"] + "config", timeout=10) as reply:  # the upload cap, in bytes
+        assert json.load(reply)["max_file_size"] == 200 * 1024 * 1024
     protected = client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "backfire-s", "", "paper",
                                6.375, 0, api_name="/protect")[0]
     assert Image.open(protected).size == (64, 48)
