@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from backfire import cli, io
@@ -301,6 +302,7 @@ def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, fi
             page.locator("#photo input[type=file]").set_input_files(str(files["photo"]))
             page.wait_for_selector("#status :text('64×48 px')", timeout=30_000)
             (mine,) = _session_folders(server) - before
+            page.wait_for_function("!document.querySelector('#editor').innerText.includes('processing')")
             canvas = page.locator("#editor canvas").first
             page.locator("#editor").get_by_role("button", name="Brush").first.click()
             box = canvas.bounding_box()
@@ -347,6 +349,27 @@ def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, fi
     assert Image.open(shot).width == 1280
     if os.environ.get("BACKFIRE_APP_SCREENSHOT"):
         _small_copy(shot, Path(os.environ["BACKFIRE_APP_SCREENSHOT"]))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright is not installed: pip install playwright")
+@needs_gradio
+def test_browser_photo_dropped_into_the_editor_is_used_with_its_exact_pixels(server, files):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            before = _session_folders(server)
+            page.goto(server["url"])
+            page.locator("#editor input[type=file]").first.set_input_files(str(files["photo"]))
+            page.wait_for_selector("#status :text('pasted.png: 64×48 px')", timeout=30_000)
+            (mine,) = _session_folders(server) - before
+            kept = io.read_image(mine / "photo" / "pasted.png").pixels
+            assert torch.equal(kept, io.read_image(files["photo"]).pixels)
+        finally:
+            browser.close()
 
 
 def _session_folders(server) -> set[Path]:

@@ -215,15 +215,37 @@ class Page:
 
     @_friendly
     def load_photo(self, upload: str | None, request: gr.Request):
-        """A new photo: read it the CLI's way (caps, EXIF), keep a copy, show it in the editor with no region."""
+        """A new photo file: read it the CLI's way (caps, EXIF), keep a copy, show it with no region."""
         session = self.sessions.get(request)
         if not upload:
             session.photo = session.size = session.view = None
             return None, ""
         source = Path(upload)
-        pixels, notes = engine.read_photo(source)
-        session.photo = session.fresh("photo") / source.name
-        shutil.copyfile(source, session.photo)
+        engine.read_photo(source)  # refused here, before anything is kept, if the CLI would refuse it
+        photo = session.fresh("photo") / source.name
+        shutil.copyfile(source, photo)
+        return self._use(session, photo)
+
+    @_friendly
+    def photo_from_editor(self, value: dict | None, request: gr.Request):
+        """A photo dropped or pasted straight into the editor: the browser decoded it; it is used as a PNG."""
+        background = None if value is None else value.get("background")
+        if background is None:
+            return gr.skip(), ""
+        pixels = np.asarray(background)
+        if pixels.ndim == 3 and pixels.shape[2] == 4 and (pixels[..., 3] == 255).all():
+            pixels = pixels[..., :3]  # opaque: no alpha to speak of
+        session = self.sessions.get(request)
+        if session.view is not None and np.array_equal(pixels, np.asarray(Image.open(session.view))):
+            return gr.skip(), gr.skip()  # the editor reports the photo the page itself just showed
+        photo = session.fresh("photo") / "pasted.png"
+        Image.fromarray(pixels).save(photo)
+        return self._use(session, photo)
+
+    def _use(self, session: Session, photo: Path) -> tuple:
+        """Make ``photo`` the session's photo and show it in the editor, scaled down when large."""
+        pixels, notes = engine.read_photo(photo)
+        session.photo = photo
         session.size = (int(pixels.shape[-1]), int(pixels.shape[-2]))
         session.view = session.fresh("view") / "photo.png"
         view_size = _view_size(session.size)
@@ -232,7 +254,7 @@ class Page:
         engine.save_photo(pixels, session.view)
         w, h = session.size
         shown = "" if view_size == session.size else f", shown at {view_size[0]}×{view_size[1]}"
-        status = f"**{source.name}**: {w}×{h} px{shown}. Now paint the region to protect."
+        status = f"**{photo.name}**: {w}×{h} px{shown}. Now paint the region to protect."
         editor = gr.ImageEditor(value=_editor_value(session), brush=_brush(view_size))
         return editor, status + "".join(f"\n\nnote: {n}" for n in notes)
 
@@ -405,10 +427,11 @@ def _protect_tab(page: Page, settings: list) -> list:
     image_types = list(engine.IMAGE_EXTENSIONS)
     with gr.Row():
         with gr.Column():
-            photo = gr.File(label="1 · Photo", file_types=image_types, type="filepath", elem_id="photo")
+            photo = gr.File(label="1 · Photo (any format the CLI reads; or drop / paste it into the editor)",
+                            file_types=image_types, type="filepath", elem_id="photo")
             editor = gr.ImageEditor(
                 label="2 · Paint the region to protect", type="numpy", image_mode="RGBA", format="png",
-                sources=(), transforms=(), layers=False, height=420, elem_id="editor",
+                sources=("upload", "clipboard"), transforms=(), layers=False, height=420, elem_id="editor",
                 brush=_brush((400, 400)), eraser=gr.Eraser())
             with gr.Row():
                 faces = gr.Button("Detect faces", size="sm")
@@ -437,6 +460,8 @@ def _protect_tab(page: Page, settings: list) -> list:
     private = {"api_visibility": "private"}
     region = [editor, status]
     photo.change(page.load_photo, photo, region, **private)
+    # a photo dropped or pasted into the editor (the event also fires when the page shows a photo: skipped)
+    editor.upload(page.photo_from_editor, editor, region, show_progress="hidden", **private)
     faces.click(page.detect_faces, editor, region, **private)
     text.click(page.detect_text, editor, region, **private)
     box_button.click(page.add_box, [editor, box_text], region, **private)
