@@ -193,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     a = actions.add_parser("remove", help="delete pulled weights from the cache")
     a.add_argument("names", nargs="+", metavar="NAME")
     a.set_defaults(run=run_models, action="remove")
+
+    p = commands.add_parser("app", help="protect, verify and batch in a local web page (extra: backfire[app])")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the models run")
+    p.set_defaults(run=run_app)
     return parser
 
 
@@ -424,6 +430,17 @@ def run_models(args: argparse.Namespace) -> int:
         releases = [models.get_release(name) for name in args.names]  # every name checked before anything goes
         for name in (r.name for r in releases):
             print(f"{name}: {'removed' if models.remove(name) else 'not pulled, nothing to remove'}")
+    return EXIT_OK
+
+
+def run_app(args: argparse.Namespace) -> int:
+    import backfire.app as app  # no Gradio until serve()
+
+    problem = app.missing()
+    if problem is not None:
+        _log(f"backfire: error: {problem}")
+        return EXIT_BAD_INPUT
+    app.serve(host=args.host, port=args.port, device=args.device)
     return EXIT_OK
 
 

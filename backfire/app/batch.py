@@ -1,0 +1,188 @@
+"""The Batch tab's work, without the page: uploaded photos (or zips of them) → protected PNGs, their verdict
+JSONs and one CSV, zipped.
+
+Masks come as ``NAME_mask.*`` beside ``NAME.*`` (the CLI's folder rule) or, for photos without one, from a
+detector (faces or text). Zips are unpacked with limits (member count, unpacked bytes, flat names only), so
+an upload cannot write outside the session's folder or fill the disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from backfire.app import engine
+
+MAX_MEMBERS = 1000
+MAX_UNPACKED_BYTES = 4 << 30
+MASK_SUFFIX = "_mask"
+CSV_NAME = "verdicts.csv"
+ZIP_NAME = "backfire-protected.zip"
+CSV_FIELDS = ("image", "protected_image", "model", "protected", "attacker_edits_failed", "attacker_edits",
+              "benign_edits_intact", "benign_edits", "psnr_db", "ssim", "linf_255", "mask", "error")
+
+OnPhoto = Callable[[int, int, str], None]
+
+
+@dataclass
+class BatchResult:
+    archive: Path
+    rows: list[dict]
+
+    @property
+    def failures(self) -> int:
+        return len({r["image"] for r in self.rows if r["error"]})
+
+
+def unpack(uploads: Sequence[Path], inbox: Path) -> list[Path]:
+    """Copy the uploaded images and masks into ``inbox`` (flat), unpacking zips; returns the files."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    unpacked = 0
+    for upload in uploads:
+        upload = Path(upload)
+        if upload.suffix.lower() == ".zip":
+            unpacked += _unzip(upload, inbox, MAX_UNPACKED_BYTES - unpacked)
+        elif upload.suffix.lower() in engine.IMAGE_EXTENSIONS:
+            shutil.copyfile(upload, _fresh(inbox, upload.name))
+        else:
+            raise engine.InputError(f"{upload.name}: not an image ({', '.join(engine.IMAGE_EXTENSIONS)}) "
+                                       "or a .zip of images")
+    files = sorted(p for p in inbox.iterdir() if p.is_file())
+    if not files:
+        raise engine.InputError("no photos: upload images (NAME.png, optional NAME_mask.png) or a .zip of them")
+    return files
+
+
+def _unzip(archive: Path, inbox: Path, allowance: int) -> int:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir() and _wanted(m.filename)]
+            if len(members) > MAX_MEMBERS:
+                raise engine.InputError(f"{archive.name}: {len(members)} images; at most {MAX_MEMBERS} per batch")
+            total = sum(m.file_size for m in members)
+            if total > allowance:
+                raise engine.InputError(f"{archive.name}: unpacks to {total / 2**20:.0f} MiB; at most "
+                                           f"{allowance / 2**20:.0f} MiB")
+            for member in members:
+                target = _fresh(inbox, Path(member.filename).name)
+                with zf.open(member) as source, open(target, "wb") as sink:
+                    _copy_at_most(source, sink, member.file_size, archive.name)
+            return total
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        raise engine.InputError(f"{archive.name}: not a readable zip ({error})") from None
+
+
+def _wanted(name: str) -> bool:
+    """Image files only; no folders' metadata (``__MACOSX/``), no hidden files."""
+    path = Path(name)
+    return (path.suffix.lower() in engine.IMAGE_EXTENSIONS and not path.name.startswith(".")
+            and "__MACOSX" not in path.parts)
+
+
+def _copy_at_most(source, sink, limit: int, shown: str) -> None:
+    written = 0
+    while chunk := source.read(1 << 20):
+        written += len(chunk)
+        if written > limit:
+            raise engine.InputError(f"{shown}: a member is larger than the zip says")
+        sink.write(chunk)
+
+
+def _fresh(folder: Path, name: str) -> Path:
+    target = folder / name
+    if target.exists() or not name or name.startswith("."):
+        raise engine.InputError(f"{name or '(no name)'}: two uploads share this name (or it is hidden); "
+                                   "rename one")
+    return target
+
+
+def pair(files: Sequence[Path], detector: str | None, log: engine.Log) -> tuple[list[tuple[Path, Path]], list[dict]]:
+    """``NAME`` → ``NAME_mask``; a photo without a mask gets one from ``detector`` (``faces``/``text``), or an
+    error row."""
+    masks = {p.stem[: -len(MASK_SUFFIX)]: p for p in files if p.stem.endswith(MASK_SUFFIX) and p.stem != MASK_SUFFIX}
+    photos = [p for p in files if p not in masks.values()]
+    if not photos:
+        raise engine.InputError("only masks were uploaded: add the photos (NAME.png beside NAME_mask.png)")
+    stems = [p.stem for p in photos]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise engine.InputError(f"several photos are named {', '.join(twice)} (different extensions); "
+                                "rename them: each gives NAME.png")
+    pairs, errors = [], []
+    for photo in photos:
+        mask = masks.get(photo.stem)
+        try:
+            if mask is None:
+                mask = _detect(photo, detector)
+                log(f"{photo.name}: region found by the {detector} detector")
+            pairs.append((photo, mask))
+        except engine.PROBLEMS as error:
+            errors.append(_row(photo, None, "", error=str(error)))
+    return pairs, errors
+
+
+def _detect(photo: Path, detector: str | None) -> Path:
+    if detector is None:
+        raise engine.InputError(f"no mask {photo.stem}{MASK_SUFFIX}.png and no detector chosen")
+    pixels, _ = engine.read_photo(photo)
+    mask = photo.with_name(f"{photo.stem}{MASK_SUFFIX}.png")
+    if mask.exists():
+        raise engine.InputError(f"{mask.name} exists but is not a mask of {photo.name}")
+    engine.save_region(engine.detect(detector, pixels), mask)
+    return mask
+
+
+def run(uploads: Sequence[Path], work: Path, settings: engine.Settings, detector: str | None = None,
+        on_photo: OnPhoto | None = None, on_step: engine.OnStep | None = None,
+        log: engine.Log | None = None) -> BatchResult:
+    """Protect every uploaded photo; a photo that fails is a CSV row with its error, the others go on."""
+    log = log or (lambda _: None)
+    engine.check_settings(settings)
+    inbox, outbox = work / "in", work / "out"
+    for folder in (inbox, outbox):
+        shutil.rmtree(folder, ignore_errors=True)
+    outbox.mkdir(parents=True)
+    pairs, rows = pair(unpack(uploads, inbox), detector, log)
+    for i, (photo, mask) in enumerate(pairs, 1):
+        if on_photo is not None:
+            on_photo(i, len(pairs), photo.name)
+        try:
+            done = engine.protect(photo, mask, outbox / f"{photo.stem}.png", settings, on_step, log)
+        except engine.PROBLEMS as error:
+            rows.append(_row(photo, None, mask.name, error=str(error)))
+            continue
+        rows.extend(_row(photo, done, mask.name, verdict=v) for v in done.verdicts)
+    rows.sort(key=lambda r: r["image"])
+    return BatchResult(_archive(outbox, rows, work / ZIP_NAME), rows)
+
+
+def _row(photo: Path, done: engine.Protection | None, mask: str, verdict=None, error: str = "") -> dict:
+    row = dict.fromkeys(CSV_FIELDS, "")
+    row.update(image=photo.name, mask=mask, error=error)
+    if done is not None and verdict is not None:
+        attacks = [e for e in verdict.edits if e.kind == "attacker"]
+        benign = [e for e in verdict.edits if e.kind == "benign"]
+        inv = verdict.invisibility
+        row.update(protected_image=done.protected.name, model=verdict.model, protected=verdict.protected,
+                   attacker_edits_failed=sum(bool(e.failed) for e in attacks), attacker_edits=len(attacks),
+                   benign_edits_intact=sum(bool(e.intact) for e in benign), benign_edits=len(benign),
+                   psnr_db=round(inv["psnr"], 2), ssim=round(inv["ssim"], 5), linf_255=round(inv["linf_255"], 2))
+    return row
+
+
+def _archive(outbox: Path, rows: list[dict], archive: Path) -> Path:
+    table = outbox / CSV_NAME
+    with open(table, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    keep = sorted(p for p in outbox.iterdir() if p.suffix in (".png", ".json") and not p.name.endswith(".preview.png"))
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in keep:
+            zf.write(path, path.name, compress_type=zipfile.ZIP_STORED if path.suffix == ".png" else None)
+        zf.write(table, table.name)
+    return archive

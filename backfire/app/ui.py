@@ -1,0 +1,530 @@
+"""The page: Protect, Verify and Batch tabs, built with Gradio over :mod:`backfire.app.engine`.
+
+Everything a user uploads or the app writes lives in a per-browser-session folder under the app's
+temporary root, removed when the tab closes (the page's unload event; its running job stops at the
+next step) and, with the root, when the app stops. The heavy jobs (protect, verify, batch) share one
+queue slot, so several users wait their turn instead of splitting a CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
+
+from backfire.app import batch, engine
+
+BRUSH_COLOUR = ("#ff00ff", 0.6)  # magenta at 60 %: the region shows, and so does the photo under it
+OVERLAY_RGBA = (255, 0, 255, 153)  # the same colour, for regions the app draws (detectors, boxes, mask files)
+ALPHA_MIN = 64  # a layer's pixel belongs to the region above this opacity (soft edges of the eraser drop out)
+EDITOR_MAX_SIDE = 2048  # larger photos are shown scaled down; the region is scaled back to full size
+WORK = "backfire-work"  # concurrency id shared by protect, verify and batch
+GRADIO_CACHE_S = (1800, 3600)  # Gradio's copies of uploads and results: swept every 30 min, kept 1 h
+SESSION_TTL_S = 6 * 3600  # a session an API client never closes is removed after this
+DETECTORS = {"none (every photo has NAME_mask.png)": None, "faces": "faces", "text": "text"}
+
+INTRO = """# backfire
+Protect a region of a photo — a face, a signature, a logo — against AI inpainting: after protection,
+masking the region and inpainting gives a glaring solid colour, while edits elsewhere still work.
+**1** upload a photo · **2** paint the region (or detect faces / text, draw a box, upload a mask) ·
+**3** Protect · **4** download the PNG and read the verdict: it is measured, not promised."""
+
+CANCELLED = "Cancelled: nothing was written."
+JPEG_WARNING = ("⚠ Share this PNG as it is: saving or recompressing it as JPEG weakens the protection "
+                "(recipe `robust` is made to resist recompression).")
+
+
+class Session:
+    """One browser session's folder and its cancel switch."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="session-", dir=root))
+        self.generation = 0  # bumped by Cancel; a running job stops when it sees it change
+        self.photo: Path | None = None
+        self.size: tuple[int, int] | None = None  # (W, H) of the photo
+        self.view: Path | None = None  # the photo as shown in the editor
+        self.used = time.monotonic()
+
+    def fresh(self, name: str) -> Path:
+        """An empty sub-folder ``name`` (its earlier contents are removed)."""
+        folder = self.folder / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return folder
+
+    def cancel(self) -> None:
+        self.generation += 1
+
+    def close(self) -> None:
+        self.cancel()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _friendly(fn):
+    """Errors a user can fix become a message in the page (``gr.Error``); the app keeps serving."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except engine.PROBLEMS as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        except (MemoryError, torch.OutOfMemoryError):
+            raise gr.Error("out of memory: try a smaller photo", print_exception=False) from None
+    return wrapper
+
+
+class StepClock:
+    """The engine's step callback: page progress (step i/N, time left) and the cancel check."""
+
+    def __init__(self, session: Session, progress: gr.Progress, label: str = "") -> None:
+        self.session, self.progress, self.label = session, progress, label
+        self.generation = session.generation
+        self.first: float | None = None
+
+    def check(self) -> None:
+        if self.session.generation != self.generation:
+            raise engine.Cancelled()
+
+    def __call__(self, step: int, total: int, loss: float | None = None) -> None:
+        self.check()
+        self.session.used = time.monotonic()  # a long job keeps its session from being swept
+        now = time.perf_counter()
+        if self.first is None or step <= 1:
+            self.first, left = now, None
+        else:
+            left = (now - self.first) / (step - 1) * (total - step)
+        if step >= total:
+            desc = f"{self.label}judging the saved file…"
+        else:
+            desc = f"{self.label}step {step}/{total}" + ("" if left is None else f" · about {left:.0f} s left")
+        self.progress((step, total), desc=desc)
+
+
+# ------------------------------------------------------------------------------------ the region
+
+def _view_size(size: tuple[int, int]) -> tuple[int, int]:
+    w, h = size
+    scale = min(1.0, EDITOR_MAX_SIDE / max(w, h))
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _editor_value(session: Session, mask: torch.Tensor | None = None) -> dict:
+    layers = [] if mask is None or not mask.any() else [_overlay(mask, _view_size(session.size))]
+    return {"background": str(session.view), "layers": layers, "composite": None}
+
+
+def _brush(view_size: tuple[int, int]) -> gr.Brush:
+    """A brush about 1/25 of the photo's short side, in the editor's (view) pixels."""
+    return gr.Brush(colors=[BRUSH_COLOUR], color_mode="fixed", default_size=max(2, round(min(view_size) / 25)))
+
+
+def _overlay(mask: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    picture = Image.fromarray((mask.numpy() > 0.5).astype(np.uint8) * 255)
+    if picture.size != size:
+        picture = picture.resize(size, Image.Resampling.NEAREST)
+    rgba = np.zeros((size[1], size[0], 4), np.uint8)
+    rgba[np.asarray(picture) > 127] = OVERLAY_RGBA
+    return rgba
+
+
+def editor_mask(value: dict | None, size: tuple[int, int]) -> torch.Tensor:
+    """The union of the editor's layers (brush strokes and drawn regions) as an H×W mask at the photo's size."""
+    union = None
+    for layer in (value or {}).get("layers") or []:
+        if layer is None:
+            continue
+        pixels = np.asarray(layer)
+        opaque = pixels[..., 3] > ALPHA_MIN if pixels.ndim == 3 and pixels.shape[2] == 4 else pixels.any(axis=-1)
+        union = opaque if union is None or union.shape != opaque.shape else union | opaque
+    w, h = size
+    if union is None:
+        return torch.zeros(h, w)
+    picture = Image.fromarray(union.astype(np.uint8) * 255)
+    if picture.size != size:
+        picture = picture.resize(size, Image.Resampling.NEAREST)
+    return torch.from_numpy((np.asarray(picture) > 127).astype(np.float32))
+
+
+def _need_photo(session: Session) -> None:
+    if session.photo is None:
+        raise engine.InputError("upload a photo first")
+
+
+def _settings(model, weights, recipe, budget, steps, device: str, local_paths: bool = True) -> engine.Settings:
+    if (weights or "=" in (model or "")) and not local_paths:
+        raise engine.InputError("weights paths are taken only when the app serves this machine alone "
+                                "(backfire app --host 127.0.0.1): a path names a file on the server")
+    return engine.Settings(model=(model or engine.available_choices()[0]).strip(), weights=weights or None,
+                           recipe=recipe or engine.default_recipe(),
+                           budget_255=None if budget in (None, "") else float(budget),
+                           steps=None if steps in (None, "") else int(steps), device=device)
+
+
+class Sessions:
+    """The open browser sessions by Gradio's session hash. A session ends when its tab closes (the page's
+    unload event); one never closed (an API client) is removed once unused for ``SESSION_TTL_S``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.open: dict[str, Session] = {}
+        self.lock = threading.Lock()
+
+    def get(self, request: gr.Request | None) -> Session:
+        key = getattr(request, "session_hash", None) or "anonymous"
+        now = time.monotonic()
+        with self.lock:
+            for other, old in list(self.open.items()):
+                if other != key and now - old.used > SESSION_TTL_S:
+                    self.open.pop(other).close()
+            session = self.open.get(key)
+            if session is None:
+                session = self.open[key] = Session(self.root)
+            session.used = now
+            return session
+
+    def end(self, request: gr.Request) -> None:
+        with self.lock:
+            session = self.open.pop(getattr(request, "session_hash", None) or "anonymous", None)
+        if session is not None:
+            session.close()
+
+    def close_all(self) -> None:
+        with self.lock:
+            while self.open:
+                self.open.popitem()[1].close()
+
+
+class Page:
+    """The page's event handlers; each finds its session from the request."""
+
+    def __init__(self, root: Path, device: str, local_paths: bool = True) -> None:
+        self.sessions = Sessions(root / "sessions")
+        self.device = device
+        self.local_paths = local_paths  # whether the weights field may name files on this machine
+
+    # ---- the region
+
+    @_friendly
+    def load_photo(self, upload: str | None, request: gr.Request):
+        """A new photo file: read it the CLI's way (caps, EXIF), keep a copy, show it with no region."""
+        session = self.sessions.get(request)
+        if not upload:
+            session.photo = session.size = session.view = None
+            return None, ""
+        source = Path(upload)
+        engine.read_photo(source)  # refused here, before anything is kept, if the CLI would refuse it
+        photo = session.fresh("photo") / source.name
+        shutil.copyfile(source, photo)
+        return self._use(session, photo)
+
+    @_friendly
+    def photo_from_editor(self, value: dict | None, request: gr.Request):
+        """A photo dropped or pasted straight into the editor: the browser decoded it; it is used as a PNG."""
+        background = None if value is None else value.get("background")
+        if background is None:
+            return gr.skip(), ""
+        pixels = np.asarray(background)
+        if pixels.ndim == 3 and pixels.shape[2] == 4 and (pixels[..., 3] == 255).all():
+            pixels = pixels[..., :3]  # opaque: no alpha to speak of
+        session = self.sessions.get(request)
+        if session.view is not None and np.array_equal(pixels, np.asarray(Image.open(session.view))):
+            return gr.skip(), gr.skip()  # the editor reports the photo the page itself just showed
+        photo = session.fresh("photo") / "pasted.png"
+        Image.fromarray(pixels).save(photo)
+        return self._use(session, photo)
+
+    def _use(self, session: Session, photo: Path) -> tuple:
+        """Make ``photo`` the session's photo and show it in the editor, scaled down when large."""
+        pixels, notes = engine.read_photo(photo)
+        session.photo = photo
+        session.size = (int(pixels.shape[-1]), int(pixels.shape[-2]))
+        session.view = session.fresh("view") / "photo.png"
+        view_size = _view_size(session.size)
+        if view_size != session.size:
+            pixels = torch.nn.functional.interpolate(pixels[None], size=view_size[::-1], mode="area")[0]
+        engine.save_photo(pixels, session.view)
+        w, h = session.size
+        shown = "" if view_size == session.size else f", shown at {view_size[0]}×{view_size[1]}"
+        status = f"**{photo.name}**: {w}×{h} px{shown}. Now paint the region to protect."
+        editor = gr.ImageEditor(value=_editor_value(session), brush=_brush(view_size))
+        return editor, status + "".join(f"\n\nnote: {n}" for n in notes)
+
+    def _add(self, request: gr.Request, value: dict | None, find) -> tuple:
+        session = self.sessions.get(request)
+        _need_photo(session)
+        region = torch.maximum(editor_mask(value, session.size), find(session))
+        share = 100 * float(region.mean())
+        return _editor_value(session, region), f"Region: {int(region.sum())} px ({share:.1f} % of the photo)."
+
+    @_friendly
+    def detect_faces(self, value: dict | None, request: gr.Request):
+        return self._add(request, value, lambda s: engine.detect("faces", engine.read_photo(s.photo)[0]))
+
+    @_friendly
+    def detect_text(self, value: dict | None, request: gr.Request):
+        return self._add(request, value, lambda s: engine.detect("text", engine.read_photo(s.photo)[0]))
+
+    @_friendly
+    def add_box(self, value: dict | None, text: str, request: gr.Request):
+        return self._add(request, value, lambda s: engine.box(s.size, text or ""))
+
+    @_friendly
+    def add_mask_file(self, value: dict | None, mask_file: str | None, request: gr.Request):
+        if not mask_file:
+            return gr.skip(), ""
+        return self._add(request, value, lambda s: engine.read_region(Path(mask_file), s.size))
+
+    @_friendly
+    def clear_region(self, request: gr.Request):
+        session = self.sessions.get(request)
+        _need_photo(session)
+        return _editor_value(session), "Region cleared."
+
+    # ---- jobs
+
+    @_friendly
+    def protect(self, value: dict | None, model, weights, recipe, budget, steps, request: gr.Request,
+                progress=gr.Progress()):
+        """Protect the uploaded photo's painted region."""
+        session = self.sessions.get(request)
+        _need_photo(session)
+        region = editor_mask(value, session.size)
+        if not region.any():
+            raise engine.InputError("paint the region to protect first (brush, detect, box or mask file)")
+        mask = session.fresh("region") / f"{session.photo.stem}_mask.png"
+        engine.save_region(region, mask)
+        settings = _settings(model, weights, recipe, budget, steps, self.device, self.local_paths)
+        return self._protect(session, session.photo, mask, settings, progress)
+
+    @_friendly
+    def protect_files(self, photo: str | None, mask: str | None, model, weights, recipe, budget, steps,
+                      request: gr.Request, progress=gr.Progress()):
+        """API: protect ``photo`` in the region of the mask file ``mask`` (white = protect)."""
+        if not photo or not mask:
+            raise engine.InputError("give a photo and its mask")
+        settings = _settings(model, weights, recipe, budget, steps, self.device, self.local_paths)
+        return self._protect(self.sessions.get(request), Path(photo), Path(mask), settings, progress)
+
+    def _protect(self, session: Session, photo: Path, mask: Path, settings: engine.Settings, progress):
+        progress(0, desc="loading the model…")
+        out = session.fresh("result") / f"{photo.stem}.png"
+        try:
+            done = engine.protect(photo, mask, out, settings, on_step=StepClock(session, progress))
+        except engine.Cancelled:
+            return None, None, "", None, "", "", CANCELLED
+        words = "\n\n".join(f"**{engine.verdict_words(v)}**" for v in done.verdicts)
+        numbers = "\n\n".join(engine.verdict_numbers(v) for v in done.verdicts)
+        warning = "" if engine.resists_recompression(settings.recipe) else JPEG_WARNING
+        notes = "".join(f"\n\n{n}" for n in done.notes)
+        status = f"Done: **{done.protected.name}** and its report.{notes}"
+        return (str(done.protected), [str(done.protected), str(done.report), str(done.preview)], warning,
+                str(done.preview), words, numbers, status)
+
+    @_friendly
+    def verify(self, protected: str | None, mask: str | None, original: str | None, model, weights,
+               request: gr.Request, progress=gr.Progress()):
+        """The attacker's edit of a protected photo (and of its original, with the verdict, when given)."""
+        if not protected or not mask:
+            raise engine.InputError("give the protected photo and its mask")
+        settings = _settings(model, weights, None, None, None, self.device, self.local_paths)
+        folder = self.sessions.get(request).fresh("verify")
+        progress(0, desc="running the attacker's edit…")
+        edit_protected = engine.attack(Path(protected), Path(mask), folder / "edit-of-protected.png", settings)
+        if not original:
+            return (str(edit_protected), None, "The attacker's edit of the protected photo is shown; give the "
+                    "original too for the verdict.", "")
+        edit_original = engine.attack(Path(original), Path(mask), folder / "edit-of-original.png", settings)
+        progress(0.5, desc="judging…")
+        verdict = engine.verify(Path(original), Path(protected), Path(mask), settings)
+        return (str(edit_protected), str(edit_original), f"**{engine.verdict_words(verdict)}**",
+                engine.verdict_numbers(verdict))
+
+    @_friendly
+    def batch(self, uploads: list[str] | None, detector: str, model, weights, recipe, budget, steps,
+              request: gr.Request, progress=gr.Progress()):
+        """Protect several photos (or zips of them): a zip of PNGs, verdict JSONs and one CSV."""
+        if not uploads:
+            raise engine.InputError("upload photos (NAME.png with NAME_mask.png, or choose a detector) or a .zip")
+        session = self.sessions.get(request)
+        clock = StepClock(session, progress)
+
+        def on_photo(i: int, n: int, name: str) -> None:
+            clock.check()
+            clock.label, clock.first = f"{name} ({i}/{n}): ", None
+            progress((i - 1, n), desc=f"{name} ({i}/{n})")
+
+        try:
+            result = batch.run([Path(u) for u in uploads], session.fresh("batch"),
+                               _settings(model, weights, recipe, budget, steps, self.device, self.local_paths),
+                               DETECTORS.get(detector, detector), on_photo=on_photo, on_step=clock)
+        except engine.Cancelled:
+            return None, [], CANCELLED
+        table = [[r["image"], r["model"], r["protected"], f"{r['attacker_edits_failed']}/{r['attacker_edits']}",
+                  f"{r['benign_edits_intact']}/{r['benign_edits']}", r["psnr_db"], r["error"]] for r in result.rows]
+        done = len({r["image"] for r in result.rows}) - result.failures
+        failed = f", {result.failures} failed (see the table)" if result.failures else ""
+        return str(result.archive), table, f"{done} photo(s) protected{failed}"
+
+    def cancel(self, request: gr.Request) -> str:
+        """Stop the session's running job at its next step (its thread ends there; nothing is written)."""
+        self.sessions.get(request).cancel()
+        return CANCELLED
+
+    def end(self, request: gr.Request) -> None:
+        """The tab closed: stop its job and remove its folder."""
+        self.sessions.end(request)
+
+
+# ------------------------------------------------------------------------------------------ page
+
+def build(page: Page) -> gr.Blocks:
+    """The whole page, its events bound to ``page``'s handlers."""
+    with gr.Blocks(title="backfire", delete_cache=GRADIO_CACHE_S) as demo:
+        gr.Markdown(INTRO)
+        settings = _settings_panel()
+        with gr.Tabs():
+            with gr.Tab("Protect"):
+                outputs = _protect_tab(page, settings)
+            with gr.Tab("Verify"):
+                _verify_tab(page, settings)
+            with gr.Tab("Batch"):
+                _batch_tab(page, settings)
+        # the API's protect: a photo and a mask file instead of the painted region
+        api_photo, api_mask, api_trigger = gr.File(visible=False), gr.File(visible=False), gr.Button(visible=False)
+        api_trigger.click(page.protect_files, [api_photo, api_mask, *settings], outputs, api_name="protect",
+                          concurrency_limit=1, concurrency_id=WORK)
+        demo.unload(page.end)
+    return demo
+
+
+def _settings_panel() -> list:
+    budget0, steps0 = engine.recipe_defaults(engine.default_recipe())
+    with gr.Accordion("Settings", open=True):
+        with gr.Row():
+            model = gr.Dropdown(engine.available_choices(), value=engine.available_choices()[0],
+                                allow_custom_value=True, label="Model",
+                                info="the attacker's inpainting model; a,b protects against both", elem_id="model")
+            weights = gr.Textbox(label="Weights (a file or folder on this machine)",
+                                 placeholder="backfire-s needs none", elem_id="weights")
+            recipe = gr.Dropdown(engine.recipe_names(), value=engine.default_recipe(), label="Recipe",
+                                 elem_id="recipe")
+            budget = gr.Number(budget0, label="Budget (L∞, /255)", minimum=0.1, maximum=255, elem_id="budget")
+            steps = gr.Number(steps0, label="Steps", precision=0, minimum=0, maximum=10000, elem_id="steps")
+    recipe.change(lambda r: engine.recipe_defaults(r), recipe, [budget, steps], api_visibility="private")
+    return [model, weights, recipe, budget, steps]
+
+
+def _protect_tab(page: Page, settings: list) -> list:
+    image_types = list(engine.IMAGE_EXTENSIONS)
+    with gr.Row():
+        with gr.Column():
+            photo = gr.File(label="1 · Photo (any format the CLI reads; or drop / paste it into the editor)",
+                            file_types=image_types, type="filepath", elem_id="photo")
+            editor = gr.ImageEditor(
+                label="2 · Paint the region to protect", type="numpy", image_mode="RGBA", format="png",
+                sources=("upload", "clipboard"), transforms=(), layers=False, height=420, elem_id="editor",
+                brush=_brush((400, 400)), eraser=gr.Eraser())
+            with gr.Row():
+                faces = gr.Button("Detect faces", size="sm")
+                text = gr.Button("Detect text", size="sm")
+                clear = gr.Button("Clear region", size="sm")
+            with gr.Row():
+                box_text = gr.Textbox(label="Box x,y,w,h (pixels)", placeholder="10,20,100,50", scale=2)
+                box_button = gr.Button("Add box", size="sm", scale=1)
+            mask_file = gr.File(label="…or a mask file (white = protect)", file_types=image_types,
+                                type="filepath", elem_id="mask-file")
+        with gr.Column():
+            with gr.Row():
+                run = gr.Button("3 · Protect", variant="primary", elem_id="run")
+                cancel = gr.Button("Cancel", elem_id="cancel")
+            status = gr.Markdown(elem_id="status")
+            verdict = gr.Markdown(elem_id="verdict")
+            protected = gr.Image(label="Protected", type="filepath", format="png", interactive=False,
+                                 height=260, elem_id="protected")
+            warning = gr.Markdown(elem_id="jpeg-warning")
+            files = gr.File(label="4 · Download", file_count="multiple", interactive=False, elem_id="files")
+    sheet = gr.Image(label="original | protected | perturbation ×10 | attacker's edit of the original | "
+                           "attacker's edit of the protected photo | a benign edit",
+                     type="filepath", format="png", interactive=False, height=220, elem_id="preview")
+    numbers = gr.Textbox(label="The verdict in numbers", lines=10, interactive=False, elem_id="numbers")
+
+    private = {"api_visibility": "private"}
+    region = [editor, status]
+    photo.change(page.load_photo, photo, region, **private)
+    # a photo dropped or pasted into the editor (the event also fires when the page shows a photo: skipped)
+    editor.upload(page.photo_from_editor, editor, region, show_progress="hidden", **private)
+    faces.click(page.detect_faces, editor, region, **private)
+    text.click(page.detect_text, editor, region, **private)
+    box_button.click(page.add_box, [editor, box_text], region, **private)
+    mask_file.change(page.add_mask_file, [editor, mask_file], region, **private)
+    clear.click(page.clear_region, None, region, **private)
+    outputs = [protected, files, warning, sheet, verdict, numbers, status]
+    running = run.click(page.protect, [editor, *settings], outputs, api_name="protect_painted", concurrency_limit=1,
+                        concurrency_id=WORK, **private)
+    cancel.click(page.cancel, None, status, cancels=[running], queue=False, **private)
+    return outputs
+
+
+def _verify_tab(page: Page, settings: list) -> None:
+    image_types = list(engine.IMAGE_EXTENSIONS)
+    gr.Markdown("Run the attacker's edit on a protected photo. With the original too, the verdict says "
+                "whether the protection holds.")
+    with gr.Row():
+        protected = gr.File(label="Protected photo", file_types=image_types, type="filepath")
+        mask = gr.File(label="Its mask (white = protected region)", file_types=image_types, type="filepath")
+        original = gr.File(label="The original (optional)", file_types=image_types, type="filepath")
+    run = gr.Button("Run the attacker's edit", variant="primary")
+    with gr.Row():
+        edit_protected = gr.Image(label="attacker's edit of the protected photo", interactive=False)
+        edit_original = gr.Image(label="attacker's edit of the original", interactive=False)
+    words = gr.Markdown()
+    numbers = gr.Textbox(label="The verdict in numbers", lines=10, interactive=False)
+    model, weights = settings[:2]
+    run.click(page.verify, [protected, mask, original, model, weights], [edit_protected, edit_original, words, numbers],
+              api_name="verify", concurrency_limit=1, concurrency_id=WORK)
+
+
+def _batch_tab(page: Page, settings: list) -> None:
+    gr.Markdown("Several photos, or a .zip of them. A photo `NAME.png` uses `NAME_mask.png` when it is there; "
+                "otherwise the chosen detector finds the region. You get one zip: the protected PNGs, a verdict "
+                "JSON for each, and `verdicts.csv`.")
+    uploads = gr.File(label="Photos, masks or .zip", file_count="multiple",
+                      file_types=[*engine.IMAGE_EXTENSIONS, ".zip"], type="filepath")
+    detector = gr.Radio(list(DETECTORS), value=next(iter(DETECTORS)), label="Photos without a mask")
+    with gr.Row():
+        run = gr.Button("Protect all", variant="primary")
+        cancel = gr.Button("Cancel")
+    status = gr.Markdown()
+    archive = gr.File(label="Download", interactive=False)
+    table = gr.Dataframe(headers=["image", "model", "protected", "attacker edits failed", "benign edits intact",
+                                  "PSNR dB", "error"], interactive=False)
+    batching = run.click(page.batch, [uploads, detector, *settings], [archive, table, status], api_name="batch",
+                         concurrency_limit=1, concurrency_id=WORK)
+    cancel.click(page.cancel, None, status, cancels=[batching], api_visibility="private", queue=False)
+
+
+THEME_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # system fonts: the page fetches nothing from the web
+CSS = "#protected img, #preview img { object-fit: contain !important; }"  # small photos fill their panel
+
+
+def serve(root: Path, device: str, host: str, port: int, max_file_size: str, local: bool = True) -> None:
+    """Build the page and serve it until interrupted; every session's folder is removed on the way out.
+    ``local``: only this machine can reach the page, so the weights field may name files on it."""
+    page = Page(root, device, local_paths=local)
+    demo = build(page)
+    demo.queue(default_concurrency_limit=4)
+    theme = gr.themes.Default(font=THEME_FONTS, font_mono=["ui-monospace", "monospace"])
+    try:
+        demo.launch(server_name=host, server_port=port, max_file_size=max_file_size, show_error=True,
+                    ssr_mode=False, allowed_paths=[str(root)], theme=theme, css=CSS, footer_links=["api"])
+    finally:
+        page.sessions.close_all()

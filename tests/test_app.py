@@ -1,0 +1,393 @@
+"""``backfire app``: the page in a real headless browser, its API through gradio_client, bad uploads, batches.
+
+The server is the real command (``python -m backfire.cli app``) in a subprocess on a free port; the photo is
+the project's own 64×48 example; protection runs backfire-s for 2 steps. Set ``BACKFIRE_APP_SCREENSHOT=PATH``
+to also write the browser test's screenshot there (docs/app-screenshot.png is made that way).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io as _io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from backfire import cli, io
+from backfire.app import batch, engine
+from backfire.examples import example_photo
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_GRADIO = importlib.util.find_spec("gradio") is not None and importlib.util.find_spec("gradio_client") is not None
+HAS_PLAYWRIGHT = importlib.util.find_spec("playwright") is not None
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium") or "") if p and Path(p).exists()), None)
+needs_gradio = pytest.mark.skipif(not HAS_GRADIO, reason='the app extra is not installed: pip install -e ".[app]"')
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"]
+SCREENSHOT_BYTES = 200_000
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("app-inputs")
+    image, mask = example_photo(64, 48)
+    paths = {"photo": folder / "photo.png", "mask": folder / "photo_mask.png", "text": folder / "notes.png",
+             "huge": folder / "huge.png"}
+    io.save_image(image, paths["photo"])
+    io.save_mask(mask, paths["mask"])
+    paths["text"].write_text("this is a text file, not a picture\n")
+    Image.new("L", (8000, 5001)).save(paths["huge"])  # 40.008 MP: over the CLI's 40 MP cap, a few KB on disk
+    return paths
+
+
+# ------------------------------------------------------------------------------ without Gradio
+
+def test_model_menu_starts_with_the_default_and_lists_every_registry_model():
+    choices = engine.available_choices()
+    assert choices[0] == cli.DEFAULT_MODEL and set(choices) >= {"backfire-s", "lama", "sd-inpaint"}
+
+
+def test_batch_protects_pairs_and_zips_reports_with_a_csv_row_per_photo(files, tmp_path, one_thread):
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w") as zf:  # a zip with a folder inside, and one photo without a mask
+        zf.write(files["photo"], "set/second.png")
+        zf.write(files["mask"], "set/second_mask.png")
+        zf.write(files["photo"], "set/lonely.png")
+        zf.writestr("__MACOSX/._second.png", b"junk")
+    result = batch.run([files["photo"], files["mask"], archive], tmp_path / "work",
+                       engine.Settings(steps=1, device="cpu"))
+    with zipfile.ZipFile(result.archive) as zf:
+        names = sorted(zf.namelist())
+        rows = list(csv.DictReader(_io.StringIO(zf.read(batch.CSV_NAME).decode())))
+        saved = Image.open(_io.BytesIO(zf.read("photo.png")))
+    assert names == ["photo.json", "photo.png", "second.json", "second.png", batch.CSV_NAME]
+    assert saved.size == (64, 48)
+    by_image = {r["image"]: r for r in rows}
+    assert set(by_image) == {"photo.png", "second.png", "lonely.png"} and result.failures == 1
+    assert "no mask lonely_mask.png" in by_image["lonely.png"]["error"]
+    assert by_image["photo.png"]["model"] == "backfire-s" and by_image["photo.png"]["error"] == ""
+    assert by_image["photo.png"]["protected"] in ("True", "False") and float(by_image["photo.png"]["psnr_db"]) > 25
+
+
+def test_batch_refuses_zips_that_unpack_too_large_and_duplicate_names(files, tmp_path, monkeypatch):
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.png", b"\0" * 4096)
+    monkeypatch.setattr(batch, "MAX_UNPACKED_BYTES", 1024)
+    with pytest.raises(io.InputError, match="unpacks to"):
+        batch.unpack([archive], tmp_path / "in1")
+    with pytest.raises(io.InputError, match="share this name"):
+        batch.unpack([files["photo"], files["photo"]], tmp_path / "in2")
+    (tmp_path / "evil.zip").write_bytes(b"PK not a zip")
+    with pytest.raises(io.InputError, match="not a readable zip"):
+        batch.unpack([tmp_path / "evil.zip"], tmp_path / "in3")
+
+
+def test_zip_members_are_flattened_so_nothing_lands_outside_the_inbox(files, tmp_path):
+    archive = tmp_path / "slip.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(files["photo"], "../../escaped.png")
+    found = batch.unpack([archive], tmp_path / "inbox")
+    assert found == [tmp_path / "inbox" / "escaped.png"] and not (tmp_path / "escaped.png").exists()
+
+
+def test_app_command_without_the_extra_says_how_to_install_it(capsys, monkeypatch):
+    import backfire.app as app
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else object())
+    assert cli.main(["app"]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.strip() == f"backfire: error: backfire app needs the app extra: {app.EXTRA_HINT}"
+
+
+# ------------------------------------------------------------------------------ the page's pieces
+
+@needs_gradio
+def test_painted_layers_become_the_mask_at_the_photos_size(tmp_path):
+    import numpy as np
+
+    from backfire.app import ui
+
+    layer = np.zeros((24, 32, 4), np.uint8)  # the editor shows a 64×48 photo at half size
+    layer[2:6, 4:10] = ui.OVERLAY_RGBA
+    layer[10, 10] = (255, 0, 255, 20)  # a soft eraser edge: not part of the region
+    mask = ui.editor_mask({"layers": [layer, None]}, (64, 48))
+    assert mask.shape == (48, 64) and int(mask.sum()) == 4 * 6 * 4
+    assert mask[4:12, 8:20].all() and not mask[20, 20]
+    sessions = ui.Sessions(tmp_path / "sessions")
+    tab = type("Request", (), {"session_hash": "tab-1"})()
+    session = sessions.get(tab)
+    assert sessions.get(tab) is session
+    (session.fresh("photo") / "x.png").write_bytes(b"x")
+    sessions.end(tab)  # the tab closed
+    assert not session.folder.exists() and session.generation == 1  # its folder is gone, its job told to stop
+
+
+@needs_gradio
+def test_region_tools_add_to_the_painted_region_and_explain_failures(files, tmp_path):
+    import gradio as gr
+
+    from backfire.app import ui
+
+    page = ui.Page(tmp_path, "cpu")
+    tab = type("Request", (), {"session_hash": "tab-2"})()
+    with pytest.raises(gr.Error, match="upload a photo first"):
+        page.add_box(None, "1,1,2,2", tab)
+    editor, status = page.load_photo(str(files["photo"]), tab)
+    assert "64×48 px" in status and editor.value["layers"] == []
+    value, status = page.add_box(None, "0,0,10,4", tab)
+    value, status = page.add_box(value, "5,0,10,4", tab)  # overlaps the first: the union counts once
+    assert status.startswith("Region: 60 px") and int(ui.editor_mask(value, (64, 48)).sum()) == 60
+    value, status = page.add_mask_file(value, str(files["mask"]), tab)
+    logo = example_photo(64, 48)[1]
+    assert int(ui.editor_mask(value, (64, 48)).sum()) == 60 + int(logo.sum())  # the logo is not in the boxes
+    for bad, message in (("0,0,0,4", "w and h > 0"), ("64,0,2,2", "outside the 64×48 image"), ("x", "x,y,w,h")):
+        with pytest.raises(gr.Error, match=message):
+            page.add_box(value, bad, tab)
+    with pytest.raises(gr.Error, match="no face found|--faces is unavailable"):
+        page.detect_faces(value, tab)
+    with pytest.raises(gr.Error, match="notes.png"):
+        page.load_photo(str(files["text"]), tab)
+    page.sessions.close_all()
+    assert not any((tmp_path / "sessions").iterdir())
+
+
+@needs_gradio
+def test_served_beyond_this_machine_the_page_takes_no_server_paths():
+    from backfire.app import ui
+
+    assert ui._settings("lama", "/srv/big-lama.pt", "paper", 6.375, 2, "cpu").weights == "/srv/big-lama.pt"
+    for model, weights in (("lama", "/etc/passwd"), ("backfire-s,lama=/etc/passwd", "")):
+        with pytest.raises(io.InputError, match="only when the app serves this machine alone"):
+            ui._settings(model, weights, "paper", 6.375, 2, "cpu", local_paths=False)
+
+
+# ------------------------------------------------------------------------------ the served app
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``backfire app`` on a free port, in its own temporary folder; stopped with Ctrl-C (SIGINT) at the end."""
+    if not HAS_GRADIO:
+        pytest.skip('the app extra is not installed: pip install -e ".[app]"')
+    tmp = tmp_path_factory.mktemp("app-tmp")
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1"}
+    log = open(tmp.parent / "app-server.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "backfire.cli", "app", "--port", str(port), "--device", "cpu"],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("backfire app did not start: " + (tmp.parent / "app-server.log").read_text()[-2000:])
+            time.sleep(0.5)
+    yield {"url": url, "process": process, "tmp": tmp}
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def _client(server):
+    from gradio_client import Client
+
+    return Client(server["url"], verbose=False)
+
+
+@needs_gradio
+def test_api_protect_returns_the_files_and_the_verdict(server, files):
+    from gradio_client import handle_file
+
+    result = _client(server).predict(handle_file(files["photo"]), handle_file(files["mask"]), "backfire-s", "",
+                                     "paper", 6.375, 2, api_name="/protect")
+    protected, downloads, warning, preview, verdict, numbers, status = result
+    assert Image.open(protected).size == (64, 48)
+    names = sorted(Path(d).name for d in downloads)
+    assert names == ["photo.json", "photo.png", "photo.preview.png"]
+    assert Image.open(preview).width > 64 * 5
+    assert "PROTECTED against backfire-s" in verdict and "attacker edits" in verdict
+    assert "verdict:" in numbers and "exact" in numbers
+    assert "JPEG" in warning  # recipe paper: the recompression warning is shown
+    report = Path(next(d for d in downloads if d.endswith(".json")))
+    assert '"protected"' in report.read_text()
+
+
+@needs_gradio
+def test_bad_uploads_get_a_message_and_the_app_keeps_serving(server, files):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    client = _client(server)
+    for bad, expected in ((files["text"], "notes.png"), (files["huge"], "40")):
+        with pytest.raises(AppError) as caught:
+            client.predict(handle_file(bad), handle_file(files["mask"]), "backfire-s", "", "paper", 6.375, 0,
+                           api_name="/protect")
+        message = str(caught.value)
+        assert expected in message and "Traceback" not in message and "\n" not in message.strip()
+    with pytest.raises(AppError, match="unknown inpainting model"):
+        client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "nope", "", "paper", 6.375, 0,
+                       api_name="/protect")
+    assert server["process"].poll() is None
+    with urllib.request.urlopen(server["url"] + "config", timeout=10) as reply:  # the upload cap, in bytes
+        assert json.load(reply)["max_file_size"] == 200 * 1024 * 1024
+    protected = client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "backfire-s", "", "paper",
+                               6.375, 0, api_name="/protect")[0]
+    assert Image.open(protected).size == (64, 48)
+
+
+@needs_gradio
+def test_api_batch_returns_a_zip_and_a_row_per_photo(server, files):
+    from gradio_client import handle_file
+
+    archive, table, status = _client(server).predict(
+        [handle_file(files["photo"]), handle_file(files["mask"]), handle_file(files["text"])],
+        "none (every photo has NAME_mask.png)", "backfire-s", "", "paper", 6.375, 0, api_name="/batch")
+    with zipfile.ZipFile(archive) as zf:
+        assert sorted(zf.namelist()) == ["photo.json", "photo.png", batch.CSV_NAME]
+    rows = {row[0]: row for row in table["data"]}
+    assert set(rows) == {"photo.png", "notes.png"} and rows["notes.png"][-1]  # the text file: its error
+    assert "1 photo(s) protected, 1 failed" in status
+
+
+@needs_gradio
+def test_api_verify_runs_the_attackers_edit(server, files):
+    from gradio_client import handle_file
+
+    edit_protected, edit_original, words, numbers = _client(server).predict(
+        handle_file(files["photo"]), handle_file(files["mask"]), handle_file(files["photo"]), "backfire-s", "",
+        api_name="/verify")
+    assert Image.open(edit_protected).size == Image.open(edit_original).size == (64, 48)
+    assert "NOT PROTECTED" in words  # the original judged against itself: nothing protects it
+    assert "attacker edit" in numbers
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright is not installed: pip install playwright")
+@needs_gradio
+def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, files, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            before = _session_folders(server)
+            page.goto(server["url"])
+            page.locator("#photo input[type=file]").set_input_files(str(files["photo"]))
+            page.wait_for_selector("#status :text('64×48 px')", timeout=30_000)
+            (mine,) = _session_folders(server) - before
+            page.wait_for_function("!document.querySelector('#editor').innerText.includes('processing')")
+            canvas = page.locator("#editor canvas").first
+            page.locator("#editor").get_by_role("button", name="Brush").first.click()
+            box = canvas.bounding_box()
+            x, y = box["x"] + 0.45 * box["width"], box["y"] + 0.62 * box["height"]
+            page.mouse.move(x, y)
+            page.mouse.down()
+            for k in range(12):
+                page.mouse.move(x + 8 * k, y + k)
+            page.mouse.up()
+            # the logo's mask file on top: the region is the union, so it counts more than the logo's pixels
+            page.locator("#mask-file input[type=file]").set_input_files(str(files["mask"]))
+            page.wait_for_selector("#status :text('Region:')", timeout=30_000)
+            region_px = int(page.locator("#status").inner_text().split("Region:")[1].split("px")[0])
+            assert region_px > int(example_photo(64, 48)[1].sum())
+            page.locator("#steps input").fill("10000")  # a long run, cancelled once its progress shows
+            page.click("#run")
+            page.wait_for_selector(":text('s left')", timeout=60_000)  # "step i/N · about T s left"
+            page.click("#cancel")
+            page.wait_for_selector("#status :text('Cancelled')", timeout=30_000)
+            page.locator("#steps input").fill("2")
+            page.click("#run")
+            try:
+                page.wait_for_selector("#verdict :text('PROTECTED against backfire-s')", timeout=120_000)
+            except Exception:
+                page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+                raise AssertionError(f"no verdict; status: {page.locator('#status').inner_text()!r}; "
+                                     f"screenshot: {tmp_path / 'failed.png'}") from None
+            for panel in ("#protected img", "#preview img"):  # the result and the attacker's-edit sheet
+                page.wait_for_function(f"document.querySelector('{panel}')?.naturalWidth > 0", timeout=30_000)
+            assert page.locator("#preview").get_by_text("attacker's edit of the original").count() == 1
+            assert "JPEG" in page.locator("#jpeg-warning").inner_text()
+            listed = " ".join(page.locator("#files").inner_text().split())
+            assert "json" in listed and "preview" in listed, listed
+            shot = tmp_path / "app.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert any(mine.rglob("photo.png"))
+            page.close()  # the tab closes: its session's folder goes
+            deadline = time.monotonic() + 30
+            while mine.exists() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not mine.exists()
+        finally:
+            browser.close()
+    assert Image.open(shot).width == 1280
+    if os.environ.get("BACKFIRE_APP_SCREENSHOT"):
+        _small_copy(shot, Path(os.environ["BACKFIRE_APP_SCREENSHOT"]))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright is not installed: pip install playwright")
+@needs_gradio
+def test_browser_photo_dropped_into_the_editor_is_used_with_its_exact_pixels(server, files):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            before = _session_folders(server)
+            page.goto(server["url"])
+            page.locator("#editor input[type=file]").first.set_input_files(str(files["photo"]))
+            page.wait_for_selector("#status :text('pasted.png: 64×48 px')", timeout=30_000)
+            (mine,) = _session_folders(server) - before
+            kept = io.read_image(mine / "photo" / "pasted.png").pixels
+            assert torch.equal(kept, io.read_image(files["photo"]).pixels)
+        finally:
+            browser.close()
+
+
+def _session_folders(server) -> set[Path]:
+    return set(server["tmp"].glob("backfire-app-*/sessions/session-*"))
+
+
+def _small_copy(shot: Path, out: Path) -> None:
+    """The screenshot for the README: scaled to 3/4 and palette-quantised to stay under 200 KB."""
+    picture = Image.open(shot).convert("RGB")
+    picture = picture.resize((picture.width * 3 // 4, picture.height * 3 // 4), Image.Resampling.LANCZOS)
+    picture.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
+    assert out.stat().st_size < SCREENSHOT_BYTES
+
+
+@needs_gradio
+def test_stopping_the_app_removes_its_temporary_folder(server):
+    """Runs last in this module (pytest keeps file order): the uploads of every test above must be gone."""
+    assert any(server["tmp"].glob("backfire-app-*"))
+    server["process"].send_signal(signal.SIGTERM)  # as `kill` or a service manager stops it (Ctrl-C: SIGINT)
+    server["process"].wait(timeout=30)
+    assert not list(server["tmp"].glob("backfire-app-*"))
