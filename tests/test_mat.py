@@ -22,7 +22,7 @@ Cases: ``256`` (the CelebA-HQ_256 configuration, noise mode ``random``, as ``gen
 
 from __future__ import annotations
 
-import io
+import os
 import pickle
 from pathlib import Path
 
@@ -40,7 +40,7 @@ WEIGHT_SEED = 2022
 NOISE_SEED = 7
 CASES = {"256": dict(resolution=256, noise_mode="random", photo_seed=3),
          "512": dict(resolution=512, noise_mode="const", photo_seed=4)}
-TINY = mat.MATConfig(resolution=256, z_dim=16, w_dim=16, dim=12, channel_base=1024, channel_max=16)
+TINY = mat.MATConfig(resolution=128, z_dim=16, w_dim=16, dim=12, channel_base=1024, channel_max=16)
 """MAT's architecture at a few thousand channels' cost: every code path, seconds instead of minutes."""
 
 
@@ -91,3 +91,239 @@ def sample(output: torch.Tensor) -> np.ndarray:
     grid = output[0, :, 3::8, 5::8]
     crop = output[0, :, r // 2 - 16: r // 2 + 16, r // 8 - 16: r // 8 + 16]
     return np.concatenate([grid.reshape(-1), crop.reshape(-1)]).astype(np.float32)
+
+
+def _scaled_error(ours: np.ndarray, official: np.ndarray) -> float:
+    """Max |difference| relative to the output's scale (random weights give outputs of ±70, not ±1)."""
+    return float(np.abs(ours - official).max() / max(1.0, np.abs(official).max()))
+
+
+def _run_case(name: str) -> tuple[np.ndarray, np.ndarray]:
+    case = CASES[name]
+    generator = fill_module(mat.Generator(mat.MATConfig(resolution=case["resolution"])))
+    image, mask, z = case_inputs(case["resolution"], case["photo_seed"])
+    with torch.no_grad():
+        output = generator(image, mask, z, case["noise_mode"], torch.Generator().manual_seed(NOISE_SEED))
+    return sample(output), np.load(FIXTURE)[f"case_{name}"]
+
+
+def test_matches_official_generator_256(one_thread):
+    """Our generator = the official one (same weights by name, inputs, z, dropout and noise draws)."""
+    ours, official = _run_case("256")
+    assert np.abs(official).max() > 1  # the fixture is not a constant image
+    assert _scaled_error(ours, official) < 1e-4
+
+
+@pytest.mark.skipif(not os.environ.get("BACKFIRE_SLOW_TESTS"), reason="~45 s on a 2-core CPU; set BACKFIRE_SLOW_TESTS=1")
+def test_matches_official_generator_512(one_thread):
+    """The 512 configuration (one more level in both stages, noise mode const) against the official run."""
+    ours, official = _run_case("512")
+    assert _scaled_error(ours, official) < 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# Weight files
+
+
+@pytest.fixture(scope="module")
+def tiny() -> mat.Generator:
+    return random_tiny(use_noise=True)
+
+
+def random_tiny(use_noise: bool = True, seed: int = 1) -> mat.Generator:
+    return mat.random_mat_generator(mat.MATConfig(**{**TINY.__dict__, "use_noise": use_noise}), seed=seed)
+
+
+def _inputs(resolution: int = 128, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    images, masks = [], []
+    for seed in range(batch):
+        image, logo = example_photo(resolution, resolution, seed=seed)
+        hole = logo.clone()
+        hole[20:60, 15 + 10 * seed: 55 + 10 * seed] = 1
+        images.append(image)
+        masks.append(hole[None])
+    return torch.stack(images), torch.stack(masks)
+
+
+def _same_network(a: mat.Generator, b: mat.Generator) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    image, mask = _inputs()
+    z = torch.randn(1, a.config.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outs = [g(image * 2 - 1, 1 - mask, z, "random", torch.Generator().manual_seed(3)) for g in (a, b)]
+    assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("use_noise", [True, False], ids=["official-noise", "iopaint-no-noise"])
+def test_saved_formats_load_to_the_same_network(tmp_path, one_thread, use_noise):
+    """State dict (IOPaint's _G.pth layout), network pickle (official layout) and safetensors."""
+    from safetensors.torch import save_file
+
+    generator = random_tiny(use_noise)
+    paths = {"torch": mat.save_mat_state_dict(generator, tmp_path / "G.pth"),
+             "pickle": mat.save_mat_network_pickle(generator, tmp_path / "network-snapshot.pkl"),
+             "safetensors": tmp_path / "G.safetensors"}
+    save_file({k: v.contiguous() for k, v in generator.state_dict().items()}, paths["safetensors"])
+    for fmt, path in paths.items():
+        assert mat.weights_format(path) == fmt
+        loaded = mat.load_mat_generator(path)
+        assert loaded.config == generator.config
+        _same_network(generator, loaded)
+
+
+def test_state_dict_keys_are_iopaints(tiny):
+    """IOPaint builds MAT without noise inputs: no noise keys; the official pickles have them."""
+    without = random_tiny(use_noise=False).state_dict()
+    assert not any("noise" in k for k in without)
+    assert "synthesis.dec.Dec_16x16.conv1.noise_strength" in tiny.state_dict()
+    assert "synthesis.first_stage.tran.0.blocks.1.attn_mask" in without  # IOPaint's file stores these buffers
+
+
+def test_network_pickle_layout(tmp_path, tiny):
+    """Persistent records (class name, version 6, state with _parameters/_modules), G and G_ema."""
+    path = mat.save_mat_network_pickle(tiny, tmp_path / "net.pkl")
+    seen = []
+
+    class Spy(pickle.Unpickler):
+        def find_class(self, module, name):
+            seen.append(f"{module}.{name}")
+            if (module, name) == ("torch_utils.persistence", "_reconstruct_persistent_obj"):
+                return lambda meta: meta
+            if module == "torch_utils.persistence":
+                raise AssertionError(name)
+            return super().find_class(module, name)
+
+    with open(path, "rb") as f:
+        data = Spy(f).load()
+    assert {"training_set_kwargs", "G", "D", "G_ema", "augment_pipe"} <= set(data)
+    meta = data["G_ema"]
+    assert meta["type"] == "class" and meta["version"] == 6 and meta["class_name"] == "Generator"
+    assert set(meta["state"]["_modules"]) == {"synthesis", "mapping"}
+    upsampling = meta["state"]["_modules"]["synthesis"]["state"]["_modules"]["first_stage"]["state"]["_modules"][
+        "tran"].__dict__["_modules"]["3"]["state"]["_modules"]["downsample"]
+    assert upsampling["class_name"] == "PatchUpsampling"
+    assert "torch.storage._load_from_bytes" in seen
+
+
+def test_network_pickle_code_never_runs(tmp_path, tiny):
+    """A pickle that would run code when unpickled for real: its calls become inert records."""
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').write('x')",))
+
+    hostile = tmp_path / "hostile.pkl"
+    with open(hostile, "wb") as f:
+        mat._NetworkPickler(f, protocol=4).dump({"payload": Payload(), "G_ema": tiny})
+    state = mat.read_network_pickle(hostile)
+    assert not marker.exists()
+    assert set(state) == set(tiny.state_dict())
+
+
+def test_bad_files_are_model_errors(tmp_path, tiny):
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights")
+    with pytest.raises(ModelError, match="neither"):
+        mat.load_mat_generator(text)
+    with pytest.raises(WeightsNotFoundError):
+        mat.load_mat_generator(tmp_path / "missing.pth")
+    other = tmp_path / "other.pth"
+    torch.save({"model.1.weight": torch.zeros(3)}, other)
+    with pytest.raises(ModelError, match="not a MAT generator"):
+        mat.load_mat_generator(other)
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps({"G": 1}))
+    with pytest.raises(ModelError, match="not a MAT network pickle"):
+        mat.load_mat_generator(plain)
+    good = mat.save_mat_network_pickle(tiny, tmp_path / "net.pkl")
+    cut = tmp_path / "cut.pkl"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ModelError, match="cannot read"):
+        mat.load_mat_generator(cut)
+    wrong = tmp_path / "wrong.pth"
+    state = tiny.state_dict()
+    state["synthesis.to_style.fc.weight"] = torch.zeros(3, 3)
+    torch.save(state, wrong)
+    with pytest.raises(ModelError, match="do not fit"):
+        mat.load_mat_generator(wrong)
+    for error in (ModelError,):
+        with pytest.raises(error, match="needs weights"):
+            mat.load_mat(None)
+
+
+def test_registry_entry(tmp_path, tiny):
+    path = mat.save_mat_state_dict(tiny, tmp_path / "G.pth")
+    model = load_inpainter("mat", weights=path, device="cpu", convention="official", seed=5)
+    assert isinstance(model, mat.MATInpainter) and model.seed == 5 and model.noise_mode == "random"
+    with pytest.raises(ModelError, match="no option"):
+        load_inpainter("mat", weights=path, device="cpu", prompt="x")
+
+
+# --------------------------------------------------------------------------------------------
+# The Inpainter
+
+
+def test_gradients_reach_context_and_not_the_hole(tiny, one_thread):
+    model = mat.MATInpainter(tiny)
+    image, mask = _inputs()
+    image.requires_grad_(True)
+    filled = model(image, mask)
+    (filled * mask).square().sum().backward()
+    grad = image.grad.abs().sum(dim=1, keepdim=True)
+    assert grad[mask == 0].sum() > 0
+    assert grad[mask == 1].abs().max() == 0
+
+
+def test_batch_equals_single_images(tiny, one_thread):
+    model = mat.MATInpainter(tiny, convention="official")
+    image, mask = _inputs(batch=2)
+    with torch.no_grad():
+        batch = model(image, mask)
+        single = torch.cat([model(image[i: i + 1], mask[i: i + 1]) for i in range(2)])
+    assert torch.allclose(batch, single, atol=1e-5)
+    assert torch.equal(batch[:, :, mask[0, 0] == 0][0], image[0][:, mask[0, 0] == 0])  # context kept
+
+
+def test_randomness_conventions_and_resampling(tiny, one_thread):
+    iopaint = mat.MATInpainter(tiny)
+    assert iopaint.noise_mode == "none" and iopaint.seed == 240
+    assert torch.equal(iopaint.z, torch.from_numpy(np.random.RandomState(240).randn(1, 16)).float())
+    assert mat.MATInpainter(tiny, convention="official").noise_mode == "random"  # below 512: generate_image.py's
+    assert mat.MATInpainter(random_tiny_512(), convention="official").noise_mode == "const"
+    assert set(iopaint.randomness) >= {"convention", "seed", "z", "noise_mode", "dropout", "resample"}
+    image, mask = _inputs()
+    with torch.no_grad():
+        first, again = iopaint(image, mask), iopaint(image, mask)
+        robust = mat.MATInpainter(tiny, resample=True)
+        draws = robust(image, mask), robust(image, mask)
+    assert torch.equal(first, again)
+    assert not torch.equal(draws[0], draws[1])
+    with pytest.raises(ModelError):
+        mat.MATInpainter(tiny, convention="lama")
+    with pytest.raises(ModelError):
+        mat.MATInpainter(tiny, noise_mode="loud")
+
+
+def random_tiny_512() -> mat.Generator:
+    return mat.Generator(mat.MATConfig(**{**TINY.__dict__, "resolution": 512}))
+
+
+def test_other_sizes_are_padded_to_a_square_multiple(tiny, one_thread):
+    """The bare Inpainter pads symmetric (IOPaint's np.pad mode) to the smallest square multiple."""
+    model = mat.MATInpainter(tiny)
+    image = torch.rand(1, 3, 100, 150)
+    assert model._pad(image).shape[-2:] == (256, 256)
+    assert model._pad(torch.rand(1, 3, 128, 128)).shape[-2:] == (128, 128)
+    assert model._pad(torch.rand(1, 3, 30, 20)).shape[-2:] == (128, 128)
+    expected = np.pad(image[0].numpy(), ((0, 0), (0, 156), (0, 106)), mode="symmetric")
+    assert np.array_equal(model._pad(image)[0].numpy(), expected)
+    mask = torch.zeros(1, 1, 100, 150)
+    mask[..., 25:60, 50:90] = 1
+    with torch.no_grad():
+        out = model(image, mask)
+    assert out.shape == image.shape
+    assert torch.equal(out[..., mask[0, 0] == 0], image[..., mask[0, 0] == 0])
+    assert 0 <= out.min() and out.max() <= 1

@@ -46,6 +46,7 @@ import dataclasses
 import io
 import math
 import pickle
+import types
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -279,21 +280,26 @@ class _Randomness:
             raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
         self.generator, self.noise_mode, self.shared = generator, noise_mode, shared
 
-    def _shape(self, like: Tensor, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (1 if self.shared else like.shape[0], *shape)
-
     def keep_mask(self, like: Tensor) -> Tensor:
         """``F.dropout(0.5 · ones_like(like), 0.5)``: a {0, 1} mask, half of it ones.
 
-        Drawn in ``like``'s memory layout, as dropout's ``empty_like`` does: the first stage's tokens
-        are a transposed view, so the draws fill them channel-major.
+        Dropout draws into ``empty_like(like)``, i.e. in ``like``'s memory layout, which torch chooses
+        by batch size: a single image's first-stage tokens are a transposed view (the draws fill them
+        channel-major), a batch's are contiguous. Unshared draws follow ``like`` (the official draws for
+        any batch); shared ones follow the single-image layout, so each image of a batch gets exactly
+        what it would get alone.
         """
-        source = like[:1] if self.shared else like
-        drawn = torch.empty_like(source, dtype=torch.float32, device="cpu").bernoulli_(0.5, generator=self.generator)
+        if not self.shared:
+            drawn = torch.empty_like(like, dtype=torch.float32, device="cpu").bernoulli_(0.5, generator=self.generator)
+        elif like.ndim == 3:  # tokens (N, L, C), drawn as (1, C, L)
+            drawn = torch.empty(1, like.shape[2], like.shape[1]).bernoulli_(0.5, generator=self.generator)
+            drawn = drawn.transpose(1, 2)
+        else:
+            drawn = torch.empty(1, *like.shape[1:]).bernoulli_(0.5, generator=self.generator)
         return drawn.to(like.device, like.dtype).expand_as(like)
 
     def noise(self, like: Tensor) -> Tensor:
-        shape = self._shape(like, (1, *like.shape[2:]))
+        shape = (1 if self.shared else like.shape[0], 1, *like.shape[2:])
         return torch.randn(shape, generator=self.generator).to(like).expand(like.shape[0], -1, -1, -1)
 
 
@@ -1131,6 +1137,9 @@ class _NetworkPickler(pickle._Pickler):  # the Python pickler: it lets a functio
             self.memoize(obj)
             return
         super().save_global(obj, name)
+
+    # The Python pickler dispatches on type through a table of its own functions, not through self.
+    dispatch = {**pickle._Pickler.dispatch, types.FunctionType: save_global}
 
 
 def _persistent_meta(module: nn.Module) -> dict[str, Any]:

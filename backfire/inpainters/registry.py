@@ -56,6 +56,12 @@ def _load_embedded(weights: str | Path | None, device: torch.device, dtype: torc
     return load_embedded(weights, device, dtype)
 
 
+def _load_mat(weights: str | Path | None, device: torch.device, dtype: torch.dtype, **options) -> Inpainter:
+    from backfire.inpainters.mat import load_mat  # options: convention, seed, noise_mode, resample
+
+    return load_mat(weights, device, dtype, **options)
+
+
 def _load_sd_inpaint(weights: str | Path | None, device: torch.device, dtype: torch.dtype,
                      **options) -> Inpainter:
     if weights is None or not str(weights).strip():
@@ -79,6 +85,7 @@ def _load_sd_inpaint(weights: str | Path | None, device: torch.device, dtype: to
 LOADERS: dict[str, Loader] = {
     "backfire-s": _load_embedded,
     "lama": _load_lama,
+    "mat": _load_mat,
     "sd-inpaint": _load_sd_inpaint,
 }
 """name → loader."""
