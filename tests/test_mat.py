@@ -327,3 +327,18 @@ def test_other_sizes_are_padded_to_a_square_multiple(tiny, one_thread):
     assert out.shape == image.shape
     assert torch.equal(out[..., mask[0, 0] == 0], image[..., mask[0, 0] == 0])
     assert 0 <= out.min() and out.max() <= 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_forward_and_backward_stay_finite(tiny, one_thread, dtype):
+    """float16 (what IOPaint runs on CUDA) and bfloat16: the hole's all-zero tokens must not give
+    0/0 in the attention's normalisation nor overflow its gradient (checked here on the CPU)."""
+    image, mask = _inputs()
+    reference = mat.MATInpainter(tiny)(image, mask)
+    model = mat.MATInpainter(tiny, dtype=dtype)
+    image.requires_grad_(True)
+    filled = model(image, mask)
+    (filled.float() * mask).square().mean().backward()
+    assert torch.isfinite(filled).all() and torch.isfinite(image.grad).all()
+    assert image.grad.abs().sum() > 0
+    assert (filled.float() - reference).abs().mean() < 0.01

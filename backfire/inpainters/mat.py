@@ -436,7 +436,13 @@ class WindowAttention(nn.Module):
                 shift_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         b_, n, c = x.shape
         heads = self.num_heads
-        normed = F.normalize(x, p=2.0, dim=-1)
+        # The hole's tokens are exactly zero. F.normalize's eps (1e-12) is 0 in float16 (0/0 forward) and its
+        # gradient there, 1/eps, overflows float16 (inf · 0 backward): below float32, normalise in float32
+        # with an eps that no real token's norm comes near (norms are O(sqrt(dim))).
+        if x.dtype in (torch.float32, torch.float64):
+            normed = F.normalize(x, p=2.0, dim=-1)
+        else:
+            normed = F.normalize(x.float(), p=2.0, dim=-1, eps=1e-3).to(x.dtype)
         q = self.q(normed).reshape(b_, n, heads, c // heads).permute(0, 2, 1, 3)
         k = self.k(normed).reshape(b_, n, heads, c // heads).permute(0, 2, 3, 1)
         v = self.v(x).reshape(b_, n, heads, c // heads).permute(0, 2, 1, 3)
