@@ -18,7 +18,8 @@ released weights, so the files people hold load directly:
 The network's resolution (256 or 512 in the released files) and sizes are read from the weights.
 
 Randomness. MAT's fill depends on a latent ``z``, on two dropout masks that the official code draws
-on every call even in eval mode (half the 16×16 tokens are replaced by a w-derived pattern), and, in
+on every call even in eval mode (half the entries of each stage's 16×16 bottleneck are replaced by a
+w-derived pattern), and, in
 the official pickles' second-stage decoder, on per-layer noise (mode ``const``: the stored
 ``noise_const`` buffers; ``random``: fresh normals; ``none``). :class:`MATInpainter` makes all of it
 explicit and records it (:attr:`MATInpainter.randomness`):
@@ -67,6 +68,7 @@ __all__ = [
     "MAT_256",
     "MAT_512",
     "NOISE_MODES",
+    "SEED",
     "WEIGHTS_HELP",
     "Generator",
     "MATConfig",
@@ -78,6 +80,7 @@ __all__ = [
     "read_network_pickle",
     "save_mat_network_pickle",
     "save_mat_state_dict",
+    "tool_latent",
     "weights_format",
 ]
 
