@@ -117,7 +117,7 @@ def test_matches_official_generator_256(one_thread):
     assert _scaled_error(ours, official) < 1e-4
 
 
-@pytest.mark.skipif(not os.environ.get("BACKFIRE_SLOW_TESTS"), reason="~45 s on a 2-core CPU; set BACKFIRE_SLOW_TESTS=1")
+@pytest.mark.skipif(not os.environ.get("BACKFIRE_SLOW_TESTS"), reason="~45 s on 2 CPU cores; BACKFIRE_SLOW_TESTS=1")
 def test_matches_official_generator_512(one_thread):
     """The 512 configuration (one more level in both stages, noise mode const) against the official run."""
     ours, official = _run_case("512")
@@ -252,9 +252,8 @@ def test_bad_files_are_model_errors(tmp_path, tiny):
     torch.save(state, wrong)
     with pytest.raises(ModelError, match="do not fit"):
         mat.load_mat_generator(wrong)
-    for error in (ModelError,):
-        with pytest.raises(error, match="needs weights"):
-            mat.load_mat(None)
+    with pytest.raises(ModelError, match="needs weights"):
+        mat.load_mat(None)
 
 
 def test_registry_entry(tmp_path, tiny):

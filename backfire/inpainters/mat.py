@@ -68,6 +68,7 @@ __all__ = [
     "MAT_256",
     "MAT_512",
     "NOISE_MODES",
+    "OPTIONS",
     "SEED",
     "WEIGHTS_HELP",
     "Generator",
@@ -90,6 +91,9 @@ WEIGHTS_HELP = ("download IOPaint's Places_512_FullData_G.pth or an official MAT
 NOISE_MODES = ("none", "const", "random")
 CONVENTIONS = ("iopaint", "official")
 """Whose ``z`` and noise mode to use: IOPaint's erase model, or the official ``generate_image.py``."""
+
+OPTIONS = ("convention", "seed", "noise_mode", "resample")
+"""The loader options of :func:`load_mat` (the arguments of :class:`MATInpainter`)."""
 
 SEED = 240
 """The seed both IOPaint and the official ``generate_image.py`` set before drawing ``z``."""
@@ -887,16 +891,15 @@ def load_mat(weights: str | Path | None, device: torch.device | str = "cpu", dty
              **options: Any) -> MATInpainter:
     """MAT from IOPaint's ``Places_512_FullData_G.pth``, an official network pickle or ``.safetensors``.
 
-    ``options``: ``convention``, ``seed``, ``noise_mode``, ``resample`` (:class:`MATInpainter`).
+    ``options``: :data:`OPTIONS` (``convention``, ``seed``, ``noise_mode``, ``resample``), see :class:`MATInpainter`.
 
     Raises:
         WeightsNotFoundError: ``weights`` does not exist.
         ModelError: no weights given, or the file is not MAT weights in a known format.
     """
-    unknown = sorted(set(options) - {"convention", "seed", "noise_mode", "resample"})
+    unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
-        raise ModelError(f"model 'mat' has no option {', '.join(unknown)}; valid: convention, seed, noise_mode, "
-                         "resample")
+        raise ModelError(f"model 'mat' has no option {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
     if weights is None or not str(weights).strip():
         raise ModelError(f"MAT needs weights: {WEIGHTS_HELP}")
     return MATInpainter(load_mat_generator(weights), device=device, dtype=dtype, **options)
@@ -1155,11 +1158,14 @@ def _persistent_meta(module: nn.Module) -> dict[str, Any]:
     class_name = type(module).__name__
     if isinstance(module, PatchMerging) and module.up > 1:
         class_name = "PatchUpsampling"  # one class here, two in the official code
+    def copy(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.detach().cpu().clone()
+
     state: dict[str, Any] = {
-        "training": False,
-        "_parameters": OrderedDict((k, None if p is None else nn.Parameter(p.detach().cpu().clone(), requires_grad=False))
+        "training": False,  # a snapshot is eval() and requires_grad_(False)
+        "_parameters": OrderedDict((k, None if p is None else nn.Parameter(copy(p), requires_grad=False))
                                    for k, p in module._parameters.items()),
-        "_buffers": OrderedDict((k, None if b is None else b.detach().cpu().clone()) for k, b in module._buffers.items()),
+        "_buffers": OrderedDict((k, copy(b)) for k, b in module._buffers.items()),
         "_non_persistent_buffers_set": set(),
         "_modules": OrderedDict(module._modules),
         "_init_args": (),
