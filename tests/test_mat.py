@@ -17,7 +17,14 @@ official forward draws its dropout masks (and, in mode ``random``, its noise) fr
 ours draws them from a ``torch.Generator`` seeded with the same ``NOISE_SEED`` in the same order.
 
 Cases: ``256`` (the CelebA-HQ_256 configuration, noise mode ``random``, as ``generate_image.py`` uses at
-256) and ``512`` (Places_512, noise mode ``const``, its default at 512). The official forward took 8.5 s
+256) and ``512`` (Places_512, noise mode ``const``, its default at 512). Case ``256-tool`` calls the
+official generator the way ``generate_image.py`` does, to check :class:`MATInpainter` end to end: the
+8-bit H×W×C photo and hole of :func:`tool_arrays` as ``torch.from_numpy(hwc.transpose(2, 0, 1)).float()
+/ 127.5 - 1`` (the memory layout of the tensors decides where dropout draws land) and ``1 - hole / 255``,
+``np.random.seed(240)``; ``z = randn(1, 512)``, ``torch.manual_seed(240)``, noise mode ``random``;
+stored is ``clamp((output + 1) / 2, 0, 1)``. (IOPaint's copy of the code draws its dropout masks in
+another memory layout; convention ``"iopaint"`` follows it, checked once against IOPaint 1.6.0 itself,
+which is not a test dependency.) The official forward took 8.5 s
 and 42 s; ours as long, so the 512 comparison runs only with ``BACKFIRE_SLOW_TESTS=1``. Agreement is
 measured relative to the output's scale (random weights give outputs up to ±70): 2.6e-6 (256) and 1.5e-6
 (512) of it, under the 1e-4 asserted.
@@ -42,7 +49,8 @@ FIXTURE = Path(__file__).parent / "fixtures" / "mat_official.npz"
 WEIGHT_SEED = 2022
 NOISE_SEED = 7
 CASES = {"256": dict(resolution=256, noise_mode="random", photo_seed=3),
-         "512": dict(resolution=512, noise_mode="const", photo_seed=4)}
+         "512": dict(resolution=512, noise_mode="const", photo_seed=4),
+         "256-tool": dict(resolution=256, noise_mode="random", photo_seed=5)}
 TINY = mat.MATConfig(resolution=128, z_dim=16, w_dim=16, dim=12, channel_base=1024, channel_max=16)
 """MAT's architecture at a few thousand channels' cost: every code path, seconds instead of minutes."""
 
@@ -88,6 +96,15 @@ def case_inputs(resolution: int, photo_seed: int) -> tuple[torch.Tensor, torch.T
     return (image * 2 - 1)[None], (1 - hole)[None, None], z
 
 
+def tool_arrays(resolution: int, photo_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """An 8-bit H×W×3 photo and an 8-bit H×W hole mask (255 = fill), as a tool reads them from files."""
+    image, logo = example_photo(resolution, resolution, seed=photo_seed)
+    hole = logo.clone()
+    hole[resolution // 4: resolution // 2, resolution // 2: 7 * resolution // 8] = 1
+    photo = np.ascontiguousarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))  # H×W×C memory
+    return photo, (hole.numpy() * 255).astype(np.uint8)
+
+
 def sample(output: torch.Tensor) -> np.ndarray:
     """The stored part of an output: a strided grid of pixels and a dense 32×32 crop over a hole edge."""
     r = output.shape[-1]
@@ -106,7 +123,7 @@ def _run_case(name: str) -> tuple[np.ndarray, np.ndarray]:
     generator = fill_module(mat.Generator(mat.MATConfig(resolution=case["resolution"])))
     image, mask, z = case_inputs(case["resolution"], case["photo_seed"])
     with torch.no_grad():
-        output = generator(image, mask, z, case["noise_mode"], torch.Generator().manual_seed(NOISE_SEED))
+        output = generator(image, mask, z, case["noise_mode"], torch.Generator().manual_seed(NOISE_SEED), "follow")
     return sample(output), np.load(FIXTURE)[f"case_{name}"]
 
 
@@ -122,6 +139,22 @@ def test_matches_official_generator_512(one_thread):
     """The 512 configuration (one more level in both stages, noise mode const) against the official run."""
     ours, official = _run_case("512")
     assert _scaled_error(ours, official) < 1e-4
+
+
+def test_inpainter_matches_the_official_tool_call(one_thread):
+    """MATInpainter (convention "official", seed 240) = generate_image.py's call of the official
+    generator: [0, 1] ↔ [-1, 1], mask 1 = fill ↔ 1 = known, z, dropout and noise draws, output clamp."""
+    case = CASES["256-tool"]
+    model = mat.MATInpainter(fill_module(mat.Generator(mat.MATConfig(resolution=256))), convention="official")
+    assert model.noise_mode == case["noise_mode"]
+    photo, hole = tool_arrays(case["resolution"], case["photo_seed"])
+    image = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    mask = torch.from_numpy(hole)[None, None].float() / 255
+    with torch.no_grad():
+        ours = sample(model(image, mask))
+    official = np.load(FIXTURE)["case_256-tool"]
+    assert np.abs(official - 0.5).max() > 0.4  # not a flat grey fill
+    assert np.abs(ours - official).max() < 1e-4
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,13 +30,14 @@ explicit and records it (:attr:`MATInpainter.randomness`):
   noise mode (``const`` at 512², ``random`` otherwise).
 
 Both tools draw the dropout masks (and random noise) from torch's global RNG, whose state there
-depends on everything the process did before; no fixed choice reproduces every run. Here they come
-from a ``torch.Generator`` seeded with ``seed`` and reseeded on every call (deterministic, the same
-for each image of a batch, drawn as the tools draw them: IOPaint called right after
-``torch.manual_seed(240)`` gives the same fill — checked with IOPaint 1.6.0 on a 512² photo with
-random weights: the same 8-bit output, raw outputs within 2e-6 of their range), or, with
-``resample=True``, from one generator that keeps advancing, with a fresh ``z`` per image and call:
-an expectation over the generator's randomness.
+depends on everything the process did before (``generate_image.py`` draws on the GPU); no fixed
+choice reproduces every run. Here they come from a ``torch.Generator`` seeded with ``seed`` and
+reseeded on every call: deterministic, the same for each image of a batch, and drawn where the
+chosen tool's code draws them (see :class:`_Randomness`), so that IOPaint called right after
+``torch.manual_seed(240)`` gives the same fill (checked with IOPaint 1.6.0 on a 512² photo with
+random weights: the same 8-bit output; raw outputs within 2e-6 of their range). With
+``resample=True`` they come from one generator that keeps advancing, with a fresh ``z`` per image and
+call: an expectation over the generator's randomness.
 
 Examples::
 
@@ -281,30 +282,38 @@ class _Randomness:
 
     Draws happen in the official code's order (first-stage dropout, second-stage dropout, then the
     decoder's noise layer by layer), with the same calls (``bernoulli_(0.5)``, ``randn``), so a
-    generator seeded like torch's global RNG reproduces the official draws on the CPU. ``shared``
-    draws one sample and broadcasts it over the batch (every image sees the same randomness).
+    generator seeded like torch's global RNG reproduces the official draws on the CPU.
+
+    Dropout draws into ``empty_like(like)``, i.e. in ``like``'s memory layout, which torch derives
+    from the input tensors' strides, the batch size and the implementation: the same seed lands on
+    different entries of the first stage's tokens when they are a transposed view (filled
+    channel-major: the official code, for single images from files or from N×C×H×W tensors) or
+    contiguous (row-major: IOPaint's copy of the code, for its single images). ``layout`` chooses:
+    ``"follow"`` draws into ``like``'s layout for the whole batch (the official code's draws for the
+    tensors given); ``"official"`` / ``"iopaint"`` draw one image's masks in that tool's layout and
+    broadcast them over the batch, so each image gets what the tool gives it alone. Noise is
+    drawn per image for ``"follow"``, once and broadcast otherwise.
     """
 
-    def __init__(self, generator: torch.Generator | None, noise_mode: str, shared: bool):
+    LAYOUTS = ("follow", "official", "iopaint")
+
+    def __init__(self, generator: torch.Generator | None, noise_mode: str, layout: str = "follow"):
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
-        self.generator, self.noise_mode, self.shared = generator, noise_mode, shared
+        if layout not in self.LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(self.LAYOUTS)}, got {layout!r}")
+        self.generator, self.noise_mode, self.layout = generator, noise_mode, layout
+        self.shared = layout != "follow"
 
     def keep_mask(self, like: Tensor) -> Tensor:
-        """``F.dropout(0.5 · ones_like(like), 0.5)``: a {0, 1} mask, half of it ones.
-
-        Dropout draws into ``empty_like(like)``, i.e. in ``like``'s memory layout, and that follows the
-        input image's: IOPaint and ``generate_image.py`` build the image from an H×W×C array, whose
-        channels-last memory makes the first stage's tokens row-major, while a contiguous N×C×H×W
-        tensor makes them a transposed view (filled channel-major). Unshared draws follow ``like``:
-        the official code's draws for the tensors given. Shared draws are row-major, the tools'
-        layout: a fixed-mode fill is the tools' fill after ``torch.manual_seed(seed)``, and each
-        image of a batch gets what it would get alone.
-        """
-        if self.shared:
-            drawn = torch.empty(1, *like.shape[1:]).bernoulli_(0.5, generator=self.generator)
-        else:
+        """``F.dropout(0.5 · ones_like(like), 0.5)``: a {0, 1} mask, half of it ones."""
+        if self.layout == "follow":
             drawn = torch.empty_like(like, dtype=torch.float32, device="cpu").bernoulli_(0.5, generator=self.generator)
+        elif like.ndim == 3 and self.layout == "official":  # tokens (N, L, C) filled as (1, C, L)
+            drawn = torch.empty(1, like.shape[2], like.shape[1]).bernoulli_(0.5, generator=self.generator)
+            drawn = drawn.transpose(1, 2)
+        else:
+            drawn = torch.empty(1, *like.shape[1:]).bernoulli_(0.5, generator=self.generator)
         return drawn.to(like.device, like.dtype).expand_as(like)
 
     def noise(self, like: Tensor) -> Tensor:
@@ -782,8 +791,7 @@ class Generator(nn.Module):
         - z: (N, z_dim)
         - output: (N, 3, R, R) in about [-1, 1], equal to ``images_in`` where ``masks_in == 1``
 
-    ``noise_mode`` and ``generator`` decide the randomness (see :class:`_Randomness`);
-    ``shared_noise`` gives every image of the batch the same dropout masks and noise.
+    ``noise_mode``, ``generator`` and ``layout`` decide the randomness (see :class:`_Randomness`).
     """
 
     def __init__(self, config: MATConfig = MAT_512, img_channels: int = 3):
@@ -793,9 +801,9 @@ class Generator(nn.Module):
         self.mapping = MappingNet(config.z_dim, config.w_dim, config.num_ws, config.mapping_layers)
 
     def forward(self, images_in: Tensor, masks_in: Tensor, z: Tensor, noise_mode: str = "none",
-                generator: torch.Generator | None = None, shared_noise: bool = False) -> Tensor:
+                generator: torch.Generator | None = None, layout: str = "follow") -> Tensor:
         ws = self.mapping(z.to(images_in.dtype))
-        return self.synthesis(images_in, masks_in, ws, _Randomness(generator, noise_mode, shared_noise))
+        return self.synthesis(images_in, masks_in, ws, _Randomness(generator, noise_mode, layout))
 
 
 # --------------------------------------------------------------------------------------------
@@ -873,7 +881,7 @@ class MATInpainter(ModuleInpainter):
             generator = torch.Generator().manual_seed(self.seed)
             z = self.z.expand(n, -1)
         out = self.module(masked_image * 2 - 1, 1 - mask, z.to(masked_image.device), self.noise_mode,
-                          generator, shared_noise=not self.resample)
+                          generator, layout="follow" if self.resample else self.convention)
         return ((out + 1) / 2).clamp(0, 1)
 
     def _pad(self, x: Tensor) -> Tensor:
