@@ -54,9 +54,9 @@ def _migan(device: torch.device) -> Inpainter:
 
 @_builder("mat")
 def _mat(device: torch.device) -> Inpainter:
-    from backfire.inpainters import mat
+    from backfire.inpainters.mat import MAT_512, MATInpainter, random_mat_generator
 
-    return mat.random_inpainter(512, device=device)
+    return MATInpainter(random_mat_generator(MAT_512), device=device)
 
 
 def seconds(fn: Callable[[], object], repeats: int) -> tuple[float, float]:

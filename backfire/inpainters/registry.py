@@ -63,6 +63,12 @@ def _load_migan(weights: str | Path | None, device: torch.device, dtype: torch.d
     return load_migan(weights, device, dtype)
 
 
+def _load_mat(weights: str | Path | None, device: torch.device, dtype: torch.dtype, **options) -> Inpainter:
+    from backfire.inpainters.mat import load_mat  # options: convention, seed, noise_mode, resample
+
+    return load_mat(weights, device, dtype, **options)
+
+
 def _load_sd_inpaint(weights: str | Path | None, device: torch.device, dtype: torch.dtype,
                      **options) -> Inpainter:
     if weights is None or not str(weights).strip():
@@ -87,6 +93,7 @@ LOADERS: dict[str, Loader] = {
     "backfire-s": _load_embedded,
     "lama": _load_lama,
     "migan": _load_migan,
+    "mat": _load_mat,
     "sd-inpaint": _load_sd_inpaint,
 }
 """name → loader."""
@@ -97,8 +104,9 @@ DEFAULT_DTYPES: dict[str, Callable[[torch.device], torch.dtype]] = {
 """A model's dtype when none is asked for (otherwise float32)."""
 
 def takes_options(name: str) -> bool:
-    """Whether the model ``name`` accepts loader options (today only the diffusion model does)."""
-    return LOADERS.get(name.strip().lower()) is _load_sd_inpaint
+    """Whether the model ``name`` accepts loader options (the diffusion model's prompt and sampler; MAT's
+    latent and noise convention)."""
+    return LOADERS.get(name.strip().lower()) in (_load_sd_inpaint, _load_mat)
 
 
 STAND_IN = "backfire-s"
