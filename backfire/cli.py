@@ -11,19 +11,18 @@ import torch
 from backfire import __version__, io, jobs, models
 from backfire import masks as mask_ops
 from backfire.errors import ModelError
-from backfire.inpainters.pipelines import AUTO, PIPELINES, default_pipeline, wrap
-from backfire.inpainters.registry import CHOICES, available_models, load_inpainter, resolve_models, takes_options
+from backfire.inpainters import registry
+from backfire.inpainters.pipelines import AUTO, PIPELINES
+from backfire.inpainters.registry import available_models, takes_options
 from backfire.judge.verdict import format_verdict
 from backfire.progress import Progress
-from backfire.protect.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
+from backfire.protect.recipes import DEFAULT_RECIPE, MIN_BUDGET_255, RECIPES, get_recipe
 from backfire.protect.targets import TARGET_KINDS
 
-DEFAULT_MODEL = "auto"
+DEFAULT_MODEL = registry.DEFAULT_MODEL
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_PROTECTED = 0, 1, 2, 3
 
 
-MIN_BUDGET_255 = 0.5
-"""Below half an 8-bit level, rounding to the saved file's 8 bits erases the perturbation entirely."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,39 +246,18 @@ def _load_model(args: argparse.Namespace, device: str | None = None, tool: bool 
 
 
 def _load_models(args: argparse.Namespace, device: str | None = None, tool: bool = True) -> list:
-    """``--model a,b`` → the models of an ensemble, each written ``NAME`` or ``NAME=WEIGHTS``, ``auto`` or ``all``;
-    each inside the attacker's tool (``--pipeline``) unless ``tool`` is false."""
+    """``--model a,b`` → the models of an ensemble (:func:`backfire.jobs.load_models`), with the model flags."""
     options = {option: getattr(args, flag) for flag, option in _MODEL_OPTIONS.items()
                if getattr(args, flag, None) is not None}
-    entries = [e.strip() for e in args.model.split(",")]
-    if not all(entries):
-        raise ValueError(f"--model {args.model!r}: empty model name; write NAME or NAME=WEIGHTS, comma-separated")
-    if len(entries) > 1 and args.weights is not None:
-        raise ValueError("--weights names one model's weights; with several models write --model NAME=WEIGHTS,...")
-    loaded = []
-    named = []
-    for entry in entries:
-        name, _, weights = entry.partition("=")
-        if name.strip().lower() in CHOICES and (weights or args.weights):
-            if name.strip().lower() == "all":
-                raise ValueError("--model all takes the pulled models' own weights; name one model for a weights "
-                                 "file, e.g. --model lama --weights FILE")
-            name = "lama"  # auto with a weights file: the LaMa-family reader (big-lama.pt, best.ckpt, retrains)
-        chosen, notice = resolve_models(name)
-        if notice:
-            _log(f"note: {notice}")
-        named += [(n, weights) for n in chosen]
-    for name, weights in named:
-        _status(f"loading model {name.strip()}…")
-        if options and name.strip().lower() in available_models() and not takes_options(name):
-            flags = ", ".join("--" + flag.replace("_", "-") for flag, option in _MODEL_OPTIONS.items()
-                              if option in options)
-            raise ValueError(f"model {name!r} takes no model options: {flags} are for diffusion models "
-                             "(--model sd-inpaint)")
-        model = load_inpainter(name, weights=weights or args.weights, device=device or args.device, **options)
-        loaded.append(wrap(model, default_pipeline(model.name) if args.pipeline == AUTO else args.pipeline)
-                      if tool else model)
-    return loaded
+    names = [e.partition("=")[0].strip().lower() for e in args.model.split(",")]
+    refusing = [n for n in names if n in available_models() and not takes_options(n)]
+    if options and refusing:
+        flags = ", ".join("--" + flag.replace("_", "-") for flag, option in _MODEL_OPTIONS.items() if option in options)
+        raise ValueError(f"model {refusing[0]!r} takes no model options: {flags} are for diffusion models "
+                         "(--model sd-inpaint)")
+    return jobs.load_models(args.model, args.weights, device or args.device,
+                            pipeline=getattr(args, "pipeline", AUTO) if tool else None, options=options,
+                            log=_log, status=_status)
 
 
 def _status(message: str) -> None:

@@ -19,7 +19,8 @@ from torch import Tensor
 
 from backfire import io
 from backfire.inpainters.base import Inpainter
-from backfire.inpainters.pipelines import Pipeline
+from backfire.inpainters.pipelines import AUTO, Pipeline, default_pipeline, wrap
+from backfire.inpainters.registry import CHOICES, load_inpainter, resolve_models
 from backfire.judge.verdict import VERDICT_FAMILIES, EditImages, Verdict, judge, preview
 from backfire.protect.engine import Protection, StepCallback, protect
 from backfire.protect.recipes import Recipe
@@ -68,6 +69,39 @@ class Judged:
     protection: Protection
     verdicts: list[Verdict]
     fills: list[list[EditImages]]
+
+
+def load_models(spec: str, weights: Path | None = None, device: str = "auto", *, pipeline: str | None = AUTO,
+                options: dict | None = None, log: Log = lambda message: None,
+                status: Log = lambda message: None) -> list[Inpainter]:
+    """The models of an ensemble ``spec`` = ``NAME[=WEIGHTS],…`` (``auto`` and ``all`` resolved against the
+    pulled models, with a notice when the choice falls back to the stand-in), each inside the attacker's tool
+    ``pipeline`` (``auto``: IOPaint's for the erase models, plain for the others; ``None``: the bare model).
+    ``weights`` is the weights file of a one-model spec."""
+    entries = [e.strip() for e in spec.split(",")]
+    if not all(entries):
+        raise ValueError(f"--model {spec!r}: empty model name; write NAME or NAME=WEIGHTS, comma-separated")
+    if len(entries) > 1 and weights is not None:
+        raise ValueError("--weights names one model's weights; with several models write --model NAME=WEIGHTS,...")
+    named = []
+    for entry in entries:
+        name, _, own = entry.partition("=")
+        if name.strip().lower() in CHOICES and (own or weights):
+            if name.strip().lower() == "all":
+                raise ValueError("--model all takes the pulled models' own weights; name one model for a weights "
+                                 "file, e.g. --model lama --weights FILE")
+            name = "lama"  # auto with a weights file: the LaMa-family reader (big-lama.pt, best.ckpt, retrains)
+        chosen, notice = resolve_models(name)
+        if notice:
+            log(f"note: {notice}")
+        named += [(n, own or weights) for n in chosen]
+    loaded = []
+    for name, file in named:
+        status(f"loading model {name.strip()}…")
+        model = load_inpainter(name, weights=file, device=device, **(options or {}))
+        loaded.append(model if pipeline is None else
+                      wrap(model, default_pipeline(model.name) if pipeline == AUTO else pipeline))
+    return loaded
 
 
 def report_paths(out: Path) -> tuple[Path, Path]:

@@ -154,7 +154,7 @@ def test_region_tools_add_to_the_painted_region_and_explain_failures(files, tmp_
     value, status = page.add_mask_file(value, str(files["mask"]), tab)
     logo = example_photo(64, 48)[1]
     assert int(ui.editor_mask(value, (64, 48)).sum()) == 60 + int(logo.sum())  # the logo is not in the boxes
-    for bad, message in (("0,0,0,4", "w and h > 0"), ("64,0,2,2", "outside the 64×48 image"), ("x", "x,y,w,h")):
+    for bad, message in (("0,0,0,4", "w and h must be > 0"), ("64,0,2,2", "outside the 64×48 image"), ("x", "x,y,w,h")):
         with pytest.raises(gr.Error, match=message):
             page.add_box(value, bad, tab)
     with pytest.raises(gr.Error, match="no face found|--faces is unavailable"):
@@ -246,18 +246,18 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_serving(server, files):
     client = _client(server)
     for bad, expected in ((files["text"], "notes.png"), (files["huge"], "40")):
         with pytest.raises(AppError) as caught:
-            client.predict(handle_file(bad), handle_file(files["mask"]), "backfire-s", "", "paper", 6.375, 0,
+            client.predict(handle_file(bad), handle_file(files["mask"]), "backfire-s", "", "paper", 6.375, 1,
                            api_name="/protect")
         message = str(caught.value)
         assert expected in message and "Traceback" not in message and "\n" not in message.strip()
     with pytest.raises(AppError, match="unknown inpainting model"):
-        client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "nope", "", "paper", 6.375, 0,
+        client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "nope", "", "paper", 6.375, 1,
                        api_name="/protect")
     assert server["process"].poll() is None
     with urllib.request.urlopen(server["url"] + "config", timeout=10) as reply:  # the upload cap, in bytes
         assert json.load(reply)["max_file_size"] == 200 * 1024 * 1024
     protected = client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "backfire-s", "", "paper",
-                               6.375, 0, api_name="/protect")[0]
+                               6.375, 1, api_name="/protect")[0]
     assert Image.open(protected).size == (64, 48)
 
 
@@ -267,7 +267,7 @@ def test_api_batch_returns_a_zip_and_a_row_per_photo(server, files):
 
     archive, table, status = _client(server).predict(
         [handle_file(files["photo"]), handle_file(files["mask"]), handle_file(files["text"])],
-        "none (every photo has NAME_mask.png)", "backfire-s", "", "paper", 6.375, 0, api_name="/batch")
+        "none (every photo has NAME_mask.png)", "backfire-s", "", "paper", 6.375, 1, api_name="/batch")
     with zipfile.ZipFile(archive) as zf:
         assert sorted(zf.namelist()) == ["photo.json", "photo.png", batch.CSV_NAME]
     rows = {row[0]: row for row in table["data"]}

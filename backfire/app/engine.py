@@ -8,7 +8,6 @@ that API changes, this module is the one to adapt; the UI (:mod:`backfire.app.ui
 
 from __future__ import annotations
 
-import argparse
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,12 +16,11 @@ from pathlib import Path
 from torch import Tensor
 
 from backfire import io, jobs
-from backfire.cli import DEFAULT_MODEL, MIN_BUDGET_255, _load_models
 from backfire.judge.verdict import format_verdict
 from backfire.errors import ModelError
-from backfire.inpainters.registry import available_models
+from backfire.inpainters.registry import DEFAULT_MODEL, available_models
 from backfire.judge.verdict import Verdict
-from backfire.protect.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
+from backfire.protect.recipes import DEFAULT_RECIPE, MIN_BUDGET_255, RECIPES, get_recipe
 
 MAX_PIXELS = io.DEFAULT_MAX_PIXELS
 InputError = io.InputError
@@ -140,9 +138,7 @@ def load_models(settings: Settings) -> list:
     key = (settings.model.strip(), weights, settings.device)
     with _models_lock:
         if key not in _models:
-            args = argparse.Namespace(model=key[0], weights=None if weights is None else Path(weights),
-                                      device=settings.device, pipeline="auto")
-            _models[key] = _load_models(args)
+            _models[key] = jobs.load_models(key[0], None if weights is None else Path(weights), settings.device)
         return _models[key]
 
 

@@ -109,6 +109,8 @@ def takes_options(name: str) -> bool:
     return LOADERS.get(name.strip().lower()) in (_load_sd_inpaint, _load_mat)
 
 
+DEFAULT_MODEL = "auto"
+"""What every command protects against unless told otherwise (see :func:`resolve_models`)."""
 STAND_IN = "backfire-s"
 """The compact model shipped inside the package: what ``auto`` falls back to when nothing is pulled."""
 ERASE_MODELS: tuple[str, ...] = ("lama", "mat", "migan")

@@ -121,6 +121,10 @@ ROBUST = PAPER.but(
     budget_shape="texture",
 )
 
+MIN_BUDGET_255 = 0.5
+"""The smallest budget worth asking for, in /255: below half an 8-bit level, rounding to the saved file's
+8 bits erases the perturbation entirely."""
+
 RECIPES: dict[str, Recipe] = {PAPER.name: PAPER, ROBUST.name: ROBUST}
 DEFAULT_RECIPE = PAPER.name
 
