@@ -369,3 +369,20 @@ def test_a_photo_over_the_crop_trigger_is_changed_only_in_the_crop_windows_and_j
     changed = (protected - image).abs().amax(0) > 0
     assert changed[seen == 0].sum() == 0 and changed[seen == 1].float().mean() > 0.5
     assert seen.float().mean() < 0.6  # the windows are a part of the photo, not all of it
+
+
+def test_every_strategy_runs_each_setting_of_the_tool_in_turn():
+    from backfire.inpainters import load_inpainter
+    from backfire.inpainters.pipelines import EveryStrategy
+
+    pipeline = wrap(load_inpainter("backfire-s", device="cpu"), "iopaint")
+    mix = EveryStrategy(pipeline, (96, 840))
+    assert [v.strategy_for((96, 840)) for v in mix.variants] == ["Crop", "Original"]
+    image, _ = example_photo(840, 96, seed=1)
+    mask = torch.zeros(1, 1, 96, 840)
+    mask[..., 40:60, 100:160] = 1
+    with torch.no_grad():
+        first, second = mix.inpaint(image[None], mask), mix.inpaint(image[None], mask)
+        crop = pipeline.with_strategy("Crop").inpaint(image[None], mask)
+        whole = pipeline.with_strategy("Original").inpaint(image[None], mask)
+    assert torch.equal(first, crop) and torch.equal(second, whole) and not torch.equal(crop, whole)

@@ -385,6 +385,30 @@ class Pipeline(Inpainter):
         return f"{type(self).__name__}({self.model!r})"
 
 
+class EveryStrategy(Inpainter):
+    """``pipeline`` with each call run through the next of the strategies its tool applies to an H×W photo
+    (round robin): an optimisation through it sees every setting an attacker may pick, in turn."""
+
+    def __init__(self, pipeline: Pipeline, size: tuple[int, int]):
+        super().__init__(pipeline.name, pipeline.device, pipeline.dtype, pipeline.multiple)
+        self.variants = [pipeline.with_strategy(s) for s in pipeline.strategies(size)]
+        self.calls = 0
+
+    def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
+        return self.variants[0].fill(masked_image, mask)
+
+    def _next(self) -> Pipeline:
+        variant = self.variants[self.calls % len(self.variants)]
+        self.calls += 1
+        return variant
+
+    def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
+        return self._next().inpaint(image, mask)
+
+    def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
+        return self._next().surrogate(image, mask)
+
+
 class PlainPipeline(Pipeline):
     """The bare model on the whole frame: today's edit, the paper's threat model."""
 

@@ -15,7 +15,7 @@ from backfire import masks as mask_ops
 from backfire.io import quantize
 from backfire.inpainters.base import Inpainter
 from backfire.inpainters.cleaning import Cleaned, CleaningSampler, straight_through_round
-from backfire.inpainters.pipelines import Box, IOPaintPipeline, bounding_box, support
+from backfire.inpainters.pipelines import Box, EveryStrategy, IOPaintPipeline, Pipeline, bounding_box, support
 from backfire.protect.optimisers import make_optimiser
 from backfire.protect.recipes import DEFAULT_RECIPE, TERM_MASKS, Recipe, Term, TermMask, get_recipe
 from backfire.protect.sampling import EditSampler
@@ -188,6 +188,8 @@ def _crop_frame(members: list[Inpainter], region: Tensor, recipe: Recipe) -> tup
     size = tuple(region.shape)
     if not all(isinstance(m, IOPaintPipeline) and m.strategy_for(size) == "Crop" for m in members):
         return None
+    if recipe.tool_strategies == "every" and any(len(m.strategies(size)) > 1 for m in members):
+        return None  # Original and Resize see the whole photo: δ must cover it
     masks = [term_mask(region, t, recipe.dilation) for t in recipe.terms if not t.sampled]
     if any(t.sampled for t in recipe.terms):
         masks.append(mask_ops.dilate(region, _SAMPLED_REACH))
@@ -216,7 +218,11 @@ def _optimise(x: Tensor, region: Tensor, goal_image: Tensor, members: list[Inpai
         bound = bound * seen  # a zero bound outside the windows: δ is exactly zero there
     edits = _EditSource(x, region, goal_image, recipe, members, seed)
     cleaning = CleaningSampler(recipe.cleaning, recipe.cleaning_rate, seed=seed) if recipe.cleaning else None
-    attackers = [Cleaned(m, cleaning) if cleaning else m for m in members]
+    if recipe.tool_strategies == "every":  # attack edits through every setting of the attacker's tool, in turn
+        attackers = [EveryStrategy(m, tuple(x.shape[-2:])) if isinstance(m, Pipeline) else m for m in members]
+    else:
+        attackers = list(members)
+    attackers = [Cleaned(a, cleaning) if cleaning else a for a in attackers]
 
     generator = torch.Generator().manual_seed(seed)
     shape = _parameter_shape(x[:1] if grey else x, recipe.stride)

@@ -15,6 +15,7 @@ TermMask = Literal["exact", "dilated", "ring", "sampled-attacker", "sampled-beni
 TERM_MASKS: tuple[TermMask, ...] = get_args(TermMask)
 SAMPLED_TERM_MASKS: tuple[TermMask, ...] = ("sampled-attacker", "sampled-benign")
 BudgetShape = Literal["flat", "texture"]
+ToolStrategies = Literal["default", "every"]
 BUDGET_SHAPES: tuple[BudgetShape, ...] = get_args(BudgetShape)
 
 
@@ -67,6 +68,9 @@ class Recipe:
             the saved file will hold it.
         budget_shape: ``"flat"`` (the same bound everywhere) or ``"texture"`` (the full bound in
             textured areas, down to 40 % on flat ones, where changes show; the budget stays the maximum).
+        tool_strategies: ``"default"``: attack edits go through the strategy the attacker's tool picks by
+            default for the photo's size (IOPaint: Crop over 800 px); ``"every"``: through every strategy
+            that applies, in turn (an expectation over the attacker's settings).
     """
 
     name: str
@@ -84,6 +88,7 @@ class Recipe:
     cleaning_rate: float = 0.5
     quantise_steps: int = 0
     budget_shape: BudgetShape = "flat"
+    tool_strategies: ToolStrategies = "default"
     description: str = ""
 
     def but(self, **changes) -> Recipe:
@@ -110,7 +115,8 @@ PAPER = Recipe(
 ROBUST = PAPER.but(
     name="robust",
     description="the paper's edits plus attacker and benign masks drawn every step, the attacker's cleaning "
-                "(JPEG, resize, blur, noise) drawn per edit, MI-FGSM steps, an 8-bit finish, a texture-shaped budget",
+                "(JPEG, resize, blur, noise) drawn per edit, every setting of the attacker's tool in turn, MI-FGSM "
+                "steps, an 8-bit finish, a texture-shaped budget",
     terms=(*PAPER.terms, Term("sampled-attacker", "attacker", 1.0), Term("sampled-attacker", "attacker", 1.0),
            Term("sampled-benign", "benign", 2.0)),
     optimiser="momentum",
@@ -119,6 +125,7 @@ ROBUST = PAPER.but(
     cleaning_rate=0.5,
     quantise_steps=5,
     budget_shape="texture",
+    tool_strategies="every",
 )
 
 MIN_BUDGET_255 = 0.5
