@@ -379,3 +379,18 @@ def test_low_precision_forward_and_backward_stay_finite(tiny, one_thread, dtype)
     assert torch.isfinite(filled).all() and torch.isfinite(image.grad).all()
     assert image.grad.abs().sum() > 0
     assert (filled.float() - reference).abs().mean() < 0.01
+
+
+def test_redrawn_twin_draws_its_latent_afresh_and_the_tool_default_stays_fixed():
+    """Recipe ``robust`` takes the expectation over MAT's randomness through ``Inpainter.redrawn``: the twin
+    changes from call to call, the original (what the attacker's tool runs) does not, and is not changed."""
+    model = mat.MATInpainter(random_tiny())
+    twin = model.redrawn()
+    image = torch.rand(1, 3, model.resolution, model.resolution, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(1, 1, model.resolution, model.resolution)
+    mask[..., 32:96, 32:96] = 1
+    with torch.no_grad():
+        fixed = [model(image, mask) for _ in range(2)]
+        drawn = [twin(image, mask) for _ in range(2)]
+    assert torch.equal(fixed[0], fixed[1]) and not torch.equal(drawn[0], drawn[1])
+    assert model.resample is False and twin.resample is True and twin.randomness["z"] == "drawn per image and call"

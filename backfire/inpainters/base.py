@@ -120,6 +120,11 @@ class Inpainter(abc.ABC):
         image = image.to(self.device, self.dtype)
         return image, mask.to(self.device, self.dtype).expand(image.shape[0], -1, -1, -1)
 
+    def redrawn(self) -> Inpainter:
+        """This model with its own randomness (a latent, noise) drawn afresh at every call, for an optimisation
+        that takes the expectation over it; a deterministic model is its own."""
+        return self
+
     def prepare(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Check shapes, move to the model's device and dtype, binarise the mask (> 0.5) and match the batch:
         the one input check, done where tensors enter (``__call__``, the engine's start), never per step."""

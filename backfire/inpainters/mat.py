@@ -47,6 +47,7 @@ Examples::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import math
@@ -858,6 +859,12 @@ class MATInpainter(ModuleInpainter):
         self.convention, self.seed, self.noise_mode, self.resample = convention, int(seed), noise_mode, bool(resample)
         self.z = tool_latent(self.seed, self.config.z_dim)
         self._stream = torch.Generator().manual_seed(self.seed)
+
+    def redrawn(self) -> MATInpainter:
+        """A twin drawing ``z``, dropout masks and noise afresh at every call (recipe ``robust``)."""
+        twin = copy.copy(self)
+        twin.resample, twin._stream = True, torch.Generator().manual_seed(self.seed)
+        return twin
 
     @property
     def randomness(self) -> dict[str, Any]:

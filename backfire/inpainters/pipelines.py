@@ -41,6 +41,7 @@ overshoot below 0 or above 255 wraps around (a black speck in a white fill); the
 from __future__ import annotations
 
 import abc
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -374,6 +375,12 @@ class Pipeline(Inpainter):
     def with_strategy(self, strategy: str) -> Pipeline:
         """The same tool set to ``strategy``."""
         return self
+
+    def redrawn(self) -> Pipeline:
+        """The same tool around the model's redrawn twin (see :meth:`Inpainter.redrawn`)."""
+        twin = copy.copy(self)
+        twin.model = self.model.redrawn()
+        return twin
 
     def support(self, mask: Tensor) -> Tensor:
         """(H, W) {0, 1}: the pixels the model sees when the photo is edited with ``mask``

@@ -101,6 +101,7 @@ class Verdict:
     pipeline: str = "plain"
     strategy: str = ""
     default_strategy: bool = True
+    randomness: dict | None = None  # what else decides the fill (MAT: latent, noise), as the tool draws it
 
     @property
     def tool(self) -> str:
@@ -145,7 +146,8 @@ class Verdict:
     def as_dict(self) -> dict:
         return {"protected": self.protected, "benign_intact": self.benign_intact, "summary": self.summary,
                 "model": self.model, "pipeline": self.pipeline, "strategy": self.strategy,
-                "default_strategy": self.default_strategy, "target_kind": self.target_kind,
+                "default_strategy": self.default_strategy, "randomness": self.randomness,
+                "target_kind": self.target_kind,
                 "target_colour": self.target_colour,
                 "invisibility": self.invisibility, "edits": [e.as_dict() for e in self.edits],
                 "skipped": self.skipped}
@@ -219,6 +221,7 @@ def judge(
         pipeline=getattr(inpainter, "pipeline", "plain"),
         strategy=strategy_for(tuple(original.shape[-2:])) if strategy_for else "",
         model=inpainter.name,
+        randomness=getattr(getattr(inpainter, "model", inpainter), "randomness", None),
         target_kind=target_kind,
         target_colour=_solid_colour(target),
         invisibility=invisibility(original, protected),

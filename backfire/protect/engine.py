@@ -218,10 +218,9 @@ def _optimise(x: Tensor, region: Tensor, goal_image: Tensor, members: list[Inpai
         bound = bound * seen  # a zero bound outside the windows: δ is exactly zero there
     edits = _EditSource(x, region, goal_image, recipe, members, seed)
     cleaning = CleaningSampler(recipe.cleaning, recipe.cleaning_rate, seed=seed) if recipe.cleaning else None
+    attackers = [m.redrawn() for m in members] if recipe.redraw else list(members)
     if recipe.tool_strategies == "every":  # attack edits through every setting of the attacker's tool, in turn
-        attackers = [EveryStrategy(m, tuple(x.shape[-2:])) if isinstance(m, Pipeline) else m for m in members]
-    else:
-        attackers = list(members)
+        attackers = [EveryStrategy(a, tuple(x.shape[-2:])) if isinstance(a, Pipeline) else a for a in attackers]
     attackers = [Cleaned(a, cleaning) if cleaning else a for a in attackers]
 
     generator = torch.Generator().manual_seed(seed)

@@ -68,6 +68,8 @@ class Recipe:
             the saved file will hold it.
         budget_shape: ``"flat"`` (the same bound everywhere) or ``"texture"`` (the full bound in
             textured areas, down to 40 % on flat ones, where changes show; the budget stays the maximum).
+        redraw: attack edits see the model's own randomness (MAT's latent and noise) drawn afresh every
+            call, instead of the fixed draw the attacker's tool makes (an expectation over the generator).
         tool_strategies: ``"default"``: attack edits go through the strategy the attacker's tool picks by
             default for the photo's size (IOPaint: Crop over 800 px); ``"every"``: through every strategy
             that applies, in turn (an expectation over the attacker's settings).
@@ -89,6 +91,7 @@ class Recipe:
     quantise_steps: int = 0
     budget_shape: BudgetShape = "flat"
     tool_strategies: ToolStrategies = "default"
+    redraw: bool = False
     description: str = ""
 
     def but(self, **changes) -> Recipe:
@@ -126,6 +129,7 @@ ROBUST = PAPER.but(
     quantise_steps=5,
     budget_shape="texture",
     tool_strategies="every",
+    redraw=True,
 )
 
 MIN_BUDGET_255 = 0.5
