@@ -8,6 +8,7 @@ internally and cropped back) and on batches.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,23 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
     if dtype == torch.float16 and device.type != "cuda":
         raise ModelError(f"float16 needs a CUDA device (got {device}); on CPU use bfloat16 or float32")
     return dtype
+
+
+def build_with_weights(build: Callable[[], torch.nn.Module], state: Mapping[str, Tensor], what: str) -> torch.nn.Module:
+    """``build()`` on the meta device (no point initialising weights that are overwritten next), loaded
+    strictly with ``state``, in float32 and eval mode; a mismatch is one ModelError naming ``what``.
+
+    ``assign=True`` keeps the file's tensors (and dtype: checkpoints may store fp16); callers choose
+    their dtype from float32.
+    """
+    with torch.device("meta"):
+        module = build()
+    try:
+        module.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ModelError(f"{what}: {first.strip()}") from exc
+    return module.float().eval()
 
 
 class Inpainter(abc.ABC):

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from backfire.errors import ModelError, WeightsNotFoundError
-from backfire.inpainters.base import ModuleInpainter
+from backfire.inpainters.base import ModuleInpainter, build_with_weights
 from backfire.inpainters.ffc import BIG_LAMA, FFCConfig, FFCResNetGenerator, build_generator
 from backfire.io import write_atomic
 
@@ -200,14 +200,8 @@ def load_generator(path: str | Path) -> FFCResNetGenerator:
         raw = _torch_load(path)
     state = generator_state_dict(raw, source=str(path))
     config = _with_metadata(infer_config(state, source=str(path)), metadata, path)
-    with torch.device("meta"):  # no point initialising 51 M weights that are overwritten next
-        generator = build_generator(config)
-    try:
-        generator.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: weights do not fit the LaMa generator {config}: {_first_line(exc)}") from exc
-    # assign=True kept the file's dtype (checkpoints may store fp16); callers choose theirs from float32.
-    return generator.float().eval()
+    return build_with_weights(lambda: build_generator(config), state,
+                              f"{path}: weights do not fit the LaMa generator {config}")
 
 
 def _with_metadata(config: FFCConfig, metadata: Mapping[str, str], path: Path) -> FFCConfig:

@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from backfire.errors import ModelError, WeightsNotFoundError
-from backfire.inpainters.base import ModuleInpainter
+from backfire.inpainters.base import ModuleInpainter, build_with_weights
 from backfire.inpainters.lama import _first_line
 from backfire.io import write_atomic
 
@@ -963,13 +963,7 @@ def load_mat_generator(path: str | Path) -> Generator:
         raise WeightsNotFoundError(f"MAT weights not found at {path}: {WEIGHTS_HELP}")
     state = _read_state(path)
     config = infer_config(state, source=str(path))
-    with torch.device("meta"):  # 60 M weights that would be initialised only to be overwritten
-        generator = Generator(config)
-    try:
-        generator.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: weights do not fit the MAT generator {config}: {_first_line(exc)}") from exc
-    return generator.float().eval()
+    return build_with_weights(lambda: Generator(config), state, f"{path}: weights do not fit the MAT generator {config}")
 
 
 def _read_state(path: Path) -> dict[str, Tensor]:

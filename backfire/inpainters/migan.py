@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from backfire.errors import ModelError, WeightsNotFoundError
-from backfire.inpainters.base import ModuleInpainter
+from backfire.inpainters.base import ModuleInpainter, build_with_weights
 from backfire.inpainters.lama import _first_line, _quiet_jit, _torch_load, weights_format
 from backfire.io import write_atomic
 
@@ -392,13 +392,8 @@ def load_migan_generator(path: str | Path) -> MiganGenerator:
     raw = _torch_load(path)
     state = _generator_state(raw, str(path))
     resolution = infer_resolution(state, source=str(path))
-    with torch.device("meta"):  # everything is overwritten next
-        generator = MiganGenerator(resolution)
-    try:
-        generator.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: weights do not fit the {resolution}² MI-GAN generator: {_first_line(exc)}") from exc
-    return generator.float().eval()
+    return build_with_weights(lambda: MiganGenerator(resolution), state,
+                              f"{path}: weights do not fit the {resolution}² MI-GAN generator")
 
 
 def _generator_state(obj: Any, source: str) -> dict[str, Tensor]:
