@@ -300,7 +300,7 @@ def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, fi
             before = _session_folders(server)
             page.goto(server["url"])
             page.locator("#photo input[type=file]").set_input_files(str(files["photo"]))
-            page.wait_for_selector("#status :text('64×48 px')", timeout=30_000)
+            page.wait_for_selector("#status :text('64×48 px')", timeout=90_000)
             (mine,) = _session_folders(server) - before
             page.wait_for_function("!document.querySelector('#editor').innerText.includes('processing')")
             canvas = page.locator("#editor canvas").first
@@ -314,14 +314,14 @@ def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, fi
             page.mouse.up()
             # the logo's mask file on top: the region is the union, so it counts more than the logo's pixels
             page.locator("#mask-file input[type=file]").set_input_files(str(files["mask"]))
-            page.wait_for_selector("#status :text('Region:')", timeout=30_000)
+            page.wait_for_selector("#status :text('Region:')", timeout=90_000)
             region_px = int(page.locator("#status").inner_text().split("Region:")[1].split("px")[0])
             assert region_px > int(example_photo(64, 48)[1].sum())
             page.locator("#steps input").fill("10000")  # a long run, cancelled once its progress shows
             page.click("#run")
-            page.wait_for_selector(":text('s left')", timeout=60_000)  # "step i/N · about T s left"
+            page.wait_for_selector(":text('s left')", timeout=120_000)  # "step i/N · about T s left"
             page.click("#cancel")
-            page.wait_for_selector("#status :text('Cancelled')", timeout=30_000)
+            page.wait_for_selector("#status :text('Cancelled')", timeout=90_000)
             page.locator("#steps input").fill("2")
             page.click("#run")
             try:
@@ -331,7 +331,7 @@ def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, fi
                 raise AssertionError(f"no verdict; status: {page.locator('#status').inner_text()!r}; "
                                      f"screenshot: {tmp_path / 'failed.png'}") from None
             for panel in ("#protected img", "#preview img"):  # the result and the attacker's-edit sheet
-                page.wait_for_function(f"document.querySelector('{panel}')?.naturalWidth > 0", timeout=30_000)
+                page.wait_for_function(f"document.querySelector('{panel}')?.naturalWidth > 0", timeout=90_000)
             assert page.locator("#preview").get_by_text("attacker's edit of the original").count() == 1
             assert "JPEG" in page.locator("#jpeg-warning").inner_text()
             listed = " ".join(page.locator("#files").inner_text().split())
@@ -364,7 +364,7 @@ def test_browser_photo_dropped_into_the_editor_is_used_with_its_exact_pixels(ser
             before = _session_folders(server)
             page.goto(server["url"])
             page.locator("#editor input[type=file]").first.set_input_files(str(files["photo"]))
-            page.wait_for_selector("#status :text('pasted.png: 64×48 px')", timeout=30_000)
+            page.wait_for_selector("#status :text('pasted.png: 64×48 px')", timeout=90_000)
             (mine,) = _session_folders(server) - before
             kept = io.read_image(mine / "photo" / "pasted.png").pixels
             assert torch.equal(kept, io.read_image(files["photo"]).pixels)
