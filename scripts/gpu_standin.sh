@@ -6,7 +6,8 @@
 #   bash scripts/gpu_standin.sh VARIANT [MINUTES] [extra train_inpainter.py flags, which win]
 #
 # Needs, carried from the CPU machine in the ignored folder .standin/ (≤ ~45 MiB with the code):
-#   python scripts/prepare_data.py .standin/data256 --photos PHOTOS --train-side 256 --max-mib 40
+#   python scripts/prepare_data.py .standin/data256 --photos PHOTOS --train-side 256 --webp-quality 92 \
+#       --train-crops 6000 --max-mib 40     # lossy WebP: ~4× the crops of lossless in the same MiB
 #   python scripts/export_inception_stem.py .standin/inception-stem.pt     # perceptual loss / stem encoder
 #   (.standin/ is in .gitignore)
 # Device call: run(command="bash scripts/gpu_standin.sh lama-stem 9", carry=[".standin"], timeout_s=600).

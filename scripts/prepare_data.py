@@ -258,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="webp: lossless WebP per crop inside crops.npz (≈1.8× more crops in the budget "
                          "than npz); npz: plain uint8 arrays, zlib; npy: crops_train.npy + crops_val.npy")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--webp-quality", type=int, default=0,
+                    help="0: lossless training crops; 1-100: lossy WebP at that quality (several times more "
+                         "crops in --max-mib, e.g. 92 for 256² crops that must travel)")
     ap.add_argument("--train-side", type=int, default=TRAIN_SIDE,
                     help="training crop side (squares of side … 2·side px resized to it; 256 for a GPU run)")
     args = ap.parse_args(argv)
@@ -310,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
 
     budget = args.max_mib * 2**20
     if args.format == "webp":  # encode once; a subset's size is then the sum of its crops' sizes
-        train_blobs = [encode_webp(c) for c in train_arr]
-        val_blobs = [encode_webp(c) for c in val_arr]
+        train_blobs = [encode_webp(c, args.webp_quality) for c in train_arr]
+        val_blobs = [encode_webp(c) for c in val_arr]  # validation stays exact
     keep = np.arange(len(train_arr))
     for _ in range(8):
         if args.format == "webp":
