@@ -73,11 +73,11 @@ def attacks(steps: int, sign_steps: int) -> dict[str, Recipe]:
     return {"paper": PAPER.but(steps=steps), "sign16": sign.but(budget=16 / 255), "unbounded": sign.but(budget=1.0)}
 
 
-def inpainter_of(weights: Path, name: str) -> Inpainter:
-    """An exported training run (plain FFC or stem-fed) as an Inpainter on the CPU."""
+def inpainter_of(weights: Path, name: str, device: str = "cpu") -> Inpainter:
+    """An exported training run (plain FFC or stem-fed) as an fp32 Inpainter on ``device``."""
     generator = load_trained_generator(weights)
     module = generator if isinstance(generator, FFCResNetGenerator) else LamaModule(generator)
-    return LamaInpainter(module, name=name)
+    return LamaInpainter(module, device=device, name=name)
 
 
 def steerability(model: Inpainter, photos: list[tuple[str, torch.Tensor, torch.Tensor]], steps: int,
@@ -101,7 +101,7 @@ def steerability(model: Inpainter, photos: list[tuple[str, torch.Tensor, torch.T
 
 def quality(model: Inpainter, images, inception, baselines: dict | None) -> tuple[dict, dict]:
     """The model's quality row, and the Telea / NS rows (computed on the first call, then reused)."""
-    methods = {"model": lambda image, mask: model(image[None], mask[None, None])[0].float()}
+    methods = {"model": lambda image, mask: model(image[None], mask[None, None])[0].float().cpu()}
     if baselines is None:
         methods.update(classical_methods())
     scores = score_methods(methods, images, seed=0, inception=inception)
@@ -127,12 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=Path, required=True, help="make_sample_set.py output (NAME.png + NAME_mask.png)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from " + ", ".join(VARIANTS))
     ap.add_argument("--budget-cpu-min", type=float, default=6.0, help="training CPU minutes per variant")
+    ap.add_argument("--budget-wall-min", type=float, default=0.0,
+                    help="instead: training wall minutes per variant (a dedicated GPU, where CPU time means little)")
     ap.add_argument("--checkpoints", type=int, default=3, help="measured checkpoints, evenly spaced in CPU time")
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "backfire-train" / "standin")
     ap.add_argument("--out", type=Path, default=Path("docs/standin"))
     ap.add_argument("--reference", default="backfire-s", help="a registered model measured once ('' = none)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--device", default="cpu", help="training device (measurement runs on the CPU)")
+    ap.add_argument("--device", default="cpu", help="training device")
+    ap.add_argument("--measure-device", default="cpu", help="device of the measured models (quality, attacks)")
     ap.add_argument("--images", type=int, default=3, help="sample pairs for steerability")
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--attack-steps", type=int, default=20, help="steps of recipe paper (the paper's 20)")
@@ -176,14 +179,16 @@ def run_study(args, variants: list[str]) -> None:
         sys.exit(f"study_standin: no NAME.png + NAME_mask.png pairs in {args.samples}")
     baselines_path = args.work / "baselines.json"
     baselines = json.loads(baselines_path.read_text()) if baselines_path.is_file() else None
-    meta = {"hardware": hardware_string(torch.device("cpu")), "photos": [p[0] for p in photos],
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    meta = {"hardware": hardware_string(device), "photos": [p[0] for p in photos],
+            "budget": "wall" if args.budget_wall_min > 0 else "cpu",
             "quality_images": len(images), "args": {k: str(v) for k, v in vars(args).items()}}
     (args.work / "meta.json").write_text(json.dumps(meta, indent=1))
 
     if args.reference:
         ref_path = args.work / f"reference-{args.reference}.json"
         if not ref_path.is_file():
-            row, baselines = measure(load_inpainter(args.reference, device="cpu"), images, photos, inception,
+            row, baselines = measure(load_inpainter(args.reference, device=args.measure_device), images, photos, inception,
                                      baselines, args.attack_steps, args.sign_steps)
             baselines_path.write_text(json.dumps(baselines))
             ref_path.write_text(json.dumps({"variant": args.reference, "checkpoint": 0, **row}))
@@ -204,13 +209,15 @@ def run_study(args, variants: list[str]) -> None:
             result_path = run_dir / f"measure-{k}.json"
             if result_path.is_file():
                 continue
-            budget = args.budget_cpu_min * k / args.checkpoints
+            wall = args.budget_wall_min > 0
+            budget = (args.budget_wall_min if wall else args.budget_cpu_min) * k / args.checkpoints
             summary = run_training(cfg, args.data, run_dir, steps=10**9, resume=True, device=args.device,
-                                   cpu_budget_min=budget, crops=crops, validate=False,
+                                   cpu_budget_min=0 if wall else budget, wall_budget_min=budget if wall else 0,
+                                   crops=crops, validate=False,
                                    log=lambda m: print(f"[{variant}] {m}", flush=True))
             weights = run_dir / f"generator-{k}.safetensors"
             shutil.copyfile(run_dir / EXPORT, weights)
-            model = inpainter_of(weights, variant)
+            model = inpainter_of(weights, variant, args.measure_device)
             row, baselines = measure(model, images, photos, inception, baselines, args.attack_steps, args.sign_steps)
             baselines_path.write_text(json.dumps(baselines))
             row.update(variant=variant, checkpoint=k, steps=summary["steps"],
@@ -254,19 +261,20 @@ def write_report(args) -> None:
     base = (refs + rows)[0]
     lines = [
         "<!-- generated by benchmarks/study_standin.py: table and plot; the discussion is below it -->",
-        "| variant | ckpt | steps | train CPU min | hole PSNR | hole SSIM | FID | clean | paper 6.4 | sign 16 | "
-        "unbounded | ring change |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | ckpt | steps | train CPU min | train wall min | hole PSNR | hole SSIM | FID | clean | paper 6.4 | "
+        "sign 16 | unbounded | ring change |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in refs + rows:
         name = f"{r['variant']} (shipped)" if r.get("checkpoint") == 0 else r["variant"]
         cells = [name, str(r.get("checkpoint", "")), _fmt(r.get("steps")), _fmt(r.get("train_cpu_min")),
+                 _fmt(r.get("train_wall_min")),
                  f"{r['hole_psnr']:.2f}", f"{r['hole_ssim']:.4f}", _fmt(r.get("fid")),
                  *(f"{r[c]:.3f}" for c in ("clean", "paper", "sign16", "unbounded")), f"{r['ring_change']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"| OpenCV Telea | | | | {base['telea_psnr']:.2f} | {base['telea_ssim']:.4f} | "
+    lines.append(f"| OpenCV Telea | | | | | {base['telea_psnr']:.2f} | {base['telea_ssim']:.4f} | "
                  f"{_fmt(base.get('telea_fid'))} | | | | | |")
-    lines.append(f"| OpenCV NS | | | | {base['ns_psnr']:.2f} | {base['ns_ssim']:.4f} | {_fmt(base.get('ns_fid'))} "
+    lines.append(f"| OpenCV NS | | | | | {base['ns_psnr']:.2f} | {base['ns_ssim']:.4f} | {_fmt(base.get('ns_fid'))} "
                  "| | | | | |")
     lines.append("")
     lines.append(f"Machine: {meta.get('hardware', '?')}. Quality: {meta.get('quality_images', '?')} validation "
@@ -276,15 +284,17 @@ def write_report(args) -> None:
     Path(f"{out}.table.md").write_text("\n".join(lines) + "\n")
 
     panels = []
+    x_key, x_label = (("train_wall_min", "training minutes (wall)") if meta.get("budget") == "wall"
+                      else ("train_cpu_min", "training CPU minutes"))
     for i, (key, title) in enumerate((("paper", "paper 6.4/255"), ("sign16", "sign-PGD 16/255"),
                                       ("unbounded", "sign-PGD unbounded"))):
         series: dict[str, list[tuple[float, float]]] = {}
         for r in rows:
-            series.setdefault(r["variant"], []).append((r["train_cpu_min"], r[key]))
+            series.setdefault(r["variant"], []).append((r[x_key], r[key]))
         for ref in refs:  # the reference as a flat line across the plot
             xs = [p[0] for s in series.values() for p in s] or [0.0, 1.0]
             series[f"{ref['variant']} (shipped)"] = [(min(xs), ref[key]), (max(xs), ref[key])]
-        panels.append(svg_plot(series, f"distance after {title}", "training CPU minutes", 440 * i, 0))
+        panels.append(svg_plot(series, f"distance after {title}", x_label, 440 * i, 0))
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{440 * len(panels)}" height="290" font-family="sans-serif">',
            '<rect width="100%" height="100%" fill="white"/>', *panels, "</svg>"]
     Path(f"{out}.svg").write_text("\n".join(svg) + "\n")

@@ -710,14 +710,17 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
                  time_limit_min: float = 0.0, resume: bool = False, threads: int = 0,
                  device: str = "auto", log: Callable[[str], None] = print,
                  t_start: float | None = None, cpu_budget_min: float = 0.0,
-                 crops: tuple[np.ndarray, np.ndarray] | None = None, validate: bool = True) -> dict[str, Any]:
+                 crops: tuple[np.ndarray, np.ndarray] | None = None, validate: bool = True,
+                 wall_budget_min: float = 0.0) -> dict[str, Any]:
     """Train to ``steps`` total steps, then save a checkpoint, export ``generator_ema.safetensors`` and
     write ``summary.json``. Returns the summary.
 
     Stops early, cleanly, at ``time_limit_min`` wall-clock minutes of this process, or when the run's
     training CPU time (``time.process_time`` of the training steps, summed over resumes; validation
     and checkpoints not counted) reaches ``cpu_budget_min`` — a budget that does not depend on what
-    else runs on a shared machine. ``crops`` (train, val) spares re-reading ``data_dir``.
+    else runs on a shared machine; or when its training wall time, likewise summed over resumes, reaches
+    ``wall_budget_min`` (the fair budget on a dedicated GPU, where host CPU time means little).
+    ``crops`` (train, val) spares re-reading ``data_dir``.
     ``validate=False`` skips the validation at the start and the end (for a caller that measures the
     export itself; ``cfg.val_every`` still applies)."""
     t_start = time.monotonic() if t_start is None else t_start
@@ -760,6 +763,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
 
     limit = time_limit_min * 60 if time_limit_min > 0 else math.inf
     cpu_limit = cpu_budget_min * 60 if cpu_budget_min > 0 else math.inf
+    wall_limit = wall_budget_min * 60 if wall_budget_min > 0 else math.inf
     baseline = trainer.validate(fill="mean") if validate else {}
     if baseline:
         log(f"val baseline (context-mean fill): hole PSNR {baseline['val_psnr_hole']:.2f} dB, "
@@ -810,6 +814,10 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
             if trainer.train_cpu_seconds >= cpu_limit:
                 stopped = "cpu_budget"
                 log(f"CPU budget {cpu_budget_min:g} min reached at step {trainer.step}; stopping cleanly")
+                break
+            if seconds_at_start + time.monotonic() - t_session >= wall_limit:
+                stopped = "wall_budget"
+                log(f"training-time budget {wall_budget_min:g} min reached at step {trainer.step}; stopping cleanly")
                 break
             if terminated:
                 stopped = "terminated"
