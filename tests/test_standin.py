@@ -197,3 +197,24 @@ def test_stem_fed_lama_step_runs_under_bf16_autocast(monkeypatch):
         assert all(torch.isfinite(v) for v in out.values()), out
     assert seen and set(seen) == {(torch.float32, False)}
     assert trainer.skipped == 0 and float(out["perceptual"]) > 0 and float(out["adv_g"]) > 0
+
+
+@needs_inception
+def test_cut_out_stem_archive_gives_the_same_checked_stem(tmp_path, monkeypatch):
+    from backfire.inpainters.stemfed import InceptionStem
+
+    spec = importlib.util.spec_from_file_location("export_inception_stem", ROOT / "scripts" / "export_inception_stem.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = tmp_path / "stem.pt"
+    assert module.main([str(path)]) == 0
+    assert path.stat().st_size < 8 * 2**20
+    x = torch.rand(1, 3, 96, 96)
+    reference = InceptionStem(verify=True)(x)
+    monkeypatch.setenv("BACKFIRE_INCEPTION_WEIGHTS", str(path))
+    assert torch.equal(InceptionStem(verify=True)(x), reference)
+    monkeypatch.setenv("BACKFIRE_INCEPTION_WEIGHTS", str(tmp_path / "missing.pt"))
+    from backfire.judge.fid import MetricUnavailable
+
+    with pytest.raises(MetricUnavailable):
+        InceptionStem()

