@@ -301,7 +301,7 @@ def write_report(args) -> None:
                                       ("unbounded", "sign-PGD unbounded"))):
         series: dict[str, list[tuple[float, float]]] = {}
         for r in rows:
-            series.setdefault(r["variant"], []).append((r[x_key], r[key]))
+            series.setdefault(r["variant"], []).append((round(r[x_key], 1), r[key]))  # readable ticks
         for ref in refs:  # the reference as a flat line across the plot
             xs = [p[0] for s in series.values() for p in s] or [0.0, 1.0]
             series[f"{ref['variant']} (shipped)"] = [(min(xs), ref[key]), (max(xs), ref[key])]
