@@ -75,6 +75,8 @@ def test_each_variant_trains_with_exactly_its_loss_terms(variant):
 def test_pretrained_encoder_is_frozen_shared_and_left_out_of_the_export(tmp_path):
     from safetensors.torch import load_file
 
+    from backfire.errors import ModelError
+    from backfire.inpainters.lama import load_generator
     from backfire.inpainters.stemfed import InceptionStem, StemFedGenerator, load_trained_generator
 
     trainer = Trainer(tiny("lama-stem"), images(), None, "cpu")
@@ -97,6 +99,8 @@ def test_pretrained_encoder_is_frozen_shared_and_left_out_of_the_export(tmp_path
     export_trained(trainer.ema, path)
     state = load_file(str(path))
     assert state and not any(k.startswith("stem.") for k in state)
+    with pytest.raises(ModelError, match="pretrained encoder"):  # never silently without its encoder
+        load_generator(path)
     loaded = load_trained_generator(path)
     x = torch.cat([torch.rand(1, 3, 96, 96), (torch.rand(1, 1, 96, 96) > 0.7).float()], dim=1)
     with torch.no_grad():
