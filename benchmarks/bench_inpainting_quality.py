@@ -20,6 +20,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -57,9 +58,47 @@ def opencv_fill(image: torch.Tensor, mask: torch.Tensor, flag: int) -> torch.Ten
     return torch.from_numpy(np.ascontiguousarray(filled[..., ::-1])).permute(2, 0, 1).float() / 255
 
 
-def main() -> None:
+def score_methods(methods: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
+                  images: list[tuple[str, torch.Tensor]], seed: int = 0,
+                  inception: InceptionFeatures | None = None) -> dict[str, dict[str, float | None]]:
+    """Hole PSNR, hole SSIM, FID (``None`` without ``inception``) and seconds per image of each method,
+    every image with one random training-style mask from ``seed``, the same for every method."""
+    scores = {name: {"psnr": [], "ssim": [], "fills": [], "seconds": 0.0} for name in methods}
+    originals = []
+    rng = np.random.default_rng(seed)
+    for _, image in images:
+        mask = torch.from_numpy(random_mask(image.shape[1], image.shape[2], rng)).float()
+        top, left, bottom, right = mask_ops.bbox(mask)
+        originals.append(image)
+        for method, inpaint in methods.items():
+            start = time.perf_counter()
+            with torch.no_grad():
+                fill = inpaint(image, mask)
+            scores[method]["seconds"] += time.perf_counter() - start
+            fill = mask * fill + (1 - mask) * image
+            scores[method]["psnr"].append(metrics.psnr(fill, image, mask))
+            scores[method]["ssim"].append(metrics.ssim(fill[:, top:bottom, left:right], image[:, top:bottom, left:right]))
+            scores[method]["fills"].append(fill)
+    # different sizes: features are computed one image at a time (Inception resizes to 299² anyway)
+    real = torch.cat([inception(x[None]) for x in originals]) if inception is not None else None
+    summary: dict[str, dict[str, float | None]] = {}
+    for method, s in scores.items():
+        fid = (frechet_distance(real, torch.cat([inception(x[None]) for x in s["fills"]]))
+               if inception is not None else None)
+        summary[method] = {"hole_psnr": float(np.mean(s["psnr"])), "hole_ssim": float(np.mean(s["ssim"])), "fid": fid,
+                           "seconds_per_image": s["seconds"] / len(images)}
+    return summary
+
+
+def classical_methods() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """OpenCV's Telea and Navier-Stokes (radius 3): the baselines every model is compared with."""
     import cv2
 
+    return {"telea": lambda image, mask: opencv_fill(image, mask, cv2.INPAINT_TELEA),
+            "ns": lambda image, mask: opencv_fill(image, mask, cv2.INPAINT_NS)}
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", default="backfire-s")
@@ -75,39 +114,14 @@ def main() -> None:
     methods = {
         args.model: lambda image, mask: model(image[None], mask[None, None])[0].float(),
         "coarse": lambda image, mask: coarse_fill(image[None], 1 - mask[None, None])[0],
-        "telea": lambda image, mask: opencv_fill(image, mask, cv2.INPAINT_TELEA),
-        "ns": lambda image, mask: opencv_fill(image, mask, cv2.INPAINT_NS),
+        **classical_methods(),
     }
-    scores = {name: {"psnr": [], "ssim": [], "fills": [], "seconds": 0.0} for name in methods}
-    originals = []
-    rng = np.random.default_rng(args.seed)
-    for name, image in images:
-        mask = torch.from_numpy(random_mask(image.shape[1], image.shape[2], rng)).float()
-        top, left, bottom, right = mask_ops.bbox(mask)
-        originals.append(image)
-        for method, inpaint in methods.items():
-            start = time.perf_counter()
-            with torch.no_grad():
-                fill = inpaint(image, mask)
-            scores[method]["seconds"] += time.perf_counter() - start
-            fill = mask * fill + (1 - mask) * image
-            scores[method]["psnr"].append(metrics.psnr(fill, image, mask))
-            scores[method]["ssim"].append(metrics.ssim(fill[:, top:bottom, left:right], image[:, top:bottom, left:right]))
-            scores[method]["fills"].append(fill)
-
-    inception = InceptionFeatures()
-    # different sizes: features are computed one image at a time (Inception resizes to 299² anyway)
-    real = torch.cat([inception(x[None]) for x in originals])
+    summary = score_methods(methods, images, args.seed, InceptionFeatures())
     print(f"{len(images)} held-out images ({sum(n.startswith('val') for n, _ in images)} validation scenes, "
           f"{sum(not n.startswith('val') for n, _ in images)} faces), one random mask each, seed {args.seed}")
     print(f"{'method':<11} {'hole PSNR':>10} {'hole SSIM':>10} {'FID':>8} {'s/image':>8}")
-    summary = {}
-    for method, s in scores.items():
-        fid = frechet_distance(real, torch.cat([inception(x[None]) for x in s["fills"]]))
-        row = {"hole_psnr": float(np.mean(s["psnr"])), "hole_ssim": float(np.mean(s["ssim"])), "fid": fid,
-               "seconds_per_image": s["seconds"] / len(images)}
-        summary[method] = row
-        print(f"{method:<11} {row['hole_psnr']:>10.2f} {row['hole_ssim']:>10.4f} {fid:>8.2f} "
+    for method, row in summary.items():
+        print(f"{method:<11} {row['hole_psnr']:>10.2f} {row['hole_ssim']:>10.4f} {row['fid']:>8.2f} "
               f"{row['seconds_per_image']:>8.3f}")
     if args.json:
         io.write_text_atomic(args.json, json.dumps({"images": len(images), "seed": args.seed, **summary}, indent=2))

@@ -15,7 +15,8 @@ never appears, in any copy, in the training crops.
 Training crops: for each training photo, a scale factor s is drawn log-uniformly in
 [max(128 / short side, 1/8), 1]; on the photo downscaled by s, a square of side drawn in 128–256 px
 (at most the downscaled short side) is cut at a random position and resized to 128×128. Crops per
-photo grow with the square root of its area (bigger photos hold more distinct content). Validation
+photo grow with the square root of its area (bigger photos hold more distinct content). ``--train-side
+256`` makes 256² crops the same way (squares of 256–512 px), for a GPU run. Validation
 crops: the photo is downscaled so its short side is at most 512 px, and ``--val-per-file`` 256×256
 squares are cut at positions drawn from a generator seeded by the file name. Photos whose short side
 is under 128 px (training) or 256 px (validation) are skipped. Resampling is Pillow's antialiased
@@ -157,18 +158,18 @@ def group_files(files: list[Path]) -> tuple[list[list[int]], dict[int, tuple[int
     return sorted(groups.values(), key=lambda g: files[g[0]].name), sizes, copies
 
 
-def train_crops(im: Image.Image, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+def train_crops(im: Image.Image, n: int, rng: np.random.Generator, out_side: int = TRAIN_SIDE) -> list[np.ndarray]:
     w, h = im.size
     short = min(w, h)
-    lo = max(TRAIN_SIDE / short, 1 / 8)
+    lo = max(out_side / short, 1 / 8)
     out = []
     for _ in range(n):
         s = math.exp(rng.uniform(math.log(lo), 0.0)) if lo < 1 else 1.0
-        max_side = min(256, int(short * s))
-        side_scaled = int(rng.integers(TRAIN_SIDE, max(TRAIN_SIDE, max_side) + 1))
+        max_side = min(2 * out_side, int(short * s))
+        side_scaled = int(rng.integers(out_side, max(out_side, max_side) + 1))
         side = min(short, side_scaled / s)  # the square in original pixels
         x0, y0 = rng.uniform(0, w - side), rng.uniform(0, h - side)
-        crop = im.resize((TRAIN_SIDE, TRAIN_SIDE), Image.LANCZOS, box=(x0, y0, x0 + side, y0 + side))
+        crop = im.resize((out_side, out_side), Image.LANCZOS, box=(x0, y0, x0 + side, y0 + side))
         out.append(np.asarray(crop, dtype=np.uint8))
     return out
 
@@ -257,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="webp: lossless WebP per crop inside crops.npz (≈1.8× more crops in the budget "
                          "than npz); npz: plain uint8 arrays, zlib; npy: crops_train.npy + crops_val.npy")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--webp-quality", type=int, default=0,
+                    help="0: lossless training crops; 1-100: lossy WebP at that quality (several times more "
+                         "crops in --max-mib, e.g. 92 for 256² crops that must travel)")
+    ap.add_argument("--train-side", type=int, default=TRAIN_SIDE,
+                    help="training crop side (squares of side … 2·side px resized to it; 256 for a GPU run)")
     args = ap.parse_args(argv)
 
     out: Path = args.outdir
@@ -284,19 +290,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             train_idx += [i for i in g if i not in copies]  # a byte-identical copy would only add weight
     n_dupes = sum(len(g) - 1 for g in groups)
-    train_ids = [i for i in sorted(train_idx) if min(sizes[i]) >= TRAIN_SIDE]
+    train_ids = [i for i in sorted(train_idx) if min(sizes[i]) >= args.train_side]
     val_ids = [i for i in sorted(val_idx) if min(sizes[i]) >= VAL_SIDE]
     train_files, val_files = [files[i] for i in train_ids], [files[i] for i in val_ids]
     log(f"{len(files)} photos, {len(groups)} distinct ({n_dupes} duplicates or near-duplicates grouped); "
         f"validation {len(val_idx)} files ({len(val_files)} with short side ≥ {VAL_SIDE}), "
-        f"training {len(train_idx)} ({len(train_files)} with short side ≥ {TRAIN_SIDE})")
+        f"training {len(train_idx)} ({len(train_files)} with short side ≥ {args.train_side})")
 
     weights = np.array([math.sqrt(min(sizes[i][0] * sizes[i][1], 2048 ** 2)) for i in train_ids])
     per_file = np.maximum(1, np.round(args.train_crops * weights / weights.sum())).astype(int)
     train: list[np.ndarray] = []
     for k, f in enumerate(train_files):
         rng = np.random.default_rng([args.seed, name_hash(f.name) % 2**32])
-        train += train_crops(load_rgb(f), int(per_file[k]), rng)
+        train += train_crops(load_rgb(f), int(per_file[k]), rng, args.train_side)
     val: list[np.ndarray] = []
     for f in val_files:
         rng = np.random.default_rng([args.seed + 1, name_hash(f.name) % 2**32])
@@ -307,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
 
     budget = args.max_mib * 2**20
     if args.format == "webp":  # encode once; a subset's size is then the sum of its crops' sizes
-        train_blobs = [encode_webp(c) for c in train_arr]
-        val_blobs = [encode_webp(c) for c in val_arr]
+        train_blobs = [encode_webp(c, args.webp_quality) for c in train_arr]
+        val_blobs = [encode_webp(c) for c in val_arr]  # validation stays exact
     keep = np.arange(len(train_arr))
     for _ in range(8):
         if args.format == "webp":
@@ -346,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
               "val_fraction": args.val_fraction, "seed": args.seed}
     atomic_write(out / "splits.json", json.dumps(splits, indent=1).encode())
 
-    log(f"training crops: {n_train} × {TRAIN_SIDE}×{TRAIN_SIDE} (drawn {drawn}) from {len(train_files)} photos")
+    log(f"training crops: {n_train} × {args.train_side}×{args.train_side} (drawn {drawn}) from {len(train_files)} photos")
     log(f"validation crops: {len(val_arr)} × {VAL_SIDE}×{VAL_SIDE} from {len(val_files)} photos")
     for name, data in payload.items():
         log(f"wrote {out / name}: {len(data) / 2**20:.1f} MiB")

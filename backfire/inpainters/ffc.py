@@ -40,6 +40,11 @@ __all__ = [
 MaybeTensor = Union[Tensor, int]
 
 
+STEMFED_FORMAT = "backfire-stemfed-generator"
+"""The ``format`` metadata of an FFC generator fed by a frozen pretrained stem (:mod:`backfire.inpainters.stemfed`):
+its ``model.*`` weights alone would load as a plain FFC generator, minus the encoder, so readers check it."""
+
+
 @dataclass(frozen=True)
 class FFCConfig:
     """Size of an :class:`FFCResNetGenerator` (input 4 channels: RGB + mask; output 3)."""
@@ -326,14 +331,33 @@ class FFCResNetGenerator(nn.Module):
             nn.init.zeros_(self.model[-2].weight)
             nn.init.zeros_(self.model[-2].bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.config.prefill:
-            return self.model(x)
-        image, mask = x[:, :-1], x[:, -1:]
-        coarse = coarse_fill(image, 1 - mask)
-        logits = self.model[:-1](torch.cat([coarse, mask], dim=1))
+    def forward(self, x: Tensor, bottleneck_extra: Tensor | None = None) -> Tensor:
+        """``bottleneck_extra`` (N, C_bottleneck, H/2**n, W/2**n), optional: features added to the
+        bottleneck's input (local channels first), the way a model built on a pretrained encoder
+        (:mod:`backfire.inpainters.stemfed`) feeds it."""
+        coarse = None
+        if self.config.prefill:
+            image, mask = x[:, :-1], x[:, -1:]
+            coarse = coarse_fill(image, 1 - mask)
+            x = torch.cat([coarse, mask], dim=1)
+        if bottleneck_extra is None:
+            logits = self.model[:-1](x)
+        else:
+            split = 2 + self.config.n_downsampling  # pad, stem, downsamplings → the (local, global) pair
+            x_l, x_g = self.model[:split](x)
+            n_local = x_l.shape[1] if isinstance(x_l, Tensor) else 0
+            pair = (x_l + bottleneck_extra[:, :n_local] if n_local else x_l,
+                    x_g + bottleneck_extra[:, n_local:] if isinstance(x_g, Tensor) else x_g)
+            logits = self.model[split:-1](pair)
+        if coarse is None:
+            return self.model[-1](logits)
         # eps keeps the logit finite for saturated colours; the sigmoid maps the sum back into [0, 1]
         return torch.sigmoid(logits + torch.logit(coarse.clamp(1e-3, 1 - 1e-3)))
+
+    @property
+    def bottleneck_channels(self) -> int:
+        """Channels of the bottleneck (local + global), the width ``bottleneck_extra`` must have."""
+        return min(self.config.max_features, self.config.ngf * 2 ** self.config.n_downsampling)
 
 
 def build_generator(config: FFCConfig = BIG_LAMA, input_nc: int = 4, output_nc: int = 3) -> FFCResNetGenerator:

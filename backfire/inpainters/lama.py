@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from backfire.errors import ModelError, WeightsNotFoundError
 from backfire.inpainters.base import ModuleInpainter, build_with_weights
-from backfire.inpainters.ffc import BIG_LAMA, FFCConfig, FFCResNetGenerator, build_generator
+from backfire.inpainters.ffc import BIG_LAMA, STEMFED_FORMAT, FFCConfig, FFCResNetGenerator, build_generator
 from backfire.io import write_atomic
 
 __all__ = [
@@ -196,6 +196,9 @@ def load_generator(path: str | Path) -> FFCResNetGenerator:
                 metadata = handle.metadata() or {}
         except Exception as exc:
             raise ModelError(f"cannot read {path} as safetensors: {_first_line(exc)}") from exc
+        if metadata.get("format") == STEMFED_FORMAT:  # its model.* keys alone would load, minus the encoder
+            raise ModelError(f"{path} is a generator fed by a pretrained encoder, not a plain LaMa generator: "
+                             "load it with backfire.inpainters.stemfed.load_trained_generator")
     else:
         raw = _torch_load(path)
     state = generator_state_dict(raw, source=str(path))

