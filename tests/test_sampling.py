@@ -96,3 +96,15 @@ def test_public_shape_helpers_match_their_families(region):
     assert box is not None and (box * small).sum() == 0 and box.sum() == small.sum()
     assert torch.equal(mask_ops.shifted(region, 0, 0), region)
     assert mask_ops.shifted(region, 5, 0)[35:67, 40:90].sum() == region[30:62, 40:90].sum()
+
+
+def test_attacker_reach_covers_every_sampled_attacker_mask():
+    from backfire.protect.sampling import EditSampler, attacker_reach
+
+    region = torch.zeros(96, 120)
+    region[40:52, 50:70] = 1
+    reach = attacker_reach(region)
+    sampler = EditSampler(region, seed=3)
+    for _ in range(200):
+        assert (sampler.attacker() * (1 - reach)).sum() == 0
+    assert reach.mean() < 1  # a bound, not the whole photo

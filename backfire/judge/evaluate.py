@@ -117,14 +117,14 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
         torch.cuda.reset_peak_memory_stats()
 
     cases: list[Case] = []
-    plans = [(r.but(budget=b, steps=config.steps), b) for r in config.recipes for b in config.budgets]
+    plans = [r.but(budget=b, steps=config.steps) for r in config.recipes for b in config.budgets]
     total = len(pairs) * len(plans)
     for i, (image_path, mask_path) in enumerate(pairs):
         loaded = io.read_image(image_path, max_pixels=config.max_pixels)
         region = io.read_mask(mask_path, size=loaded.size, max_pixels=config.max_pixels).mask
         if features is not None:
             features.add("originals", loaded.pixels[None])
-        for j, (recipe, _) in enumerate(plans):
+        for j, recipe in enumerate(plans):
             case = _evaluate_case(image_path, loaded.pixels, region, ensemble, recipe, config, out_dir, inputs,
                                   features)
             cases.append(case)

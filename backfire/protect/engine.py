@@ -18,10 +18,11 @@ from backfire.inpainters.cleaning import Cleaned, CleaningSampler, straight_thro
 from backfire.inpainters.pipelines import Box, EveryStrategy, IOPaintPipeline, Pipeline, bounding_box, support
 from backfire.protect.optimisers import make_optimiser
 from backfire.protect.recipes import DEFAULT_RECIPE, TERM_MASKS, Recipe, Term, TermMask, get_recipe
-from backfire.protect.sampling import EditSampler
+from backfire.protect.sampling import EditSampler, attacker_reach
 from backfire.protect.targets import make_target
 
-StepCallback = Callable[[int, int, float], None]
+StepCallback = Callable[[int, int, float | None], None]
+"""``on_step(done, total, loss)``; ``loss`` is None for the call that opens the work (done = 0)."""
 ImageCallback = Callable[[int, Tensor], None]
 
 
@@ -182,8 +183,8 @@ def _crop_frame(members: list[Inpainter], region: Tensor, recipe: Recipe) -> tup
     """The box around every crop window the attacker's tool opens for the recipe's edits, and the windows'
     union (H×W), when every model of the ensemble crops this photo (IOPaint's Crop strategy); else None.
 
-    Sampled attacker masks reach up to 32 px past M and shift by up to 15 % of its box: their windows are
-    counted through M dilated by 32 px and M's box grown by 16 %; δ stays zero outside the union.
+    Sampled attacker masks are counted through everything they can cover
+    (:func:`backfire.protect.sampling.attacker_reach`); δ stays zero outside the union.
     """
     size = tuple(region.shape)
     if not all(isinstance(m, IOPaintPipeline) and m.strategy_for(size) == "Crop" for m in members):
@@ -192,20 +193,12 @@ def _crop_frame(members: list[Inpainter], region: Tensor, recipe: Recipe) -> tup
         return None  # Original and Resize see the whole photo: δ must cover it
     masks = [term_mask(region, t, recipe.dilation) for t in recipe.terms if not t.sampled]
     if any(t.sampled for t in recipe.terms):
-        masks.append(mask_ops.dilate(region, _SAMPLED_REACH))
-        top, left, bottom, right = mask_ops.bbox(region)
-        grow_y, grow_x = math.ceil(0.16 * (bottom - top)), math.ceil(0.16 * (right - left))
-        box = torch.zeros_like(region)
-        box[max(0, top - grow_y):bottom + grow_y, max(0, left - grow_x):right + grow_x] = 1
-        masks.append(box)
+        masks.append(attacker_reach(region).to(region))
     seen = support(members, torch.stack(masks)[:, None].cpu()).to(region)
     frame = bounding_box(seen)
     if frame is None or frame == (0, 0, size[1], size[0]):
         return None
     return frame, seen
-
-
-_SAMPLED_REACH = 32  # px: the largest dilation the sampled attacker masks draw (sampling._MAX_DILATION)
 
 
 def _optimise(x: Tensor, region: Tensor, goal_image: Tensor, members: list[Inpainter], recipe: Recipe, seed: int,

@@ -85,6 +85,18 @@ _BENIGN: dict[str, Callable[[Tensor, np.random.Generator], Tensor | None]] = {
 }
 
 
+def attacker_reach(region: Tensor) -> Tensor:
+    """(H, W) {0, 1}: every pixel a sampled attacker mask can cover — M dilated by the largest radius, and
+    M's box grown by the larger of the box growth and the largest shift (strokes, erosions and half cuts stay
+    inside those). What the attacker's crop windows are computed from when δ is confined to them."""
+    reach = mask_ops.dilate(region, _MAX_DILATION)
+    top, left, bottom, right = mask_ops.bbox(region)
+    grow_y = max(_MAX_BOX_GROW, math.ceil(_MAX_SHIFT * (bottom - top)))
+    grow_x = max(_MAX_BOX_GROW, math.ceil(_MAX_SHIFT * (right - left)))
+    reach[max(0, top - grow_y):bottom + grow_y, max(0, left - grow_x):right + grow_x] = 1
+    return reach
+
+
 class EditSampler:
     """Draws attacker and benign edit masks for one protected region.
 
