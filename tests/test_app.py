@@ -183,6 +183,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def page():
+    """A fresh tab of Debian's chromium driven by Playwright; the browser is closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 1000})
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``backfire app`` on a free port, in its own temporary folder; stopped with Ctrl-C (SIGINT) at the end."""
@@ -290,62 +303,54 @@ def test_api_verify_runs_the_attackers_edit(server, files):
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 @pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright is not installed: pip install playwright")
 @needs_gradio
-def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, files, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            before = _session_folders(server)
-            page.goto(server["url"])
-            page.locator("#photo input[type=file]").set_input_files(str(files["photo"]))
-            page.wait_for_selector("#status :text('64×48 px')", timeout=90_000)
-            (mine,) = _session_folders(server) - before
-            page.wait_for_function("!document.querySelector('#editor').innerText.includes('processing')")
-            canvas = page.locator("#editor canvas").first
-            page.locator("#editor").get_by_role("button", name="Brush").first.click()
-            box = canvas.bounding_box()
-            x, y = box["x"] + 0.45 * box["width"], box["y"] + 0.62 * box["height"]
-            page.mouse.move(x, y)
-            page.mouse.down()
-            for k in range(12):
-                page.mouse.move(x + 8 * k, y + k)
-            page.mouse.up()
-            # the logo's mask file on top: the region is the union, so it counts more than the logo's pixels
-            page.locator("#mask-file input[type=file]").set_input_files(str(files["mask"]))
-            page.wait_for_selector("#status :text('Region:')", timeout=90_000)
-            region_px = int(page.locator("#status").inner_text().split("Region:")[1].split("px")[0])
-            assert region_px > int(example_photo(64, 48)[1].sum())
-            page.locator("#steps input").fill("10000")  # a long run, cancelled once its progress shows
-            page.click("#run")
-            page.wait_for_selector(":text('s left')", timeout=120_000)  # "step i/N · about T s left"
-            page.click("#cancel")
-            page.wait_for_selector("#status :text('Cancelled')", timeout=90_000)
-            page.locator("#steps input").fill("2")
-            page.click("#run")
-            try:
-                page.wait_for_selector("#verdict :text('PROTECTED against backfire-s')", timeout=120_000)
-            except Exception:
-                page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
-                raise AssertionError(f"no verdict; status: {page.locator('#status').inner_text()!r}; "
-                                     f"screenshot: {tmp_path / 'failed.png'}") from None
-            for panel in ("#protected img", "#preview img"):  # the result and the attacker's-edit sheet
-                page.wait_for_function(f"document.querySelector('{panel}')?.naturalWidth > 0", timeout=90_000)
-            assert page.locator("#preview").get_by_text("attacker's edit of the original").count() == 1
-            assert "JPEG" in page.locator("#jpeg-warning").inner_text()
-            listed = " ".join(page.locator("#files").inner_text().split())
-            assert "json" in listed and "preview" in listed, listed
-            shot = tmp_path / "app.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert any(mine.rglob("photo.png"))
-            page.close()  # the tab closes: its session's folder goes
-            deadline = time.monotonic() + 30
-            while mine.exists() and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert not mine.exists()
-        finally:
-            browser.close()
+def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, files, tmp_path, page):
+    before = _session_folders(server)
+    page.goto(server["url"])
+    page.locator("#photo input[type=file]").set_input_files(str(files["photo"]))
+    page.wait_for_selector("#status :text('64×48 px')", timeout=90_000)
+    (mine,) = _session_folders(server) - before
+    page.wait_for_function("!document.querySelector('#editor').innerText.includes('processing')")
+    canvas = page.locator("#editor canvas").first
+    page.locator("#editor").get_by_role("button", name="Brush").first.click()
+    box = canvas.bounding_box()
+    x, y = box["x"] + 0.45 * box["width"], box["y"] + 0.62 * box["height"]
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for k in range(12):
+        page.mouse.move(x + 8 * k, y + k)
+    page.mouse.up()
+    # the logo's mask file on top: the region is the union, so it counts more than the logo's pixels
+    page.locator("#mask-file input[type=file]").set_input_files(str(files["mask"]))
+    page.wait_for_selector("#status :text('Region:')", timeout=90_000)
+    region_px = int(page.locator("#status").inner_text().split("Region:")[1].split("px")[0])
+    assert region_px > int(example_photo(64, 48)[1].sum())
+    page.locator("#steps input").fill("10000")  # a long run, cancelled once its progress shows
+    page.click("#run")
+    page.wait_for_selector(":text('s left')", timeout=120_000)  # "step i/N · about T s left"
+    page.click("#cancel")
+    page.wait_for_selector("#status :text('Cancelled')", timeout=90_000)
+    page.locator("#steps input").fill("2")
+    page.click("#run")
+    try:
+        page.wait_for_selector("#verdict :text('PROTECTED against backfire-s')", timeout=120_000)
+    except Exception:
+        page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+        raise AssertionError(f"no verdict; status: {page.locator('#status').inner_text()!r}; "
+                             f"screenshot: {tmp_path / 'failed.png'}") from None
+    for panel in ("#protected img", "#preview img"):  # the result and the attacker's-edit sheet
+        page.wait_for_function(f"document.querySelector('{panel}')?.naturalWidth > 0", timeout=90_000)
+    assert page.locator("#preview").get_by_text("attacker's edit of the original").count() == 1
+    assert "JPEG" in page.locator("#jpeg-warning").inner_text()
+    listed = " ".join(page.locator("#files").inner_text().split())
+    assert "json" in listed and "preview" in listed, listed
+    shot = tmp_path / "app.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert any(mine.rglob("photo.png"))
+    page.close()  # the tab closes: its session's folder goes
+    deadline = time.monotonic() + 30
+    while mine.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not mine.exists()
     assert Image.open(shot).width == 1280
     if os.environ.get("BACKFIRE_APP_SCREENSHOT"):
         _small_copy(shot, Path(os.environ["BACKFIRE_APP_SCREENSHOT"]))
@@ -354,31 +359,23 @@ def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, fi
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 @pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright is not installed: pip install playwright")
 @needs_gradio
-@pytest.mark.xfail(strict=False, reason="passes when tests/test_app.py runs alone; in the whole suite the editor's "
-                   "file input is not processed within 90 s (open, see the issue note)")
-def test_browser_photo_dropped_into_the_editor_is_used_with_its_exact_pixels(server, files):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+@pytest.mark.xfail(strict=False, reason="flaky: the editor's file input is often not processed within 90 s (most "
+                   "whole-suite runs, sometimes alone; no server error): open, see the issue note")
+def test_browser_photo_dropped_into_the_editor_is_used_with_its_exact_pixels(server, files, page):
+    before = _session_folders(server)
+    page.goto(server["url"])
+    # the editor's upload can race the page's start-up on a busy machine: offer the file again then
+    for attempt in range(3):
+        page.locator("#editor input[type=file]").first.set_input_files(str(files["photo"]))
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            before = _session_folders(server)
-            page.goto(server["url"])
-            # the editor's upload can race the page's start-up on a busy machine: offer the file again then
-            for attempt in range(3):
-                page.locator("#editor input[type=file]").first.set_input_files(str(files["photo"]))
-                try:
-                    page.wait_for_selector("#status :text('pasted.png: 64×48 px')", timeout=30_000)
-                    break
-                except Exception:
-                    if attempt == 2:
-                        raise
-            (mine,) = _session_folders(server) - before
-            kept = io.read_image(mine / "photo" / "pasted.png").pixels
-            assert torch.equal(kept, io.read_image(files["photo"]).pixels)
-        finally:
-            browser.close()
+            page.wait_for_selector("#status :text('pasted.png: 64×48 px')", timeout=30_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+    (mine,) = _session_folders(server) - before
+    kept = io.read_image(mine / "photo" / "pasted.png").pixels
+    assert torch.equal(kept, io.read_image(files["photo"]).pixels)
 
 
 def _session_folders(server) -> set[Path]:
