@@ -123,6 +123,24 @@ def measure(model: Inpainter, images, photos, inception, baselines, attack_steps
     return row, baselines
 
 
+def _minutes(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated minutes, got {text!r}") from None
+    if not values or any(v <= 0 for v in values) or values != sorted(values):
+        raise argparse.ArgumentTypeError(f"expected ascending positive minutes, got {text!r}")
+    return values
+
+
+def schedule(args) -> list[float]:
+    """The training minutes (CPU, or wall with --budget-wall-min) at which checkpoints 1, 2, … are measured."""
+    if args.checkpoint_minutes:
+        return args.checkpoint_minutes
+    total = args.budget_wall_min if args.budget_wall_min > 0 else args.budget_cpu_min
+    return [total * k / args.checkpoints for k in range(1, args.checkpoints + 1)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="prepare_data.py output")
@@ -132,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-wall-min", type=float, default=0.0,
                     help="instead: training wall minutes per variant (a dedicated GPU, where CPU time means little)")
     ap.add_argument("--checkpoints", type=int, default=3, help="measured checkpoints, evenly spaced in CPU time")
+    ap.add_argument("--checkpoint-minutes", type=_minutes, default=None, metavar="M1,M2,...",
+                    help="measure at these training minutes instead (ascending; replaces --budget-*-min and "
+                         "--checkpoints; a longer list extends a study: its measured checkpoints are kept)")
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "backfire-train" / "standin")
     ap.add_argument("--out", type=Path, default=Path("docs/standin"))
     ap.add_argument("--reference", default="backfire-s", help="a registered model measured once ('' = none)")
@@ -207,12 +228,11 @@ def run_study(args, variants: list[str]) -> None:
             changed = [n for n in TrainConfig.ARCH_FIELDS if getattr(before, n) != getattr(cfg, n)]
             if changed:
                 sys.exit(f"study_standin: {run_dir} was trained with other {', '.join(changed)}: use another --work")
-        for k in range(1, args.checkpoints + 1):
+        wall = args.budget_wall_min > 0
+        for k, budget in enumerate(schedule(args), start=1):
             result_path = run_dir / f"measure-{k}.json"
             if result_path.is_file():
                 continue
-            wall = args.budget_wall_min > 0
-            budget = (args.budget_wall_min if wall else args.budget_cpu_min) * k / args.checkpoints
             summary = run_training(cfg, args.data, run_dir, steps=10**9, resume=True, device=args.device,
                                    cpu_budget_min=0 if wall else budget, wall_budget_min=budget if wall else 0,
                                    crops=crops, validate=False,

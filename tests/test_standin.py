@@ -37,7 +37,7 @@ def images(n: int = 4, seed: int = 0) -> np.ndarray:
 
 
 def test_variants_are_what_the_study_says():
-    assert set(VARIANTS) == {"s-recipe", "l1", "lama", "lama-stem"}
+    assert set(VARIANTS) == {"s-recipe", "l1", "lama", "lama-stem", "prefill-lama-stem"}
     s, l1, lama, stem = (variant_config(v) for v in ("s-recipe", "l1", "lama", "lama-stem"))
     assert s.prefill and not (l1.prefill or lama.prefill or stem.prefill)
     assert s == TrainConfig()  # backfire-s's recipe is the trainer's default
@@ -46,6 +46,8 @@ def test_variants_are_what_the_study_says():
     assert loss_terms(l1) == {"l1_hole", "l1_context"}
     assert loss_terms(lama) == loss_terms(lama, step=0) == {"l1_hole", "l1_context", "perceptual", "adv_g", "fm"}
     assert stem.encoder == "inception-stem" and not lama.encoder
+    # the fifth variant is lama-stem with backfire-s's prefill, nothing else
+    assert variant_config("prefill-lama-stem") == TrainConfig.from_dict({**stem.__dict__, "prefill": True})
     # lama differs from l1 only by the terms it adds
     assert {k: LOSSES["lama"][k] for k in ("l1_hole", "l1_context")} == {k: LOSSES["l1"][k] for k in ("l1_hole", "l1_context")}
     with pytest.raises(ValueError, match="unknown variant"):

@@ -243,6 +243,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "l1": dict(prefill=False, encoder="", loss="l1"),
     "lama": dict(prefill=False, encoder="", loss="lama"),
     "lama-stem": dict(prefill=False, encoder="inception-stem", loss="lama"),
+    # the study's fifth variant: the pilot's no-prefill variants were far below Telea after 6 CPU-minutes,
+    # while the prefill starts above it; this keeps that start and adds LaMa's terms and the stem
+    "prefill-lama-stem": dict(prefill=True, encoder="inception-stem", loss="lama"),
 }
 """The stand-in study's trainers (issue 14): chosen on inpainting grounds only — no term rewards a
 fill's sensitivity to its context, no adversarial examples."""
