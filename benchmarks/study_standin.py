@@ -52,9 +52,7 @@ from bench_inpainting_quality import classical_methods, held_out_images, score_m
 from study_steerability import distance, load_photos, svg_plot  # noqa: E402
 
 from backfire.inpainters import Inpainter, load_inpainter  # noqa: E402
-from backfire.inpainters.ffc import FFCResNetGenerator  # noqa: E402
-from backfire.inpainters.lama import LamaInpainter, LamaModule  # noqa: E402
-from backfire.inpainters.stemfed import load_trained_generator  # noqa: E402
+from backfire.inpainters.embedded import inpainter_of  # noqa: E402
 from backfire.judge.verdict import FAIL_DISTANCE  # noqa: E402
 from backfire.protect import PAPER, protect  # noqa: E402
 from backfire.protect.engine import term_mask  # noqa: E402
@@ -73,13 +71,6 @@ def attacks(steps: int, sign_steps: int) -> dict[str, Recipe]:
     """The three attacks every checkpoint faces (the paper's objective; only optimiser and budget vary)."""
     sign = PAPER.but(steps=sign_steps, optimiser="sign", lr=0.25)
     return {"paper": PAPER.but(steps=steps), "sign16": sign.but(budget=16 / 255), "unbounded": sign.but(budget=1.0)}
-
-
-def inpainter_of(weights: Path, name: str, device: str = "cpu") -> Inpainter:
-    """An exported training run (plain FFC or stem-fed) as an fp32 Inpainter on ``device``."""
-    generator = load_trained_generator(weights)
-    module = generator if isinstance(generator, FFCResNetGenerator) else LamaModule(generator)
-    return LamaInpainter(module, device=device, name=name)
 
 
 def steerability(model: Inpainter, photos: list[tuple[str, torch.Tensor, torch.Tensor]], steps: int,

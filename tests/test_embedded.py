@@ -8,7 +8,7 @@ import torch
 
 from backfire.examples import example_photo
 from backfire.inpainters import ModelError, load_inpainter
-from backfire.inpainters.embedded import NAME, SHA256, WEIGHTS, sha256_of, verify_weights
+from backfire.inpainters.embedded import SHIPPED, sha256_of, verify_weights
 from backfire.inpainters.ffc import FFCConfig, build_generator, coarse_fill
 from backfire.inpainters.lama import load_generator
 from backfire.judge import metrics
@@ -18,6 +18,9 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+NAME = "backfire-s"
+WEIGHTS = SHIPPED[NAME].weights
+
 
 @pytest.fixture(scope="module")
 def model():
@@ -26,8 +29,8 @@ def model():
 
 def test_shipped_weights_match_their_checksum_and_fit_the_size_limit():
     assert WEIGHTS.stat().st_size <= 40_000_000
-    assert sha256_of(WEIGHTS) == SHA256
-    assert verify_weights() == WEIGHTS
+    assert sha256_of(WEIGHTS) == SHIPPED[NAME].sha256
+    assert verify_weights(NAME) == WEIGHTS
 
 
 def test_damaged_or_missing_weights_are_refused(tmp_path):
@@ -36,9 +39,9 @@ def test_damaged_or_missing_weights_are_refused(tmp_path):
     data[-1] ^= 1
     damaged.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="damaged"):
-        verify_weights(damaged)
+        verify_weights(NAME, damaged)
     with pytest.raises(ModelError, match="missing"):
-        verify_weights(tmp_path / "absent.safetensors")
+        verify_weights(NAME, tmp_path / "absent.safetensors")
 
 
 def test_shipped_model_is_a_prefill_ffc_generator_in_the_stated_size(model):

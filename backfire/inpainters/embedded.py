@@ -1,10 +1,11 @@
-"""backfire-s: the compact inpainter shipped inside the package, the default model of every command.
+"""The compact inpainters shipped inside the package: backfire-s (the stand-in every command falls back
+to) and backfire-m (the stand-in study's model, docs/standin.md).
 
-A LaMa-family FFC generator (:class:`~backfire.inpainters.ffc.FFCResNetGenerator` with
-``prefill=True``) trained by ``scripts/train_inpainter.py`` on freely licensed photos; what it was
-trained on, how, and how well it inpaints are in ``docs/model-card-backfire-s.md``. The weights are
-package data, checked against :data:`SHA256` before use, so a damaged install fails loudly instead of
-quietly inpainting badly. ``--weights`` loads a retrained file of the same family instead.
+Both are LaMa-family FFC generators (:class:`~backfire.inpainters.ffc.FFCResNetGenerator`) trained by
+``scripts/train_inpainter.py`` on freely licensed photos; what each was trained on, how, and how well it
+inpaints are in its model card (:attr:`Shipped.card`). The weights are package data, checked against
+their SHA-256 before use, so a damaged install fails loudly instead of quietly inpainting badly.
+``--weights`` loads a retrained file of the same family instead.
 
 Examples::
 
@@ -16,19 +17,40 @@ Examples::
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from backfire.errors import ModelError, WeightsNotFoundError
-from backfire.inpainters.lama import LamaInpainter, load_generator
+from backfire.inpainters.ffc import FFCResNetGenerator
+from backfire.inpainters.lama import LamaInpainter, LamaModule
 
-__all__ = ["NAME", "SHA256", "WEIGHTS", "load_embedded", "sha256_of", "verify_weights"]
+__all__ = ["SHIPPED", "Shipped", "inpainter_of", "load_embedded", "sha256_of", "verify_weights"]
 
-NAME = "backfire-s"
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "backfire-s.safetensors"
-SHA256 = "1fbb7614df44966ff7eb4a387fdd49fedd33e05946c2ac511c3d402a1df4520c"
-"""SHA-256 of the shipped weight file; updated together with the file."""
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A model whose weights ship inside the package."""
+
+    name: str
+    sha256: str
+    """SHA-256 of the weight file; updated together with the file."""
+    card: str
+    """Its model card, relative to the repository root."""
+
+    @property
+    def weights(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.safetensors"
+
+
+SHIPPED: dict[str, Shipped] = {
+    "backfire-s": Shipped("backfire-s", "1fbb7614df44966ff7eb4a387fdd49fedd33e05946c2ac511c3d402a1df4520c",
+                          "docs/model-card-backfire-s.md"),
+}
+"""name → shipped model (the registry's loaders for these names come from here)."""
 
 
 def sha256_of(path: str | Path) -> str:
@@ -39,34 +61,45 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def verify_weights(path: str | Path = WEIGHTS, expected: str = SHA256) -> Path:
-    """``path`` if it exists and its SHA-256 is ``expected``.
+def verify_weights(name: str, path: str | Path | None = None) -> Path:
+    """The shipped weight file of ``name`` (or ``path``) if it exists and has the shipped SHA-256.
 
     Raises:
         ModelError: the file is missing or differs from the one released with this version.
     """
-    path = Path(path)
+    shipped = SHIPPED[name]
+    path = shipped.weights if path is None else Path(path)
     if not path.is_file():
-        raise WeightsNotFoundError(f"the shipped {NAME} weights are missing ({path}): reinstall backfire")
+        raise WeightsNotFoundError(f"the shipped {name} weights are missing ({path}): reinstall backfire")
     actual = sha256_of(path)
-    if actual != expected:
-        raise ModelError(f"the shipped {NAME} weights are damaged ({path}: SHA-256 {actual[:12]}…, "
-                         f"expected {expected[:12]}…): reinstall backfire")
+    if actual != shipped.sha256:
+        raise ModelError(f"the shipped {name} weights are damaged ({path}: SHA-256 {actual[:12]}…, "
+                         f"expected {shipped.sha256[:12]}…): reinstall backfire")
     return path
 
 
-def load_embedded(weights: str | Path | None = None, device: torch.device | str = "cpu",
+def inpainter_of(path: str | Path, name: str, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> LamaInpainter:
+    """Any generator file ``scripts/train_inpainter.py`` exports (plain FFC or fed by a pretrained
+    encoder) as an Inpainter called ``name``."""
+    from backfire.inpainters.stemfed import load_trained_generator
+
+    generator = load_trained_generator(path)
+    module = generator if isinstance(generator, FFCResNetGenerator) else LamaModule(generator)
+    return LamaInpainter(module, device=device, dtype=dtype, name=name)
+
+
+def load_embedded(name: str, weights: str | Path | None = None, device: torch.device | str = "cpu",
                   dtype: torch.dtype = torch.float32) -> LamaInpainter:
-    """backfire-s with the shipped weights (checksum-verified), or with ``weights`` retrained by
-    ``scripts/train_inpainter.py`` (any LaMa-family generator file ``load_generator`` reads)."""
-    path = verify_weights() if weights is None else Path(weights)
+    """Shipped model ``name`` with its weights (checksum-verified), or with ``weights`` retrained by
+    ``scripts/train_inpainter.py``."""
+    path = verify_weights(name) if weights is None else Path(weights)
     if not path.is_file():
         raise WeightsNotFoundError(f"weights file not found: {path}")
     try:
-        generator = load_generator(path)
+        return inpainter_of(path, name, device, dtype)
     except ModelError as exc:
-        # the LaMa reader's advice (where to download big-LaMa) is wrong for a retrained backfire-s
-        raise ModelError(f"{path}: not {NAME} weights (a LaMa-family generator file written by "
+        # the LaMa reader's advice (where to download big-LaMa) is wrong for a retrained shipped model
+        raise ModelError(f"{path}: not {name} weights (a LaMa-family generator file written by "
                          f"scripts/train_inpainter.py, .safetensors or a state dict); give no weights file to use "
                          f"the shipped ones") from exc
-    return LamaInpainter(generator, device=device, dtype=dtype, name=NAME)

@@ -49,11 +49,14 @@ def _load_lama(weights: str | Path | None, device: torch.device, dtype: torch.dt
     return load_lama(weights, device, dtype)
 
 
-def _load_embedded(weights: str | Path | None, device: torch.device, dtype: torch.dtype, **options) -> Inpainter:
-    from backfire.inpainters.embedded import NAME, load_embedded
+def _shipped(name: str) -> Loader:
+    def load(weights: str | Path | None, device: torch.device, dtype: torch.dtype, **options) -> Inpainter:
+        from backfire.inpainters.embedded import load_embedded
 
-    _no_options(NAME, options)
-    return load_embedded(weights, device, dtype)
+        _no_options(name, options)
+        return load_embedded(name, weights, device, dtype)
+
+    return load
 
 
 def _load_migan(weights: str | Path | None, device: torch.device, dtype: torch.dtype, **options) -> Inpainter:
@@ -90,7 +93,7 @@ def _load_sd_inpaint(weights: str | Path | None, device: torch.device, dtype: to
 
 
 LOADERS: dict[str, Loader] = {
-    "backfire-s": _load_embedded,
+    "backfire-s": _shipped("backfire-s"),
     "lama": _load_lama,
     "migan": _load_migan,
     "mat": _load_mat,
