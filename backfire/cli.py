@@ -389,6 +389,8 @@ def run_mask(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
+    from backfire.inpainters.embedded import SHIPPED
+
     if args.action == "list":
         rows = models.list_models()
         print(f"cache: {models.cache_dir()}  (set BACKFIRE_HOME to move it)")
@@ -397,6 +399,10 @@ def run_models(args: argparse.Namespace) -> int:
             r = row.release
             print(f"{r.name:<11} {'yes' if row.pulled else 'no':<7} {r.size:<10} {r.licence:<30} {r.description}")
             print(f"{'':<11} {row.path}")
+        for shipped in SHIPPED.values():  # inside the package: nothing to pull
+            size = f"{shipped.weights.stat().st_size / 1e6:.1f} MB" if shipped.weights.is_file() else "missing"
+            print(f"{shipped.name:<11} {'shipped':<7} {size:<10} {shipped.licence:<30} {shipped.description}")
+            print(f"{'':<11} {shipped.weights}  (model card: {shipped.card})")
     elif args.action == "pull":
         for path in models.pull(args.names, progress=not args.quiet, timeout=args.timeout, log=_log):
             print(path)

@@ -40,6 +40,8 @@ class Shipped:
     """SHA-256 of the weight file; updated together with the file."""
     card: str
     """Its model card, relative to the repository root."""
+    licence: str
+    description: str
 
     @property
     def weights(self) -> Path:
@@ -48,7 +50,8 @@ class Shipped:
 
 SHIPPED: dict[str, Shipped] = {
     "backfire-s": Shipped("backfire-s", "1fbb7614df44966ff7eb4a387fdd49fedd33e05946c2ac511c3d402a1df4520c",
-                          "docs/model-card-backfire-s.md"),
+                          "docs/model-card-backfire-s.md", "Apache-2.0 (with backfire)",
+                          "the compact stand-in: LaMa-family FFC generator with a membrane prefill, 4.8 M parameters"),
 }
 """name → shipped model (the registry's loaders for these names come from here)."""
 
