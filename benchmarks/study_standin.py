@@ -305,8 +305,8 @@ def write_report(args) -> None:
         written.write_text(f"{TABLE_BEGIN}\n{table}{TABLE_END}\n")
 
     panels = []
-    x_key, x_label = (("train_wall_min", "training minutes (wall)") if meta.get("budget") == "wall"
-                      else ("train_cpu_min", "training CPU minutes"))
+    x_key, x_label = (("train_wall_min", "training minutes (wall, log scale)") if meta.get("budget") == "wall"
+                      else ("train_cpu_min", "training CPU minutes (log scale)"))
     for i, (key, title) in enumerate((("paper", "paper 6.4/255"), ("sign16", "sign-PGD 16/255"),
                                       ("unbounded", "sign-PGD unbounded"))):
         series: dict[str, list[tuple[float, float]]] = {}
@@ -315,7 +315,7 @@ def write_report(args) -> None:
         for ref in refs:  # the reference as a flat line across the plot
             xs = [p[0] for s in series.values() for p in s] or [0.0, 1.0]
             series[f"{ref['variant']} (shipped)"] = [(min(xs), ref[key]), (max(xs), ref[key])]
-        panels.append(svg_plot(series, f"distance after {title}", x_label, 440 * i, 0))
+        panels.append(svg_plot(series, f"distance after {title}", x_label, 440 * i, 0, log_x=True))
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{440 * len(panels)}" height="290" font-family="sans-serif">',
            '<rect width="100%" height="100%" fill="white"/>', *panels, "</svg>"]
     Path(f"{out}.svg").write_text("\n".join(svg) + "\n")

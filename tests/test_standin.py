@@ -224,3 +224,22 @@ def test_cut_out_stem_archive_gives_the_same_checked_stem(tmp_path, monkeypatch)
 
     with pytest.raises(MetricUnavailable):
         InceptionStem()
+
+
+def test_study_schedule_is_even_by_default_and_explicit_when_given():
+    pytest.importorskip("cv2")  # the study imports the quality benchmark (OpenCV's Telea and NS)
+    import argparse
+
+    spec = importlib.util.spec_from_file_location("study_standin", ROOT / "benchmarks" / "study_standin.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    even = argparse.Namespace(checkpoint_minutes=None, budget_wall_min=0.0, budget_cpu_min=6.0, checkpoints=4)
+    assert study.schedule(even) == [1.5, 3.0, 4.5, 6.0]
+    wall = argparse.Namespace(checkpoint_minutes=None, budget_wall_min=2.0, budget_cpu_min=6.0, checkpoints=2)
+    assert study.schedule(wall) == [1.0, 2.0]
+    # an explicit list extends a study: its first checkpoints are the even schedule's, measured ones are kept
+    extended = argparse.Namespace(**{**vars(even), "checkpoint_minutes": study._minutes("1.5,3,4.5,6,12,24,40")})
+    assert study.schedule(extended)[:4] == study.schedule(even) and study.schedule(extended)[-1] == 40
+    for bad in ("12,6", "0,3", "a,b", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            study._minutes(bad)
