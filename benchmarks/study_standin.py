@@ -288,6 +288,12 @@ def write_report(args) -> None:
                  f"{_fmt(base.get('telea_fid'))} | | | | | |")
     lines.append(f"| OpenCV NS | | | | | {base['ns_psnr']:.2f} | {base['ns_ssim']:.4f} | {_fmt(base.get('ns_fid'))} "
                  "| | | | | |")
+    lines += ["", "Movement toward the target (clean − attacked distance; positive = steered toward the target):", "",
+              "| variant | ckpt | train CPU min | paper 6.4/255 | sign 16/255 | unbounded |", "|---|---|---|---|---|---|"]
+    for r in refs + rows:
+        name = f"{r['variant']} (shipped)" if r.get("checkpoint") == 0 else r["variant"]
+        moves = (f"{r['clean'] - r[c]:+.3f}" for c in ATTACKS)
+        lines.append(f"| {name} | {r.get('checkpoint', '')} | {_fmt(r.get('train_cpu_min'))} | {' | '.join(moves)} |")
     lines.append("")
     lines.append(f"Machine: {meta.get('hardware', '?')}. Quality: {meta.get('quality_images', '?')} validation "
                  f"crops. Steerability photos: {', '.join(meta.get('photos', []))} (cut to "
@@ -307,15 +313,18 @@ def write_report(args) -> None:
     panels = []
     x_key, x_label = (("train_wall_min", "training minutes (wall, log scale)") if meta.get("budget") == "wall"
                       else ("train_cpu_min", "training CPU minutes (log scale)"))
-    for i, (key, title) in enumerate((("paper", "paper 6.4/255"), ("sign16", "sign-PGD 16/255"),
-                                      ("unbounded", "sign-PGD unbounded"))):
+    for i, (key, title, y_range) in enumerate((("paper", "paper 6.4/255", (-0.04, 0.1)),
+                                               ("sign16", "sign-PGD 16/255", (-0.04, 0.1)),
+                                               ("unbounded", "sign-PGD unbounded", (-0.1, 0.5)))):
         series: dict[str, list[tuple[float, float]]] = {}
-        for r in rows:
-            series.setdefault(r["variant"], []).append((round(r[x_key], 1), r[key]))  # readable ticks
+        for r in rows:  # steerability = how far the attack moved the fill toward the target
+            series.setdefault(r["variant"], []).append((round(r[x_key], 1), r["clean"] - r[key]))  # readable ticks
         for ref in refs:  # the reference as a flat line across the plot
             xs = [p[0] for s in series.values() for p in s] or [0.0, 1.0]
-            series[f"{ref['variant']} (shipped)"] = [(min(xs), ref[key]), (max(xs), ref[key])]
-        panels.append(svg_plot(series, f"distance after {title}", x_label, 440 * i, 0, log_x=True))
+            move = ref["clean"] - ref[key]
+            series[f"{ref['variant']} (shipped)"] = [(min(xs), move), (max(xs), move)]
+        panels.append(svg_plot(series, f"moved toward the target by {title}", x_label, 440 * i, 0, log_x=True,
+                               y_range=y_range, fail_line=False))
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{440 * len(panels)}" height="290" font-family="sans-serif">',
            '<rect width="100%" height="100%" fill="white"/>', *panels, "</svg>"]
     Path(f"{out}.svg").write_text("\n".join(svg) + "\n")

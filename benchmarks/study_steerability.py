@@ -105,27 +105,34 @@ def follow(run: Run, model: Inpainter, image: torch.Tensor, region: torch.Tensor
 
 
 def svg_plot(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, x: float, y: float,
-             log_x: bool = False) -> str:
-    """A line plot of distance (y, 0–0.7) against ``xlabel``, as an SVG group at (x, y)."""
+             log_x: bool = False, y_range: tuple[float, float] = (0.0, 0.7), fail_line: bool = True) -> str:
+    """A line plot of ``series`` (y in ``y_range``, by default a distance in 0–0.7 with the failed-edit
+    rule drawn) against ``xlabel``, as an SVG group at (x, y)."""
     width, height, pad = 420, 260, 50
+    y_lo, y_hi = y_range
     xs = [p[0] for points in series.values() for p in points]
     fx = (lambda v: math.log(max(v, 1))) if log_x else (lambda v: v)
     lo, hi = fx(min(xs)), fx(max(xs))
     sx = lambda v: x + pad + (fx(v) - lo) / max(hi - lo, 1e-9) * (width - pad - 10)  # noqa: E731
-    sy = lambda v: y + 20 + (1 - min(v, 0.7) / 0.7) * (height - pad)  # noqa: E731
+    sy = lambda v: y + 20 + (1 - (min(max(v, y_lo), y_hi) - y_lo) / (y_hi - y_lo)) * (height - pad)  # noqa: E731
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-    parts = [f'<text x="{x + width / 2}" y="{y + 12}" text-anchor="middle" font-size="13">{title}</text>',
-             f'<line x1="{sx(min(xs))}" y1="{sy(FAIL_AT)}" x2="{sx(max(xs))}" y2="{sy(FAIL_AT)}" '
-             'stroke="#999" stroke-dasharray="4 3"/>',
-             f'<text x="{sx(max(xs)) - 2}" y="{sy(FAIL_AT) - 4}" text-anchor="end" font-size="10" '
-             'fill="#666">fails below (0.15)</text>']
-    for tick in (0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
-        parts.append(f'<text x="{x + pad - 6}" y="{sy(tick) + 4}" text-anchor="end" font-size="10">{tick:.1f}</text>')
+    parts = [f'<text x="{x + width / 2}" y="{y + 12}" text-anchor="middle" font-size="13">{title}</text>']
+    if fail_line:
+        parts += [f'<line x1="{sx(min(xs))}" y1="{sy(FAIL_AT)}" x2="{sx(max(xs))}" y2="{sy(FAIL_AT)}" '
+                  'stroke="#999" stroke-dasharray="4 3"/>',
+                  f'<text x="{sx(max(xs)) - 2}" y="{sy(FAIL_AT) - 4}" text-anchor="end" font-size="10" '
+                  'fill="#666">fails below (0.15)</text>']
+    step = 0.1 if y_hi - y_lo > 0.3 else 0.05 if y_hi - y_lo > 0.12 else 0.02
+    for i in range(math.ceil(y_lo / step - 1e-9), math.floor(y_hi / step + 1e-9) + 1):
+        tick = i * step
+        parts.append(f'<text x="{x + pad - 6}" y="{sy(tick) + 4}" text-anchor="end" font-size="10">'
+                     f'{tick:.{1 if step == 0.1 else 2}f}</text>')
     for tick in sorted(set(xs)):
         parts.append(f'<text x="{sx(tick)}" y="{y + height - 14}" text-anchor="middle" font-size="10">{tick:g}</text>')
     parts.append(f'<text x="{x + width / 2}" y="{y + height + 2}" text-anchor="middle" font-size="11">{xlabel}</text>')
-    parts.append(f'<line x1="{x + pad}" y1="{y + 20}" x2="{x + pad}" y2="{sy(0)}" stroke="#333"/>')
-    parts.append(f'<line x1="{x + pad}" y1="{sy(0)}" x2="{x + width - 10}" y2="{sy(0)}" stroke="#333"/>')
+    parts.append(f'<line x1="{x + pad}" y1="{y + 20}" x2="{x + pad}" y2="{sy(y_lo)}" stroke="#333"/>')
+    parts.append(f'<line x1="{x + pad}" y1="{sy(max(y_lo, 0.0))}" x2="{x + width - 10}" y2="{sy(max(y_lo, 0.0))}" '
+                 'stroke="#333"/>')
     for i, (name, points) in enumerate(series.items()):
         colour = colours[i % len(colours)]
         path = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in points)
