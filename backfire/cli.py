@@ -340,7 +340,8 @@ def run_export(args: argparse.Namespace) -> int:
     inpainter = _load_model(args, device="cpu", tool=False)
     # the shipped weights and the pulled ones are never a valid output either, whichever model is exported
     pulled = [models.path(name) for name in models.registry() if models.is_pulled(name)]
-    path = jobs.export_torchscript(inpainter, args.torchscript, [p for p in [args.weights, *(m.weights for m in SHIPPED.values()), *pulled] if p])
+    shipped = [m.weights for m in SHIPPED.values()]
+    path = jobs.export_torchscript(inpainter, args.torchscript, [p for p in [args.weights, *shipped, *pulled] if p])
     print(f"{path}: TorchScript, model(image N×3×H×W in [0,1], mask N×1×H×W) → N×3×H×W in [0,1]")
     return EXIT_OK
 

@@ -249,6 +249,10 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _label(row: dict) -> str:
+    return f"{row['variant']} (shipped)" if row.get("checkpoint") == 0 else row["variant"]
+
+
 def _rows(work: Path) -> tuple[list[dict], list[dict]]:
     refs = [json.loads(p.read_text()) for p in sorted(work.glob("reference-*.json"))]
     rows = [json.loads(p.read_text()) for p in sorted(work.glob("*/measure-*.json"))]
@@ -278,8 +282,7 @@ def write_report(args) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in refs + rows:
-        name = f"{r['variant']} (shipped)" if r.get("checkpoint") == 0 else r["variant"]
-        cells = [name, str(r.get("checkpoint", "")), _fmt(r.get("steps")), _fmt(r.get("train_cpu_min")),
+        cells = [_label(r), str(r.get("checkpoint", "")), _fmt(r.get("steps")), _fmt(r.get("train_cpu_min")),
                  _fmt(r.get("train_wall_min")),
                  f"{r['hole_psnr']:.2f}", f"{r['hole_ssim']:.4f}", _fmt(r.get("fid")),
                  *(f"{r[c]:.3f}" for c in ("clean", "paper", "sign16", "unbounded")), f"{r['ring_change']:.4f}"]
@@ -291,9 +294,8 @@ def write_report(args) -> None:
     lines += ["", "Movement toward the target (clean − attacked distance; positive = steered toward the target):", "",
               "| variant | ckpt | train CPU min | paper 6.4/255 | sign 16/255 | unbounded |", "|---|---|---|---|---|---|"]
     for r in refs + rows:
-        name = f"{r['variant']} (shipped)" if r.get("checkpoint") == 0 else r["variant"]
         moves = (f"{r['clean'] - r[c]:+.3f}" for c in ATTACKS)
-        lines.append(f"| {name} | {r.get('checkpoint', '')} | {_fmt(r.get('train_cpu_min'))} | {' | '.join(moves)} |")
+        lines.append(f"| {_label(r)} | {r.get('checkpoint', '')} | {_fmt(r.get('train_cpu_min'))} | {' | '.join(moves)} |")
     lines.append("")
     lines.append(f"Machine: {meta.get('hardware', '?')}. Quality: {meta.get('quality_images', '?')} validation "
                  f"crops. Steerability photos: {', '.join(meta.get('photos', []))} (cut to "
@@ -313,16 +315,17 @@ def write_report(args) -> None:
     panels = []
     x_key, x_label = (("train_wall_min", "training minutes (wall, log scale)") if meta.get("budget") == "wall"
                       else ("train_cpu_min", "training CPU minutes (log scale)"))
-    for i, (key, title, y_range) in enumerate((("paper", "paper 6.4/255", (-0.04, 0.1)),
-                                               ("sign16", "sign-PGD 16/255", (-0.04, 0.1)),
-                                               ("unbounded", "sign-PGD unbounded", (-0.1, 0.5)))):
+    for i, (key, title, floor) in enumerate((("paper", "paper 6.4/255", 0.1), ("sign16", "sign-PGD 16/255", 0.1),
+                                             ("unbounded", "sign-PGD unbounded", 0.5))):
         series: dict[str, list[tuple[float, float]]] = {}
         for r in rows:  # steerability = how far the attack moved the fill toward the target
             series.setdefault(r["variant"], []).append((round(r[x_key], 1), r["clean"] - r[key]))  # readable ticks
         for ref in refs:  # the reference as a flat line across the plot
             xs = [p[0] for s in series.values() for p in s] or [0.0, 1.0]
             move = ref["clean"] - ref[key]
-            series[f"{ref['variant']} (shipped)"] = [(min(xs), move), (max(xs), move)]
+            series[_label(ref)] = [(min(xs), move), (max(xs), move)]
+        moves = [p[1] for points in series.values() for p in points]  # each panel on its own scale
+        y_range = (min(-floor / 2.5, math.floor(min(moves) * 20) / 20), max(floor, math.ceil(max(moves) * 20) / 20))
         panels.append(svg_plot(series, f"moved toward the target by {title}", x_label, 440 * i, 0, log_x=True,
                                y_range=y_range, fail_line=False))
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{440 * len(panels)}" height="290" font-family="sans-serif">',

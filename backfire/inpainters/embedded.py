@@ -1,7 +1,7 @@
-"""The compact inpainters shipped inside the package: backfire-s (the stand-in every command falls back
-to) and backfire-m (the stand-in study's model, docs/standin.md).
+"""The compact inpainters shipped inside the package (:data:`SHIPPED`): today backfire-s, the stand-in
+every command falls back to (the stand-in study, docs/standin.md, looks for a second one).
 
-Both are LaMa-family FFC generators (:class:`~backfire.inpainters.ffc.FFCResNetGenerator`) trained by
+Each is a LaMa-family FFC generator (:class:`~backfire.inpainters.ffc.FFCResNetGenerator`) trained by
 ``scripts/train_inpainter.py`` on freely licensed photos; what each was trained on, how, and how well it
 inpaints are in its model card (:attr:`Shipped.card`). The weights are package data, checked against
 their SHA-256 before use, so a damaged install fails loudly instead of quietly inpainting badly.
@@ -53,7 +53,7 @@ SHIPPED: dict[str, Shipped] = {
                           "docs/model-card-backfire-s.md", "Apache-2.0 (with backfire)",
                           "the compact stand-in: LaMa-family FFC generator with a membrane prefill, 4.8 M parameters"),
 }
-"""name → shipped model (the registry's loaders for these names come from here)."""
+"""name → shipped model; each also has a registry line, ``_shipped(name)``, which loads it from here."""
 
 
 def sha256_of(path: str | Path) -> str:
