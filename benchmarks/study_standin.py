@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead: training wall minutes per variant (a dedicated GPU, where CPU time means little)")
     ap.add_argument("--checkpoints", type=int, default=3, help="measured checkpoints, evenly spaced in CPU time")
     ap.add_argument("--checkpoint-minutes", type=_minutes, default=None, metavar="M1,M2,...",
-                    help="measure at these training minutes instead (ascending; replaces --budget-*-min and "
-                         "--checkpoints; a longer list extends a study: its measured checkpoints are kept)")
+                    help="measure at these training minutes instead (ascending; CPU minutes, or wall minutes when "
+                         "--budget-wall-min is set; replaces the budget's value and --checkpoints; a longer list "
+                         "extends a study: its measured checkpoints are kept)")
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "backfire-train" / "standin")
     ap.add_argument("--out", type=Path, default=Path("docs/standin"))
     ap.add_argument("--reference", default="backfire-s", help="a registered model measured once ('' = none)")
