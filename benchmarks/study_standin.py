@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_inpainting_quality import classical_methods, held_out_images, score_methods  # noqa: E402
-from study_steerability import distance, load_photos, svg_plot  # noqa: E402
+from study_steerability import distance, load_photos, svg_legend, svg_plot  # noqa: E402
 
 from backfire.inpainters import Inpainter, load_inpainter  # noqa: E402
 from backfire.inpainters.embedded import inpainter_of  # noqa: E402
@@ -328,8 +328,10 @@ def write_report(args) -> None:
         moves = [p[1] for points in series.values() for p in points]  # each panel on its own scale
         y_range = (min(-floor / 2.5, math.floor(min(moves) * 20) / 20), max(floor, math.ceil(max(moves) * 20) / 20))
         panels.append(svg_plot(series, f"moved toward the target by {title}", x_label, 440 * i, 0, log_x=True,
-                               y_range=y_range, fail_line=False))
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{440 * len(panels)}" height="290" font-family="sans-serif">',
+                               y_range=y_range, fail_line=False, legend=False))
+    # one legend under the panels: in a corner it would cover the lines of whichever panel rises there
+    panels.append(svg_legend(list(series), 50, 306))
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{440 * 3}" height="316" font-family="sans-serif">',
            '<rect width="100%" height="100%" fill="white"/>', *panels, "</svg>"]
     Path(f"{out}.svg").write_text("\n".join(svg) + "\n")
     print(f"wrote {out}.csv, {written}, {out}.svg")

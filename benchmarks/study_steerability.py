@@ -104,10 +104,24 @@ def follow(run: Run, model: Inpainter, image: torch.Tensor, region: torch.Tensor
     return curve, time.perf_counter() - started
 
 
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+"""The series colours, in order (a legend drawn elsewhere uses the same)."""
+
+
+def svg_legend(names: list[str], x: float, y: float) -> str:
+    """One row of coloured series names starting at (x, y), for plots drawn with ``legend=False``."""
+    parts, at = [], x
+    for i, name in enumerate(names):
+        parts.append(f'<text x="{at:.0f}" y="{y}" font-size="11" fill="{COLOURS[i % len(COLOURS)]}">{name}</text>')
+        at += 16 + 5.6 * len(name)
+    return "\n".join(parts)
+
+
 def svg_plot(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, x: float, y: float,
-             log_x: bool = False, y_range: tuple[float, float] = (0.0, 0.7), fail_line: bool = True) -> str:
+             log_x: bool = False, y_range: tuple[float, float] = (0.0, 0.7), fail_line: bool = True,
+             legend: bool = True) -> str:
     """A line plot of ``series`` (y in ``y_range``, by default a distance in 0–0.7 with the failed-edit
-    rule drawn) against ``xlabel``, as an SVG group at (x, y)."""
+    rule drawn) against ``xlabel``, as an SVG group at (x, y); ``legend`` names the series in the corner."""
     width, height, pad = 420, 260, 50
     y_lo, y_hi = y_range
     xs = [p[0] for points in series.values() for p in points]
@@ -115,7 +129,6 @@ def svg_plot(series: dict[str, list[tuple[float, float]]], title: str, xlabel: s
     lo, hi = fx(min(xs)), fx(max(xs))
     sx = lambda v: x + pad + (fx(v) - lo) / max(hi - lo, 1e-9) * (width - pad - 10)  # noqa: E731
     sy = lambda v: y + 20 + (1 - (min(max(v, y_lo), y_hi) - y_lo) / (y_hi - y_lo)) * (height - pad)  # noqa: E731
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
     parts = [f'<text x="{x + width / 2}" y="{y + 12}" text-anchor="middle" font-size="13">{title}</text>']
     if fail_line:
         parts += [f'<line x1="{sx(min(xs))}" y1="{sy(FAIL_AT)}" x2="{sx(max(xs))}" y2="{sy(FAIL_AT)}" '
@@ -134,11 +147,12 @@ def svg_plot(series: dict[str, list[tuple[float, float]]], title: str, xlabel: s
     parts.append(f'<line x1="{x + pad}" y1="{sy(max(y_lo, 0.0))}" x2="{x + width - 10}" y2="{sy(max(y_lo, 0.0))}" '
                  'stroke="#333"/>')
     for i, (name, points) in enumerate(series.items()):
-        colour = colours[i % len(colours)]
+        colour = COLOURS[i % len(COLOURS)]
         path = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in points)
         parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        parts.append(f'<text x="{x + width - 12}" y="{y + 34 + 13 * i}" text-anchor="end" font-size="10" '
-                     f'fill="{colour}">{name}</text>')
+        if legend:
+            parts.append(f'<text x="{x + width - 12}" y="{y + 34 + 13 * i}" text-anchor="end" font-size="10" '
+                         f'fill="{colour}">{name}</text>')
     return "\n".join(parts)
 
 

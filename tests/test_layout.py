@@ -27,9 +27,13 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
     return found
 
 
-def test_no_import_cycles():
+def _graph() -> dict[str, set[str]]:
     files = {_module_name(p): p for p in ROOT.rglob("*.py")}
-    graph = {name: _imports(path, set(files)) - {name} for name, path in files.items()}
+    return {name: _imports(path, set(files)) - {name} for name, path in files.items()}
+
+
+def test_no_import_cycles():
+    graph = _graph()
     # a package's __init__ re-exporting its own modules is not a loop of ours
     graph = {name: {d for d in deps if not name.startswith(d + ".")} for name, deps in graph.items()}
     state: dict[str, int] = {}
@@ -46,3 +50,13 @@ def test_no_import_cycles():
     for name in sorted(graph):
         if name not in state:
             visit(name, [])
+
+
+def test_leaf_modules_import_nothing_of_ours_and_models_know_nothing_of_protection_or_judging():
+    graph = _graph()
+    for leaf in ("backfire.io", "backfire.masks", "backfire.errors", "backfire.inception"):
+        assert graph[leaf] == set(), (leaf, graph[leaf])
+    for name, deps in graph.items():
+        if name.startswith("backfire.inpainters"):
+            wrong = {d for d in deps if d.startswith(("backfire.judge", "backfire.protect", "backfire.jobs"))}
+            assert not wrong, (name, wrong)

