@@ -111,8 +111,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
+    names = [w.stem for w in args.weights or []]
+    if len(set(names)) < len(names):  # the same file name from several runs: say which run
+        names = [f"{w.parent.name}/{w.stem}" for w in args.weights]
     models = ({args.model: load_inpainter(args.model, device="cpu")} if not args.weights else
-              {w.stem: load_inpainter(args.model, weights=w, device="cpu") for w in args.weights})
+              {name: load_inpainter(args.model, weights=w, device="cpu") for name, w in zip(names, args.weights)})
     images = held_out_images(args.data, args.faces, args.max_side)
     methods = {
         **{name: (lambda image, mask, m=m: m(image[None], mask[None, None])[0].float()) for name, m in models.items()},
