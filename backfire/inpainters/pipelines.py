@@ -52,6 +52,7 @@ from torch import Tensor
 
 from backfire.errors import ModelError
 from backfire.inpainters.base import Inpainter
+from backfire.inpainters.embedded import SHIPPED
 
 PIPELINES = ("iopaint", "plain")
 """``--pipeline`` values: IOPaint's edit, or the bare model on the whole frame."""
@@ -99,7 +100,8 @@ class Conventions:
 
 CONVENTIONS: dict[str, Conventions] = {
     "lama": Conventions(pad_mod=8, truncates=True),
-    "backfire-s": Conventions(pad_mod=8, truncates=True),  # a compact LaMa: IOPaint would run it as "lama"
+    # the shipped models are compact LaMa-family generators: IOPaint would run them as "lama"
+    **{name: Conventions(pad_mod=8, truncates=True) for name in SHIPPED},
     "mat": Conventions(pad_mod=512, pad_to_square=True, min_size=512, hole_above=127),
     "migan": Conventions(pad_mod=512, pad_to_square=True, min_size=512, hole_above=120, own_crop=True),
 }
