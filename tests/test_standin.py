@@ -224,3 +224,32 @@ def test_study_schedule_is_even_by_default_and_explicit_when_given():
     for bad in ("12,6", "0,3", "a,b", "-1"):
         with pytest.raises(argparse.ArgumentTypeError):
             study._minutes(bad)
+
+
+def test_study_does_not_measure_a_run_stopped_before_its_checkpoint(tmp_path, monkeypatch):
+    """SIGTERM or ^C mid-run saves the state (run_training's job); the study must not record that state as
+    the checkpoint it was heading for, and says how to go on."""
+    pytest.importorskip("cv2")
+    spec = importlib.util.spec_from_file_location("study_standin", ROOT / "benchmarks" / "study_standin.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    monkeypatch.setattr(study, "load_crops", lambda data: (images(4), images(2, seed=5)))
+    monkeypatch.setattr(study, "held_out_images", lambda *args: [])
+    monkeypatch.setattr(study, "load_photos", lambda *args: [("photo", torch.rand(3, 8, 8), torch.zeros(8, 8))])
+    stops = iter(["cpu_budget", "terminated"])
+
+    def fake_training(cfg, data, run_dir, **kwargs):  # the real one is tested above; here only its verdict
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / study.EXPORT).write_bytes(b"")
+        return {"stopped_by": next(stops), "steps": 1, "train_cpu_seconds": 60.0, "train_seconds": 60.0,
+                "generator_params": 1}
+
+    monkeypatch.setattr(study, "run_training", fake_training)
+    monkeypatch.setattr(study, "inpainter_of", lambda *args: None)
+    monkeypatch.setattr(study, "measure", lambda *args: ({"hole_psnr": 1.0}, {}))
+    args = ["--data", str(tmp_path), "--samples", str(tmp_path), "--work", str(tmp_path / "w"), "--out",
+            str(tmp_path / "out"), "--variants", "l1", "--reference", "", "--checkpoint-minutes", "1,2"]
+    with pytest.raises(SystemExit, match="stopped \\(terminated\\) before checkpoint 2.*rerun to resume"):
+        study.main(args)
+    assert (tmp_path / "w" / "l1" / "measure-1.json").is_file()
+    assert not (tmp_path / "w" / "l1" / "measure-2.json").exists()
