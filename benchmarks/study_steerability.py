@@ -104,7 +104,7 @@ def follow(run: Run, model: Inpainter, image: torch.Tensor, region: torch.Tensor
     return curve, time.perf_counter() - started
 
 
-COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
 """The series colours, in order (a legend drawn elsewhere uses the same)."""
 
 
@@ -140,7 +140,11 @@ def svg_plot(series: dict[str, list[tuple[float, float]]], title: str, xlabel: s
         tick = i * step
         parts.append(f'<text x="{x + pad - 6}" y="{sy(tick) + 4}" text-anchor="end" font-size="10">'
                      f'{tick:.{1 if step == 0.1 else 2}f}</text>')
+    last = -math.inf
     for tick in sorted(set(xs)):
+        if sx(tick) - last < 20:  # crowded ticks (the tail of a log scale): label every other one
+            continue
+        last = sx(tick)
         parts.append(f'<text x="{sx(tick)}" y="{y + height - 14}" text-anchor="middle" font-size="10">{tick:g}</text>')
     parts.append(f'<text x="{x + width / 2}" y="{y + height + 2}" text-anchor="middle" font-size="11">{xlabel}</text>')
     parts.append(f'<line x1="{x + pad}" y1="{y + 20}" x2="{x + pad}" y2="{sy(y_lo)}" stroke="#333"/>')
