@@ -335,13 +335,12 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from backfire.inpainters.embedded import SHIPPED
     from backfire.inpainters.stemfed import InceptionStem
 
     inpainter = _load_model(args, device="cpu", tool=False)
     # the shipped weights and the pulled ones are never a valid output either, whichever model is exported
     pulled = [models.path(name) for name in models.registry() if models.is_pulled(name)]
-    shipped = [m.weights for m in SHIPPED.values()]
+    shipped = [m.weights for m in registry.shipped().values()]
     path = jobs.export_torchscript(inpainter, args.torchscript, [p for p in [args.weights, *shipped, *pulled] if p])
     print(f"{path}: TorchScript, model(image N×3×H×W in [0,1], mask N×1×H×W) → N×3×H×W in [0,1]")
     if any(isinstance(m, InceptionStem) for m in inpainter.module.modules()):  # exported: a LamaModule
@@ -395,8 +394,6 @@ def run_mask(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from backfire.inpainters.embedded import SHIPPED
-
     if args.action == "list":
         rows = models.list_models()
         print(f"cache: {models.cache_dir()}  (set BACKFIRE_HOME to move it)")
@@ -405,7 +402,7 @@ def run_models(args: argparse.Namespace) -> int:
             r = row.release
             print(f"{r.name:<11} {'yes' if row.pulled else 'no':<7} {r.size:<10} {r.licence:<30} {r.description}")
             print(f"{'':<11} {row.path}")
-        for shipped in SHIPPED.values():  # inside the package: nothing to pull
+        for shipped in registry.shipped().values():  # inside the package: nothing to pull
             size = f"{shipped.weights.stat().st_size / 1e6:.1f} MB" if shipped.weights.is_file() else "missing"
             print(f"{shipped.name:<11} {'shipped':<7} {size:<10} {shipped.licence:<30} {shipped.description}")
             print(f"{'':<11} {shipped.weights}  (model card: {shipped.card})")

@@ -7,7 +7,7 @@ without importing each other. Problems with the user's image and output files ar
 
 from __future__ import annotations
 
-__all__ = ["ModelError", "WeightsNotFoundError"]
+__all__ = ["ModelError", "NotPulledError", "WeightsNotFoundError"]
 
 
 class ModelError(ValueError):
@@ -16,3 +16,7 @@ class ModelError(ValueError):
 
 class WeightsNotFoundError(ModelError, FileNotFoundError):
     """The weights file does not exist (catchable as ``ModelError`` or ``FileNotFoundError``)."""
+
+
+class NotPulledError(ModelError):
+    """A model's published weights are not in the cache (``backfire models pull`` fetches them)."""

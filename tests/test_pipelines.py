@@ -15,7 +15,7 @@ from backfire.examples import example_photo
 from backfire.inpainters.base import ModuleInpainter
 from backfire.inpainters.lama import TINY_LAMA, LamaInpainter, export_torchscript, load_lama, random_generator
 from backfire.inpainters.pipelines import (
-    CONVENTIONS, PlainPipeline, bounding_box, crop_window, cubic_resize, default_pipeline, mask_boxes,
+    PlainPipeline, bounding_box, conventions_for, crop_window, cubic_resize, default_pipeline, mask_boxes,
     padded_size, shrunk_size, support, symmetric_pad, wrap,
 )
 
@@ -76,9 +76,9 @@ def test_sizes_follow_iopaints_helpers():
     assert shrunk_size((3000, 4000), 1280) == (960, 1280)
     assert shrunk_size((200, 1400), 1280) == (183, 1280)
     assert shrunk_size((700, 500), 1280) == (700, 500)
-    assert padded_size((183, 1281), CONVENTIONS["lama"]) == (184, 1288)
-    assert padded_size((300, 200), CONVENTIONS["mat"]) == (512, 512)
-    assert padded_size((520, 200), CONVENTIONS["migan"]) == (1024, 1024)
+    assert padded_size((183, 1281), conventions_for("lama")) == (184, 1288)
+    assert padded_size((300, 200), conventions_for("mat")) == (512, 512)
+    assert padded_size((520, 200), conventions_for("migan")) == (1024, 1024)
 
 
 def test_symmetric_pad_is_numpys():

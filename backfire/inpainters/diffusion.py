@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from backfire.errors import ModelError
 from backfire.inpainters.base import Inpainter
 
 __all__ = ["DiffusionInpainter", "SURROGATES", "SURROGATE_T_RANGE", "load_sd_inpaint"]
@@ -47,8 +48,9 @@ SURROGATE_T_RANGE = (0.3, 0.7)
 SURROGATES = ("one-step", "unrolled")
 """``one-step``: x0 prediction from one UNet call at a fixed t; ``unrolled``: K DDIM steps from noise."""
 
-OPTIONS = ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "seed",
-           "surrogate", "surrogate_steps", "surrogate_timestep", "surrogate_resample")
+WEIGHTS_HELP = ("needs a local Stable Diffusion inpainting checkpoint in diffusers layout, e.g. "
+                "runwayml/stable-diffusion-inpainting saved with save_pretrained, or its id in the local HF cache "
+                "(weights = that folder or id); nothing is downloaded")
 
 
 class DiffusionInpainter(Inpainter):
@@ -309,24 +311,35 @@ def _quiet():
             transformers_logging.enable_progress_bar()
 
 
-def load_sd_inpaint(weights: str | Path, device: torch.device, dtype: torch.dtype,
+def load_sd_inpaint(weights: str | Path | None, device: torch.device, dtype: torch.dtype,
                     **options: Any) -> DiffusionInpainter:
     """A :class:`DiffusionInpainter` from a local diffusers-layout folder or an id in the local HF cache.
 
-    Never downloads (``local_files_only=True``). Raises ``ValueError`` for a folder that is not a
-    Stable Diffusion inpainting checkpoint; the registry turns errors into ``ModelError``.
-    """
-    from diffusers import StableDiffusionInpaintPipeline
+    Never downloads (``local_files_only=True``). ``options``: the arguments of :class:`DiffusionInpainter`
+    (the registry checks them against the model's spec).
 
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown sd-inpaint options {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
-    with _quiet():
-        pipeline = StableDiffusionInpaintPipeline.from_pretrained(
-            str(weights), local_files_only=True, torch_dtype=dtype, safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False)
-    return DiffusionInpainter(pipeline.vae, pipeline.unet, pipeline.text_encoder, pipeline.tokenizer,
-                              pipeline.scheduler, device=device, dtype=dtype, **options)
+    Raises:
+        ModelError: no weights, diffusers or transformers missing, or not a Stable Diffusion inpainting
+            checkpoint.
+    """
+    if weights is None or not str(weights).strip():
+        raise ModelError(f"model 'sd-inpaint' {WEIGHTS_HELP}")
+    try:
+        from diffusers import StableDiffusionInpaintPipeline
+
+        with _quiet():
+            pipeline = StableDiffusionInpaintPipeline.from_pretrained(
+                str(weights), local_files_only=True, torch_dtype=dtype, safety_checker=None,
+                feature_extractor=None, requires_safety_checker=False)
+        return DiffusionInpainter(pipeline.vae, pipeline.unet, pipeline.text_encoder, pipeline.tokenizer,
+                                  pipeline.scheduler, device=device, dtype=dtype, **options)
+    except ImportError as exc:
+        raise ModelError(f"model 'sd-inpaint' needs diffusers and transformers: pip install backfire[diffusion] "
+                         f"({exc})") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{weights}: cannot load a Stable Diffusion inpainting checkpoint ({first}); "
+                         f"sd-inpaint {WEIGHTS_HELP}") from exc
 
 
 # ------------------------------------------------------------------------- random-weight checkpoints

@@ -105,7 +105,7 @@ class LamaInpainter(ModuleInpainter):
 
 
 def load_lama(path: str | Path | None, device: torch.device = torch.device("cpu"),
-              dtype: torch.dtype = torch.float32) -> LamaInpainter:
+              dtype: torch.dtype = torch.float32, name: str = "lama") -> LamaInpainter:
     """Big-LaMa (or a compact LaMa) from ``big-lama.pt``, ``best.ckpt``, a state dict or ``.safetensors``.
 
     ``path`` may also be the unpacked ``big-lama/`` folder (``models/best.ckpt`` inside).
@@ -123,8 +123,8 @@ def load_lama(path: str | Path | None, device: torch.device = torch.device("cpu"
         except Exception as exc:  # the archive looked like TorchScript but is not loadable
             raise ModelError(f"cannot load TorchScript model {path}: {_first_line(exc)}") from exc
         _check_script_signature(module, path)
-        return LamaInpainter(module, device, dtype)
-    return LamaInpainter(load_generator(path), device, dtype)
+        return LamaInpainter(module, device, dtype, name)
+    return LamaInpainter(load_generator(path), device, dtype, name)
 
 
 def _find_weights(path: str | Path | None) -> Path:

@@ -74,7 +74,6 @@ __all__ = [
     "MAT_256",
     "MAT_512",
     "NOISE_MODES",
-    "OPTIONS",
     "SEED",
     "WEIGHTS_HELP",
     "Generator",
@@ -97,9 +96,6 @@ WEIGHTS_HELP = ("download IOPaint's Places_512_FullData_G.pth or an official MAT
 NOISE_MODES = ("none", "const", "random")
 CONVENTIONS = ("iopaint", "official")
 """Whose ``z`` and noise mode to use: IOPaint's erase model, or the official ``generate_image.py``."""
-
-OPTIONS = ("convention", "seed", "noise_mode", "resample")
-"""The loader options of :func:`load_mat` (the arguments of :class:`MATInpainter`)."""
 
 SEED = 240
 """The seed both IOPaint and the official ``generate_image.py`` set before drawing ``z``."""
@@ -909,15 +905,13 @@ def load_mat(weights: str | Path | None, device: torch.device | str = "cpu", dty
              **options: Any) -> MATInpainter:
     """MAT from IOPaint's ``Places_512_FullData_G.pth``, an official network pickle or ``.safetensors``.
 
-    ``options``: :data:`OPTIONS` (``convention``, ``seed``, ``noise_mode``, ``resample``), see :class:`MATInpainter`.
+    ``options``: the arguments of :class:`MATInpainter` (``name``, ``convention``, ``seed``, ``noise_mode``,
+    ``resample``); the registry checks them against the model's spec.
 
     Raises:
         WeightsNotFoundError: ``weights`` does not exist.
         ModelError: no weights given, or the file is not MAT weights in a known format.
     """
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ModelError(f"model 'mat' has no option {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
     if weights is None or not str(weights).strip():
         raise ModelError(f"MAT needs weights: {WEIGHTS_HELP}")
     return MATInpainter(load_mat_generator(weights), device=device, dtype=dtype, **options)

@@ -335,7 +335,7 @@ def _stretch(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def load_migan(path: str | Path | None, device: torch.device = torch.device("cpu"),
-               dtype: torch.dtype = torch.float32) -> MiganInpainter:
+               dtype: torch.dtype = torch.float32, name: str = NAME) -> MiganInpainter:
     """MI-GAN from IOPaint's ``migan_traced.pt`` or an official ``migan_*.pt`` state dict.
 
     Raises:
@@ -346,8 +346,8 @@ def load_migan(path: str | Path | None, device: torch.device = torch.device("cpu
     fmt = _weights_format(path)
     if fmt == "torchscript":
         module, resolution = _load_script(path, device)
-        return MiganInpainter(module, resolution, device, dtype)
-    return MiganInpainter(load_migan_generator(path), device=device, dtype=dtype)
+        return MiganInpainter(module, resolution, device, dtype, name)
+    return MiganInpainter(load_migan_generator(path), device=device, dtype=dtype, name=name)
 
 
 def _find_weights(path: str | Path | None) -> Path:

@@ -52,7 +52,8 @@ from torch import Tensor
 
 from backfire.errors import ModelError
 from backfire.inpainters.base import Inpainter
-from backfire.inpainters.embedded import SHIPPED
+from backfire.inpainters.registry import available_models, find_spec
+from backfire.inpainters.specs import Conventions
 
 PIPELINES = ("iopaint", "plain")
 """``--pipeline`` values: IOPaint's edit, or the bare model on the whole frame."""
@@ -79,41 +80,20 @@ class IOPaintSettings:
     resize_limit: int = 1280      # Resize shrinks the long side to this when it is larger
 
 
-@dataclass(frozen=True)
-class Conventions:
-    """How IOPaint feeds one model (class attributes of its ``InpaintModel`` subclasses).
-
-    ``hole_above`` is the uint8 level above which the model's ``forward`` counts a (possibly
-    resized, hence soft) mask pixel as hole: LaMa ``mask > 0``, MAT ``> 127``, MI-GAN ``> 120``.
-    ``own_crop``: MI-GAN ignores the HD strategy and always inpaints a 128-px-margin window per
-    region, shrunk to fit 512 px. ``truncates``: the model's ``forward`` converts its output to
-    uint8 by truncation (LaMa's ``astype``) rather than rounding (MAT, MI-GAN).
-    """
-
-    pad_mod: int = 8
-    pad_to_square: bool = False
-    min_size: int | None = None
-    hole_above: int = 0
-    own_crop: bool = False
-    truncates: bool = False
-
-
-CONVENTIONS: dict[str, Conventions] = {
-    "lama": Conventions(pad_mod=8, truncates=True),
-    # the shipped models are compact LaMa-family generators: IOPaint would run them as "lama"
-    **{name: Conventions(pad_mod=8, truncates=True) for name in SHIPPED},
-    "mat": Conventions(pad_mod=512, pad_to_square=True, min_size=512, hole_above=127),
-    "migan": Conventions(pad_mod=512, pad_to_square=True, min_size=512, hole_above=120, own_crop=True),
-}
-"""IOPaint's conventions per erase model, by registry name."""
-
 _MIGAN_MARGIN = 128  # MI-GAN's __call__ sets the crop margin itself
 _MIGAN_SIDE = 512
 
 
+def conventions_for(model_name: str) -> Conventions | None:
+    """How IOPaint feeds the registry's model ``model_name`` (its spec's conventions); None if IOPaint does not
+    run it (sd-inpaint) or the registry does not know it."""
+    spec = find_spec(model_name)
+    return None if spec is None else spec.conventions
+
+
 def default_pipeline(model_name: str) -> str:
     """``iopaint`` for the erase models IOPaint runs, ``plain`` for the others (sd-inpaint)."""
-    return "iopaint" if model_name in CONVENTIONS else "plain"
+    return "iopaint" if conventions_for(model_name) is not None else "plain"
 
 
 def wrap(model: Inpainter, pipeline: str = "iopaint", strategy: str = AUTO,
@@ -447,10 +427,11 @@ class IOPaintPipeline(Pipeline):
                  conventions: Conventions | None = None, exact_8bit: bool = False):
         super().__init__(model, "iopaint")
         if conventions is None:
-            if model.name not in CONVENTIONS:
-                raise ModelError(f"IOPaint does not run model {model.name!r} as an erase model; "
-                                 f"use the plain pipeline (IOPaint's: {', '.join(CONVENTIONS)})")
-            conventions = CONVENTIONS[model.name]
+            conventions = conventions_for(model.name)
+        if conventions is None:
+            known = [name for name in available_models() if conventions_for(name) is not None]
+            raise ModelError(f"IOPaint does not run model {model.name!r} as an erase model; "
+                             f"use the plain pipeline (IOPaint's: {', '.join(known)})")
         if type(model).surrogate is not Inpainter.surrogate:
             raise ModelError(f"model {model.name!r} is not feed-forward; use the plain pipeline")
         if conventions.pad_mod % model.multiple:
