@@ -19,7 +19,7 @@ from torch import Tensor
 
 from backfire import io
 from backfire.inpainters.base import Inpainter
-from backfire.inpainters.pipelines import AUTO, Pipeline, default_pipeline, wrap
+from backfire.inpainters.pipelines import AUTO, default_pipeline, wrap
 from backfire.inpainters.registry import CHOICES, load_inpainter, resolve_models
 from backfire.judge.verdict import VERDICT_FAMILIES, EditImages, Verdict, judge, preview
 from backfire.protect.engine import Protection, StepCallback, protect
@@ -200,8 +200,6 @@ def protect_and_judge(image: Tensor | io.LoadedImage, region: Tensor, inpainters
 def _strategies(model: Inpainter, size: tuple[int, int]) -> list[tuple[str | None, Inpainter]]:
     """The attacker's default edit (``None``: the model as given) and, for a tool with settings (IOPaint's
     HD strategies), every other edit that tool makes of a photo this size: the verdict judges them all."""
-    if not isinstance(model, Pipeline):
-        return [(None, model)]
     default = model.strategy_for(size)
     return [(None, model)] + [(s, model.with_strategy(s)) for s in model.strategies(size) if s != default]
 

@@ -150,3 +150,19 @@ def test_cli_refuses_diffusion_flags_for_lama_and_sd_without_weights(capsys, tmp
     code, _, err = run_cli(capsys, "edit", tmp_path / "p.png", "--mask", tmp_path / "m.png", "-o", tmp_path / "o.png",
                         "--model", "sd-inpaint", "--device", "cpu")
     assert code == 2 and "backfire models pull sd-inpaint" in err and not (tmp_path / "o.png").exists()
+
+
+def test_the_sampler_is_a_draw_and_each_draw_is_repeatable(model, case):
+    """The verdict over several draws asks ``stochastic`` and ``with_draw``; draw 0 is the model as loaded,
+    and the surrogate (what the optimisation follows) keeps its own fixed draw."""
+    image, mask = case
+    x, m = image[None], mask[None, None]
+    assert model.stochastic and not model.surrogate_is_edit
+    assert model.with_draw(0) is model and model.randomness is None
+    twin = model.with_draw(1)
+    with torch.no_grad():
+        base, first, again = model(x, m), twin(x, m), twin(x, m)
+        assert torch.equal(twin.surrogate(x, m), model.surrogate(x, m))
+    assert torch.equal(first, again) and not torch.equal(first, base)
+    assert twin.randomness == {"seed": 0, "draw": 1, "sampler_seed": twin.randomness["sampler_seed"]}
+    assert torch.equal(twin.with_draw(0)(x, m), base)

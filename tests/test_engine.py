@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from backfire import masks as mask_ops
-from backfire.inpainters.base import Inpainter
+from backfire.inpainters.base import Network
 from backfire.judge import metrics
 from backfire.protect import PAPER, Term, get_recipe, make_target, protect
 from backfire.protect.engine import masked_mse, texture_budget
 
 
-class CountingInpainter(Inpainter):
+class CountingInpainter(Network):
     """Passes through to a real model and counts calls and images filled."""
 
     def __init__(self, inner):
@@ -187,7 +187,7 @@ def test_tiny_images_are_padded_enough_for_the_network(tiny_model, size):
 # ------------------------------------------------------------------ the robust recipe's parts
 
 
-class RecordingInpainter(Inpainter):
+class RecordingInpainter(Network):
     """Passes through to a real model and records every image batch and mask batch it is given."""
 
     def __init__(self, inner, name=None):

@@ -60,3 +60,35 @@ def test_leaf_modules_import_nothing_of_ours_and_models_know_nothing_of_protecti
         if name.startswith("backfire.inpainters"):
             wrong = {d for d in deps if d.startswith(("backfire.judge", "backfire.protect", "backfire.jobs"))}
             assert not wrong, (name, wrong)
+
+
+def test_protect_knows_no_concrete_wrapper_class():
+    """protect/ asks an inpainter what it can do (support, framed, every_strategy, surrogate_is_edit …) and
+    never which class it is: no wrapper class (pipelines, framing, cleaning) is named there."""
+    import importlib
+    import types
+
+    from backfire.inpainters.base import Wrapper
+
+    named = []
+    for path in sorted((ROOT / "protect").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        modules = {}  # local name → backfire.inpainters module imported as a whole
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("backfire.inpainters"):
+                for alias in node.names:
+                    obj = getattr(importlib.import_module(node.module), alias.name, None)
+                    if obj is None or isinstance(obj, types.ModuleType):  # a submodule: checked where it is used
+                        modules[alias.asname or alias.name] = importlib.import_module(f"{node.module}.{alias.name}")
+                    else:
+                        named.append((path.name, alias.name, obj))
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("backfire.inpainters"):
+                        modules[alias.asname or alias.name] = importlib.import_module(alias.name)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+                named.append((path.name, node.attr, getattr(modules[node.value.id], node.attr, None)))
+    assert named, "protect/ imports nothing of the inpainters? the check would prove nothing"
+    wrappers = [(file, name) for file, name, obj in named if isinstance(obj, type) and issubclass(obj, Wrapper)]
+    assert not wrappers, wrappers

@@ -15,7 +15,7 @@ from backfire.examples import example_photo
 from backfire.inpainters.base import ModuleInpainter
 from backfire.inpainters.lama import TINY_LAMA, LamaInpainter, export_torchscript, load_lama, random_generator
 from backfire.inpainters.pipelines import (
-    PlainPipeline, bounding_box, conventions_for, crop_window, cubic_resize, default_pipeline, mask_boxes,
+    Framed, PlainPipeline, bounding_box, conventions_for, crop_window, cubic_resize, default_pipeline, mask_boxes,
     padded_size, shrunk_size, support, symmetric_pad, wrap,
 )
 
@@ -200,8 +200,9 @@ def test_framed_crop_is_the_whole_photos_edit_seen_through_a_box(lama, one_threa
         (part * mask[..., t:b, l:r]).sum().backward()
         assert torch.allclose(x_part.grad, x_full.grad[..., t:b, l:r], atol=1e-6)
     assert bounding_box(torch.zeros(4, 5)) is None
+    assert attacker.framed(image[0, :, :400, :700], (0, 0, 10, 10)) is None  # Original sees the whole photo
     with pytest.raises(ValueError, match="Crop"):
-        attacker.framed(image[0, :, :400, :700], (0, 0, 10, 10))
+        Framed(attacker, image[0, :, :400, :700], (0, 0, 10, 10))
 
 
 def test_crop_is_the_windows_inpainted_alone(lama, one_thread):

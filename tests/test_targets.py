@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from backfire.inpainters.base import Inpainter
+from backfire.inpainters.base import Network
 from backfire.judge.verdict import judge
 from backfire.protect.targets import make_target, solid_colour
 
@@ -29,7 +29,7 @@ def test_unknown_target_kind_raises():
         make_target(torch.rand(3, 4, 4), "plaid")
 
 
-class _Painter(Inpainter):
+class _Painter(Network):
     """Fills every hole with one fixed image: a model whose fill we choose, to test the verdict's rules."""
 
     def __init__(self, paint: torch.Tensor):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from backfire.inpainters.base import Inpainter
+from backfire.inpainters.base import Inpainter, Wrapper
 from backfire.io import quantize
 
 CleaningKind = Literal["jpeg", "resize", "blur", "noise"]
@@ -143,7 +143,7 @@ class CleaningSampler:
         return torch.cat([clean(image[None]) for image, (_, clean) in zip(images, drawn)])
 
 
-class Cleaned(Inpainter):
+class Cleaned(Wrapper):
     """``inner``, with the attacker's cleaning drawn and applied to the image before every edit.
 
     Arguments:
@@ -161,14 +161,27 @@ class Cleaned(Inpainter):
     """
 
     def __init__(self, inner: Inpainter, cleaning: CleaningSampler):
-        super().__init__(f"{inner.name}+cleaning", inner.device, inner.dtype, inner.multiple)
-        self.inner, self.cleaning = inner, cleaning
+        super().__init__(inner)
+        self.cleaning = cleaning
 
-    def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
-        return self.inner.fill(masked_image, mask)
+    @property
+    def name(self) -> str:
+        return f"{self.inner.name}+cleaning"
 
     def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
         return self.inner.inpaint(self.cleaning(image.float()), mask)
 
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
         return self.inner.surrogate(self.cleaning(image.float()), mask)
+
+    def support(self, mask: Tensor) -> Tensor:
+        # a resize or a blur spreads every pixel over its neighbours: the edit may see the whole photo
+        return torch.ones(mask.shape[-2:], dtype=torch.float32, device=mask.device)
+
+    def framed(self, photo: Tensor, box: tuple[int, int, int, int]) -> Inpainter | None:
+        return None
+
+
+def with_cleaning(model: Inpainter, cleaning: CleaningSampler) -> Inpainter:
+    """``model`` with the attacker's cleaning drawn from ``cleaning`` before every edit (:class:`Cleaned`)."""
+    return Cleaned(model, cleaning)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from backfire.errors import ModelError
-from backfire.inpainters.base import Inpainter
+from backfire.inpainters.base import Network, draw_seed
 
 __all__ = ["DiffusionInpainter", "SURROGATES", "SURROGATE_T_RANGE", "load_sd_inpaint"]
 
@@ -53,8 +53,8 @@ WEIGHTS_HELP = ("needs a local Stable Diffusion inpainting checkpoint in diffuse
                 "(weights = that folder or id); nothing is downloaded")
 
 
-class DiffusionInpainter(Inpainter):
-    """A Stable Diffusion inpainting model (9-channel UNet) as an :class:`Inpainter`.
+class DiffusionInpainter(Network):
+    """A Stable Diffusion inpainting model (9-channel UNet) as an :class:`~backfire.inpainters.base.Inpainter`.
 
     Arguments:
         vae, unet, text_encoder, tokenizer, scheduler: the pipeline's components.
@@ -105,6 +105,7 @@ class DiffusionInpainter(Inpainter):
         self.prompt, self.negative_prompt = str(prompt), str(negative_prompt)
         self.num_inference_steps, self.guidance_scale = int(num_inference_steps), float(guidance_scale)
         self.seed = int(seed)
+        self.draw = 0
         self.surrogate_resample = bool(surrogate_resample)
         self._alphas = scheduler.alphas_cumprod.to(torch.float64)
         steps = len(self._alphas)
@@ -155,12 +156,37 @@ class DiffusionInpainter(Inpainter):
 
     # ----------------------------------------------------------------------------- the real edit
 
+    @property
+    def stochastic(self) -> bool:
+        """True: the sampler's noise is a draw (the attacker may pick any seed); :meth:`with_draw` gives each
+        draw repeatably (the surrogate keeps its own fixed draw)."""
+        return True
+
+    def with_draw(self, draw: int) -> DiffusionInpainter:
+        super().with_draw(draw)
+        if draw == self.draw:
+            return self
+        twin = copy.copy(self)
+        twin.draw = int(draw)
+        return twin
+
+    @property
+    def randomness(self) -> dict[str, Any] | None:
+        """None for draw 0 (the seeded sampler as loaded, recorded by the options); the sampler's seed after."""
+        return None if self.draw == 0 else {"seed": self.seed, "draw": self.draw,
+                                            "sampler_seed": draw_seed(self.seed, self.draw)}
+
+    @property
+    def surrogate_is_edit(self) -> bool:
+        return False  # a few deterministic steps (or one) stand in for the whole sampling run
+
     @torch.no_grad()
     def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
         small, masked_latents = self._conditioning(masked_image, mask)
         n = masked_image.shape[0]
         shape = (1, self.unet.config.out_channels, *masked_latents.shape[-2:])
-        generator = torch.Generator().manual_seed(self.seed)
+        sampler_seed = draw_seed(self.seed, self.draw)
+        generator = torch.Generator().manual_seed(sampler_seed)
         scheduler = copy.deepcopy(self.scheduler)  # schedulers keep state between steps
         scheduler.set_timesteps(self.num_inference_steps, device=self.device)
         latents = torch.randn(shape, generator=generator).repeat(n, 1, 1, 1)
@@ -172,7 +198,7 @@ class DiffusionInpainter(Inpainter):
             small, masked_latents = torch.cat([small] * 2), torch.cat([masked_latents] * 2)
         step_kwargs = {}
         if "generator" in inspect.signature(scheduler.step).parameters:
-            step_kwargs["generator"] = torch.Generator(device=self.device).manual_seed(self.seed)
+            step_kwargs["generator"] = torch.Generator(device=self.device).manual_seed(sampler_seed)
         for t in scheduler.timesteps:
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = scheduler.scale_model_input(model_input, t)

@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from backfire.errors import ModelError, WeightsNotFoundError
-from backfire.inpainters.base import ModuleInpainter, build_with_weights
+from backfire.inpainters.base import ModuleInpainter, build_with_weights, draw_seed
 from backfire.inpainters.lama import _first_line
 from backfire.io import write_atomic
 
@@ -854,17 +854,40 @@ class MATInpainter(ModuleInpainter):
         super().__init__(name, module, device, dtype, multiple=self.resolution)
         self.convention, self.seed, self.noise_mode, self.resample = convention, int(seed), noise_mode, bool(resample)
         self.z = tool_latent(self.seed, self.config.z_dim)
+        self.draw = 0
         self._stream = torch.Generator().manual_seed(self.seed)
+
+    @property
+    def _draw_seed(self) -> int:
+        """What seeds the dropout and noise (and, resampling, everything): the seed for draw 0, else draw k's."""
+        return draw_seed(self.seed, self.draw)
 
     def redrawn(self) -> MATInpainter:
         """A twin drawing ``z``, dropout masks and noise afresh at every call (recipe ``robust``)."""
         twin = copy.copy(self)
-        twin.resample, twin._stream = True, torch.Generator().manual_seed(self.seed)
+        twin.resample, twin._stream = True, torch.Generator().manual_seed(self._draw_seed)
+        return twin
+
+    @property
+    def stochastic(self) -> bool:
+        """True: both tools draw MAT's dropout masks (and random noise) from torch's global RNG on every call,
+        so an attacker's fill is one draw; :meth:`with_draw` gives each draw repeatably (``z`` stays the
+        tool's, as it is drawn once when the tool loads the model)."""
+        return True
+
+    def with_draw(self, draw: int) -> MATInpainter:
+        super().with_draw(draw)
+        if draw == self.draw:
+            return self
+        twin = copy.copy(self)
+        twin.draw = int(draw)
+        twin._stream = torch.Generator().manual_seed(twin._draw_seed)
         return twin
 
     @property
     def randomness(self) -> dict[str, Any]:
         """What decides the fill besides the image, for a verdict to report."""
+        drawn = {} if self.draw == 0 else {"draw": self.draw}
         return {
             "convention": self.convention,
             "seed": self.seed,
@@ -872,8 +895,9 @@ class MATInpainter(ModuleInpainter):
                                                                   f"{self.config.z_dim})",
             "noise_mode": self.noise_mode,
             "dropout": ("drawn per image and call" if self.resample else
-                        f"torch.Generator().manual_seed({self.seed}), reseeded every call"),
+                        f"torch.Generator().manual_seed({self._draw_seed}), reseeded every call"),
             "resample": self.resample,
+            **drawn,
         }
 
     def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
@@ -882,7 +906,7 @@ class MATInpainter(ModuleInpainter):
             generator = self._stream
             z = torch.randn(n, self.config.z_dim, generator=generator)
         else:
-            generator = torch.Generator().manual_seed(self.seed)
+            generator = torch.Generator().manual_seed(self._draw_seed)
             z = self.z.expand(n, -1)
         out = self.module(masked_image * 2 - 1, 1 - mask, z.to(masked_image.device), self.noise_mode,
                           generator, layout="follow" if self.resample else self.convention)

@@ -5,8 +5,9 @@ front-end for the erase models, pads to the model's modulo with *symmetric* padd
 whose long side is over 800 px, inpaints only a window around each masked region (its default HD
 strategy ``Crop``); MI-GAN always works on 512-px crops. A protection optimised against the bare
 model on the full frame is not a protection against that edit, so the edit itself is modelled here,
-as a wrapper around any :class:`~backfire.inpainters.base.Inpainter` (foolbox style: the attack
-does not change, the model it sees does):
+as a :class:`~backfire.inpainters.base.Wrapper` around the network (foolbox style: the attack does
+not change, the model it sees does; the engine asks the wrapper what the tool does: which pixels it
+sees, whether it can be framed to a box, which strategies it offers):
 
 - ``plain``: the bare model on the whole frame (simple-lama-inpainting, the paper's code);
 - ``iopaint``: IOPaint 1.6's pre- and post-processing (``iopaint/model/base.py``,
@@ -41,7 +42,6 @@ overshoot below 0 or above 255 wraps around (a black speck in a white fill); the
 from __future__ import annotations
 
 import abc
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from backfire.errors import ModelError
-from backfire.inpainters.base import Inpainter
+from backfire.inpainters.base import Inpainter, Network, Wrapper
 from backfire.inpainters.registry import available_models, find_spec
 from backfire.inpainters.specs import Conventions
 
@@ -120,12 +120,12 @@ def wrap(model: Inpainter, pipeline: str = "iopaint", strategy: str = AUTO,
 def support(models: Inpainter | Sequence[Inpainter], masks: Tensor) -> Tensor:
     """(H, W) {0, 1}: the pixels that any of ``models`` sees when the photo is edited with any of
     ``masks`` ((H, W) or (N, 1, H, W)). A perturbation elsewhere cannot change those edits, so the
-    engine can keep δ zero there. A model outside a :class:`Pipeline` sees everything."""
+    engine can keep δ zero there (each model says which it sees: :meth:`Inpainter.support`)."""
     members = [models] if isinstance(models, Inpainter) else list(models)
     batch = _as_mask_batch(masks)
     seen = torch.zeros(batch.shape[-2:], dtype=torch.float32, device=batch.device)
     for model in members:
-        seen = torch.maximum(seen, model.support(batch) if isinstance(model, Pipeline) else torch.ones_like(seen))
+        seen = torch.maximum(seen, model.support(batch).to(seen))
     return seen
 
 
@@ -334,59 +334,42 @@ def to_8bit(x: Tensor, truncate: bool = False, slack: float = 0.0) -> Tensor:
 # Pipelines
 
 
-class Pipeline(Inpainter):
-    """An attacker's tool around ``model``: itself an :class:`Inpainter`, so the engine and the
-    verdict use it unchanged. ``model`` stays reachable as ``.model``."""
+class Pipeline(Wrapper):
+    """An attacker's tool around a network (``inner``): itself an :class:`Inpainter`, so the engine and the
+    verdict use it unchanged; ``pipeline`` names the tool (one of :data:`PIPELINES`)."""
 
     def __init__(self, model: Inpainter, pipeline: str):
-        super().__init__(model.name, model.device, model.dtype, model.multiple)
-        self.model = model
+        super().__init__(model)
         self.pipeline = pipeline
-
-    def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
-        return self.model.fill(masked_image, mask)
 
     @abc.abstractmethod
     def strategy_for(self, size: tuple[int, int]) -> str:
         """The strategy this pipeline runs on an H×W photo."""
 
     def strategies(self, size: tuple[int, int]) -> tuple[str, ...]:
-        """The distinct edits an attacker's tool can make of an H×W photo, its default first."""
         return (self.strategy_for(size),)
 
     def with_strategy(self, strategy: str) -> Pipeline:
-        """The same tool set to ``strategy``."""
         return self
 
-    def redrawn(self) -> Pipeline:
-        """The same tool around the model's redrawn twin (see :meth:`Inpainter.redrawn`)."""
-        twin = copy.copy(self)
-        twin.model = self.model.redrawn()
-        return twin
+    def every_strategy(self, size: tuple[int, int]) -> Inpainter:
+        return EveryStrategy(self, size)
 
-    def support(self, mask: Tensor) -> Tensor:
-        """(H, W) {0, 1}: the pixels the model sees when the photo is edited with ``mask``
-        ((H, W) or (N, 1, H, W), a union over N). The edit does not depend on the others."""
-        mask = _as_mask_batch(mask)
-        return torch.ones(mask.shape[-2:], dtype=torch.float32, device=mask.device)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.model!r})"
+    def describe(self, size: tuple[int, int]) -> dict:
+        return {**super().describe(size), "pipeline": self.pipeline}
 
 
-class EveryStrategy(Inpainter):
+class EveryStrategy(Wrapper):
     """``pipeline`` with each call run through the next of the strategies its tool applies to an H×W photo
     (round robin): an optimisation through it sees every setting an attacker may pick, in turn."""
 
-    def __init__(self, pipeline: Pipeline, size: tuple[int, int]):
-        super().__init__(pipeline.name, pipeline.device, pipeline.dtype, pipeline.multiple)
-        self.variants = [pipeline.with_strategy(s) for s in pipeline.strategies(size)]
+    def __init__(self, pipeline: Inpainter, size: tuple[int, int]):
+        super().__init__(pipeline)
+        self.size = tuple(size)
+        self.variants = [pipeline.with_strategy(s) for s in pipeline.strategies(self.size)]
         self.calls = 0
 
-    def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
-        return self.variants[0].fill(masked_image, mask)
-
-    def _next(self) -> Pipeline:
+    def _next(self) -> Inpainter:
         variant = self.variants[self.calls % len(self.variants)]
         self.calls += 1
         return variant
@@ -397,6 +380,22 @@ class EveryStrategy(Inpainter):
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
         return self._next().surrogate(image, mask)
 
+    @property
+    def surrogate_is_edit(self) -> bool:
+        return all(v.surrogate_is_edit for v in self.variants)
+
+    def support(self, mask: Tensor) -> Tensor:
+        return torch.stack([v.support(mask) for v in self.variants]).amax(0)
+
+    def framed(self, photo: Tensor, box: Box) -> Inpainter | None:
+        return None  # the variants that see the whole photo would need it
+
+    def every_strategy(self, size: tuple[int, int]) -> Inpainter:
+        return self if tuple(size) == self.size else self.inner.every_strategy(size)
+
+    def _around(self, inner: Inpainter) -> EveryStrategy:
+        return EveryStrategy(inner, self.size)
+
 
 class PlainPipeline(Pipeline):
     """The bare model on the whole frame: today's edit, the paper's threat model."""
@@ -404,18 +403,12 @@ class PlainPipeline(Pipeline):
     def __init__(self, model: Inpainter):
         super().__init__(model, "plain")
 
-    def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
-        return self.model.inpaint(image, mask)
-
-    def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
-        return self.model.surrogate(image, mask)
-
     def strategy_for(self, size: tuple[int, int]) -> str:
         return PLAIN
 
 
 class IOPaintPipeline(Pipeline):
-    """IOPaint 1.6's erase-model edit around ``model`` (see :func:`wrap`).
+    """IOPaint 1.6's erase-model edit around the network ``model`` (see :func:`wrap`).
 
     The strategy: ``"auto"`` → IOPaint's default request (``Crop``); ``Crop`` runs ``Original``
     when the long side is at most ``crop_trigger_size`` and ``Resize`` runs it when the long side is
@@ -423,7 +416,9 @@ class IOPaintPipeline(Pipeline):
     ``Original`` for a photo of exactly 512×512). ``exact_8bit``: see :func:`wrap`.
     """
 
-    def __init__(self, model: Inpainter, strategy: str = AUTO, settings: IOPaintSettings = IOPaintSettings(),
+    inner: Network
+
+    def __init__(self, model: Network, strategy: str = AUTO, settings: IOPaintSettings = IOPaintSettings(),
                  conventions: Conventions | None = None, exact_8bit: bool = False):
         super().__init__(model, "iopaint")
         if conventions is None:
@@ -432,7 +427,9 @@ class IOPaintPipeline(Pipeline):
             known = [name for name in available_models() if conventions_for(name) is not None]
             raise ModelError(f"IOPaint does not run model {model.name!r} as an erase model; "
                              f"use the plain pipeline (IOPaint's: {', '.join(known)})")
-        if type(model).surrogate is not Inpainter.surrogate:
+        if not isinstance(model, Network):
+            raise ModelError(f"IOPaint's pipeline runs a network, not {model!r}; wrap the bare model")
+        if not model.surrogate_is_edit:
             raise ModelError(f"model {model.name!r} is not feed-forward; use the plain pipeline")
         if conventions.pad_mod % model.multiple:
             raise ModelError(f"model {model.name!r} needs a multiple of {model.multiple}, "
@@ -456,7 +453,7 @@ class IOPaintPipeline(Pipeline):
         return tuple(found)
 
     def with_strategy(self, strategy: str) -> IOPaintPipeline:
-        return IOPaintPipeline(self.model, strategy, self.settings, self.conventions, self.exact_8bit)
+        return IOPaintPipeline(self.inner, strategy, self.settings, self.conventions, self.exact_8bit)
 
     def _effective(self, strategy: str, size: tuple[int, int]) -> str:
         long_side = max(size)
@@ -483,14 +480,15 @@ class IOPaintPipeline(Pipeline):
         return [crop_window((left + dx, top + dy, right + dx, bottom + dy), size, margin)
                 for left, top, right, bottom in mask_boxes(mask > 0.5)]
 
-    def framed(self, photo: Tensor, box: Box) -> Framed:
-        """This tool's edit of ``photo`` (3, H, W) seen through ``box``; see :class:`Framed`."""
-        return Framed(self, photo, box)
+    def framed(self, photo: Tensor, box: Box) -> Framed | None:
+        """This tool's edit of ``photo`` (3, H, W) seen through ``box`` (see :class:`Framed`) when it crops
+        the photo; None when it sees all of it (Original, Resize)."""
+        return Framed(self, photo, box) if self.strategy_for(tuple(photo.shape[-2:])) == "Crop" else None
 
     def support(self, mask: Tensor) -> Tensor:
         mask = _as_mask_batch(mask)
         if self.strategy_for(tuple(mask.shape[-2:])) != "Crop":
-            return super().support(mask)
+            return torch.ones(mask.shape[-2:], dtype=torch.float32, device=mask.device)
         seen = torch.zeros(mask.shape[-2:], dtype=torch.float32, device=mask.device)
         for item in mask[:, 0]:
             for left, top, right, bottom in self.windows(item):
@@ -511,6 +509,10 @@ class IOPaintPipeline(Pipeline):
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
         return self.inpaint(image, mask)
 
+    @property
+    def surrogate_is_edit(self) -> bool:
+        return True
+
     def _pad_forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """IOPaint's ``_pad_forward`` + the model's ``forward``: symmetric pad, threshold the mask,
         run, crop back, keep the unmasked area (``sd_keep_unmasked_area``, on by default) with the
@@ -521,7 +523,7 @@ class IOPaintPipeline(Pipeline):
         hole = (padded_mask * 255 > self.conventions.hole_above + 0.5).to(image.dtype)
         # The erase models erase the hole themselves (big-lama.pt, MAT, MI-GAN); the Inpainter
         # contract gives ``fill`` an erased image.
-        result = self._8bit(self.model.fill(padded * (1 - hole), hole)[..., :h, :w], self.conventions.truncates)
+        result = self._8bit(self.inner.fill(padded * (1 - hole), hole)[..., :h, :w], self.conventions.truncates)
         return mask * result + (1 - mask) * image
 
     def _8bit(self, x: Tensor, truncate: bool = False, slack: float = 0.0) -> Tensor:
@@ -561,7 +563,7 @@ class IOPaintPipeline(Pipeline):
         return self._8bit((mask * filled + (1 - mask) * image).clamp(0, 1), truncate=True, slack=1e-3)
 
     def __repr__(self) -> str:
-        return f"IOPaintPipeline({self.model!r}, strategy={self.strategy!r})"
+        return f"IOPaintPipeline({self.inner!r}, strategy={self.strategy!r})"
 
 
 def _check_strategy(strategy: str) -> str:
@@ -580,7 +582,7 @@ def _as_mask_batch(mask: Tensor) -> Tensor:
     return (mask > 0.5).float()
 
 
-class Framed(Inpainter):
+class Framed(Wrapper):
     """An :class:`IOPaintPipeline`'s ``Crop`` edit of ``photo``, seen through ``box``.
 
     Takes and returns the box's pixels only (N, 3, h, w) with masks that lie inside the box; the
@@ -592,17 +594,16 @@ class Framed(Inpainter):
     equals ``photo`` outside the box and ``m`` is zero there.
     """
 
+    inner: IOPaintPipeline
+
     def __init__(self, pipeline: IOPaintPipeline, photo: Tensor, box: Box):
-        super().__init__(pipeline.name, pipeline.device, pipeline.dtype, pipeline.multiple)
+        super().__init__(pipeline)
         self.size = tuple(photo.shape[-2:])
         if pipeline.strategy_for(self.size) != "Crop":
             strategy = pipeline.strategy_for(self.size)
             raise ValueError(f"framing needs the Crop strategy; {strategy} sees the whole photo")
-        self.pipeline, self.box = pipeline, box
+        self.box = box
         self.photo = photo.detach().reshape(1, 3, *self.size).to(pipeline.device, pipeline.dtype)
-
-    def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
-        return self.pipeline.fill(masked_image, mask)
 
     def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
         image, mask = self.cast(image, mask)
@@ -615,10 +616,39 @@ class Framed(Inpainter):
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
         return self.inpaint(image, mask)
 
+    @property
+    def surrogate_is_edit(self) -> bool:
+        return True
+
+    def support(self, mask: Tensor) -> Tensor:
+        """The photo's windows for a box-sized ``mask``, in the box's coordinates."""
+        mask = _as_mask_batch(mask)
+        left, top, right, bottom = self.box
+        seen = torch.zeros(mask.shape[-2:], dtype=torch.float32, device=mask.device)
+        for item in mask[:, 0]:
+            for wl, wt, wr, wb in self.inner.windows(item, self.size, (left, top)):
+                seen[max(wt, top) - top:min(wb, bottom) - top, max(wl, left) - left:min(wr, right) - left] = 1
+        return seen
+
+    def framed(self, photo: Tensor, box: Box) -> Inpainter | None:
+        return None
+
+    def strategy_for(self, size: tuple[int, int]) -> str:
+        return "Crop"
+
+    def strategies(self, size: tuple[int, int]) -> tuple[str, ...]:
+        return ("Crop",)
+
+    def with_strategy(self, strategy: str) -> Inpainter:
+        return self
+
+    def every_strategy(self, size: tuple[int, int]) -> Inpainter:
+        return self
+
     def _crop(self, image: Tensor, mask: Tensor) -> Tensor:
         left, top, right, bottom = self.box
         result = image.clone()
-        for window in self.pipeline.windows(mask[0, 0], self.size, (left, top)):
+        for window in self.inner.windows(mask[0, 0], self.size, (left, top)):
             wl, wt, wr, wb = window
             # the part of the window inside the box, in the box's and in the window's coordinates
             il, it, ir, ib = max(wl, left), max(wt, top), min(wr, right), min(wb, bottom)
@@ -631,8 +661,8 @@ class Framed(Inpainter):
                 win_image[local] = image[inner]
                 win_mask = torch.zeros_like(win_image[:, :1])
                 win_mask[local] = mask[inner]
-            result[inner] = self.pipeline._edit_window(win_image, win_mask)[local]
+            result[inner] = self.inner._edit_window(win_image, win_mask)[local]
         return result
 
     def __repr__(self) -> str:
-        return f"Framed({self.pipeline!r}, box={self.box})"
+        return f"Framed({self.inner!r}, box={self.box})"

@@ -216,12 +216,12 @@ def judge(
         if on_edit is not None:
             on_edit(len(results), len(edits))
     produced = {e.family for e in edits}
-    strategy_for = getattr(inpainter, "strategy_for", None)
+    tool = inpainter.describe(tuple(original.shape[-2:]))
     verdict = Verdict(
-        pipeline=getattr(inpainter, "pipeline", "plain"),
-        strategy=strategy_for(tuple(original.shape[-2:])) if strategy_for else "",
-        model=inpainter.name,
-        randomness=getattr(getattr(inpainter, "model", inpainter), "randomness", None),
+        pipeline=tool["pipeline"],
+        strategy=tool["strategy"],
+        model=tool["model"],
+        randomness=tool["randomness"],
         target_kind=target_kind,
         target_colour=_solid_colour(target),
         invisibility=invisibility(original, protected),

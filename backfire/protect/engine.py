@@ -14,8 +14,8 @@ from torch import Tensor
 from backfire import masks as mask_ops
 from backfire.io import quantize
 from backfire.inpainters.base import Inpainter
-from backfire.inpainters.cleaning import Cleaned, CleaningSampler, straight_through_round
-from backfire.inpainters.pipelines import Box, EveryStrategy, IOPaintPipeline, Pipeline, bounding_box, support
+from backfire.inpainters.cleaning import CleaningSampler, straight_through_round, with_cleaning
+from backfire.inpainters.pipelines import Box, bounding_box, support
 from backfire.protect.optimisers import make_optimiser
 from backfire.protect.recipes import DEFAULT_RECIPE, TERM_MASKS, Recipe, Term, TermMask, get_recipe
 from backfire.protect.sampling import EditSampler, attacker_reach
@@ -154,7 +154,8 @@ def protect(
     region = (region.to(device) > 0.5).to(dtype)  # binary once: the hot loop's masks are built from it
     goal_image = make_target(x, recipe.target)
     frame = _crop_frame(members, region, recipe)
-    if frame is None:
+    framed = None if frame is None else [m.framed(x, frame[0]) for m in members]
+    if framed is None or any(f is None for f in framed):
         protected, losses, clean = _optimise(x, region, goal_image, members, recipe, seed, grey=grey,
                                              max_batch=max_batch, on_step=on_step, on_image=on_image)
     else:
@@ -162,7 +163,6 @@ def protect(
         # the box around them (a 12 MP photo then costs what its crops cost).
         (left, top, right, bottom), seen = frame
         window = (slice(None), slice(top, bottom), slice(left, right))
-        framed = [m.framed(x, (left, top, right, bottom)) for m in members]
 
         def pasted(step: int, image_part: Tensor) -> None:
             whole = x.clone()
@@ -180,23 +180,26 @@ def protect(
 
 
 def _crop_frame(members: list[Inpainter], region: Tensor, recipe: Recipe) -> tuple[Box, Tensor] | None:
-    """The box around every crop window the attacker's tool opens for the recipe's edits, and the windows'
-    union (H×W), when every model of the ensemble crops this photo (IOPaint's Crop strategy); else None.
+    """The box around every pixel the models' edits see for the recipe's edits, and their union (H×W), when
+    that is not the whole photo (every model of the ensemble crops it: IOPaint's Crop strategy); else None.
 
     Sampled attacker masks are counted through everything they can cover
     (:func:`backfire.protect.sampling.attacker_reach`); δ stays zero outside the union.
     """
     size = tuple(region.shape)
-    if not all(isinstance(m, IOPaintPipeline) and m.strategy_for(size) == "Crop" for m in members):
-        return None
     if recipe.tool_strategies == "every" and any(len(m.strategies(size)) > 1 for m in members):
         return None  # Original and Resize see the whole photo: δ must cover it
+    whole = (0, 0, size[1], size[0])
     masks = [term_mask(region, t, recipe.dilation) for t in recipe.terms if not t.sampled]
+    seen = torch.zeros_like(region)
+    if masks:
+        seen = support(members, torch.stack(masks)[:, None].cpu()).to(region)
+        if bounding_box(seen) == whole:
+            return None  # the usual case (a bare model, a small photo): settled before the sampled masks' reach
     if any(t.sampled for t in recipe.terms):
-        masks.append(attacker_reach(region).to(region))
-    seen = support(members, torch.stack(masks)[:, None].cpu()).to(region)
+        seen = torch.maximum(seen, support(members, attacker_reach(region)[None, None].cpu()).to(region))
     frame = bounding_box(seen)
-    if frame is None or frame == (0, 0, size[1], size[0]):
+    if frame is None or frame == whole:
         return None
     return frame, seen
 
@@ -213,8 +216,8 @@ def _optimise(x: Tensor, region: Tensor, goal_image: Tensor, members: list[Inpai
     cleaning = CleaningSampler(recipe.cleaning, recipe.cleaning_rate, seed=seed) if recipe.cleaning else None
     attackers = [m.redrawn() for m in members] if recipe.redraw else list(members)
     if recipe.tool_strategies == "every":  # attack edits through every setting of the attacker's tool, in turn
-        attackers = [EveryStrategy(a, tuple(x.shape[-2:])) if isinstance(a, Pipeline) else a for a in attackers]
-    attackers = [Cleaned(a, cleaning) if cleaning else a for a in attackers]
+        attackers = [a.every_strategy(tuple(x.shape[-2:])) for a in attackers]
+    attackers = [with_cleaning(a, cleaning) if cleaning else a for a in attackers]
 
     generator = torch.Generator().manual_seed(seed)
     shape = _parameter_shape(x[:1] if grey else x, recipe.stride)
@@ -292,8 +295,7 @@ class _EditSource:
     def clean_fills(self) -> list[list[tuple[Tensor, Tensor]]]:
         """Per model, ``(mask, clean fill)`` of every fixed benign term, where the surrogate is the real edit."""
         benign = [i for i in self.fixed if self.terms[i].role == "benign"]
-        return [[(self.fixed[i].cpu(), goal[i].cpu()) for i in benign]
-                if type(member).surrogate is Inpainter.surrogate else []
+        return [[(self.fixed[i].cpu(), goal[i].cpu()) for i in benign] if member.surrogate_is_edit else []
                 for goal, member in zip(self.goals, self.members)]
 
     def draw(self) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
