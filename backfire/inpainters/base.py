@@ -268,6 +268,13 @@ class Network(Inpainter):
         prediction = self.fill(padded_image, padded_mask)[..., :h, :w]
         return mask * prediction + (1 - mask) * image
 
+    def _twin(self, **changes: Any) -> Network:
+        """A shallow copy with ``changes`` to its attributes (the weights are shared): how a network makes
+        its redrawn or draw-k twin."""
+        twin = copy.copy(self)
+        twin.__dict__.update(changes)
+        return twin
+
     def _pad(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         # At least two multiples per side: a 1-px bottleneck cannot be reflection-padded inside the net.

@@ -164,11 +164,7 @@ class DiffusionInpainter(Network):
 
     def with_draw(self, draw: int) -> DiffusionInpainter:
         super().with_draw(draw)
-        if draw == self.draw:
-            return self
-        twin = copy.copy(self)
-        twin.draw = int(draw)
-        return twin
+        return self if draw == self.draw else self._twin(draw=int(draw))
 
     @property
     def randomness(self) -> dict[str, Any] | None:

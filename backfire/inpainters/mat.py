@@ -47,7 +47,6 @@ Examples::
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import io
 import math
@@ -864,9 +863,7 @@ class MATInpainter(ModuleInpainter):
 
     def redrawn(self) -> MATInpainter:
         """A twin drawing ``z``, dropout masks and noise afresh at every call (recipe ``robust``)."""
-        twin = copy.copy(self)
-        twin.resample, twin._stream = True, torch.Generator().manual_seed(self._draw_seed)
-        return twin
+        return self._twin(resample=True, _stream=torch.Generator().manual_seed(self._draw_seed))
 
     @property
     def stochastic(self) -> bool:
@@ -877,12 +874,8 @@ class MATInpainter(ModuleInpainter):
 
     def with_draw(self, draw: int) -> MATInpainter:
         super().with_draw(draw)
-        if draw == self.draw:
-            return self
-        twin = copy.copy(self)
-        twin.draw = int(draw)
-        twin._stream = torch.Generator().manual_seed(twin._draw_seed)
-        return twin
+        stream = torch.Generator().manual_seed(draw_seed(self.seed, draw))
+        return self if draw == self.draw else self._twin(draw=int(draw), _stream=stream)
 
     @property
     def randomness(self) -> dict[str, Any]:
