@@ -13,8 +13,8 @@ import torch
 
 from backfire.inpainters.ffc import FFCConfig, build_generator
 from backfire.train.masks import FAMILIES, MAX_COVERAGE, MIN_COVERAGE, mask_family, random_mask
-from backfire.train.trainer import (TrainConfig, Trainer, export_generator, load_crops, masked_ms_ssim,
-                                    run_training)
+from backfire.inpainters.lama import export_generator
+from backfire.train.trainer import TrainConfig, Trainer, load_crops, masked_ms_ssim, run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = TrainConfig(ngf=8, n_blocks=1, n_downsampling=2, ndf=8, d_layers=2, batch=4, lr=2e-3, lr_d=2e-3,

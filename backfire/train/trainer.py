@@ -83,8 +83,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 from backfire.inpainters.ffc import FFCConfig, FFCResNetGenerator, build_generator
-from backfire.inpainters.stemfed import ENCODERS, InceptionStem, StemFedGenerator, build_stemfed, export_stemfed
-from backfire.io import write_atomic, write_text_atomic
+from backfire.inpainters.stemfed import ENCODERS, InceptionStem, StemFedGenerator, build_stemfed, export_trained
+from backfire.inpainters.weights import save_torch
+from backfire.io import write_text_atomic
 from backfire.judge.metrics import psnr_batch, ssim_batch
 from backfire.train.discriminator import PatchDiscriminator
 from backfire.train.masks import random_mask
@@ -98,9 +99,7 @@ __all__ = [
     "VARIANTS",
     "Trainer",
     "encode_webp",
-    "export_generator",
     "hardware_string",
-    "export_trained",
     "load_crops",
     "loss_terms",
     "masked_ms_ssim",
@@ -331,34 +330,6 @@ def hardware_string(device: torch.device) -> str:
     except OSError:
         pass
     return f"CPU {model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    write_atomic(path, lambda tmp: torch.save(obj, tmp))
-
-
-def export_generator(generator: nn.Module, path: str | Path, config: FFCConfig,
-                     extra_metadata: dict[str, str] | None = None) -> None:
-    """The generator's own state_dict (``model.*`` keys), floating tensors in fp16, as safetensors
-    (atomic write). The FFCConfig is in the metadata under ``ffc_config`` (JSON)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tensors = {}
-    for k, v in generator.state_dict().items():
-        v = v.detach().to("cpu")
-        tensors[k] = (v.half() if v.is_floating_point() else v).contiguous()
-    metadata = {"format": "backfire-ffc-generator", "ffc_config": json.dumps(asdict(config))}
-    metadata.update(extra_metadata or {})
-    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-
-
-def export_trained(generator: nn.Module, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
-    """Export either kind of trained generator (plain FFC or stem-fed) in its weight-file format."""
-    if isinstance(generator, StemFedGenerator):
-        export_stemfed(generator, path, extra_metadata)
-    else:
-        export_generator(generator, path, generator.config, extra_metadata)
 
 
 # -------------------------------------------------------------------------------------- batches
@@ -667,7 +638,7 @@ class Trainer:
         self.close()  # batches prepared ahead belong to the old position
 
     def save_checkpoint(self, path: str | Path) -> None:
-        _atomic_save(self.state_dict(), Path(path))
+        save_torch(self.state_dict(), path)
 
     def load_checkpoint(self, path: str | Path) -> None:
         # Loaded on the CPU: the RNG states must stay CPU tensors; load_state_dict moves the weights
