@@ -7,7 +7,7 @@ without importing each other. Problems with the user's image and output files ar
 
 from __future__ import annotations
 
-__all__ = ["ModelError", "WeightsNotFoundError"]
+__all__ = ["ModelError", "WeightsNotFoundError", "first_line"]
 
 
 class ModelError(ValueError):
@@ -16,3 +16,9 @@ class ModelError(ValueError):
 
 class WeightsNotFoundError(ModelError, FileNotFoundError):
     """The weights file does not exist (catchable as ``ModelError`` or ``FileNotFoundError``)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none): what a one-line error quotes."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

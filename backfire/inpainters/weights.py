@@ -31,12 +31,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from backfire.errors import ModelError
+from backfire.errors import ModelError, first_line
 from backfire.io import write_atomic
 
 __all__ = [
     "Format",
-    "first_line",
     "half_precision",
     "load_torch",
     "load_torchscript",
@@ -55,12 +54,6 @@ __all__ = [
 Format = Literal["torchscript", "torch", "pickle", "safetensors", "zip", "unknown"]
 """What :func:`sniff` finds: a TorchScript archive; ``torch.save``'s zip; a bare pickle stream (a legacy
 ``torch.save`` file or a network pickle); safetensors; another zip archive; none of these."""
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type when it has none): errors stay one line."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------
