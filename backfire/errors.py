@@ -7,7 +7,7 @@ without importing each other. Problems with the user's image and output files ar
 
 from __future__ import annotations
 
-__all__ = ["ModelError", "NotPulledError", "WeightsNotFoundError"]
+__all__ = ["ModelError", "NotPulledError", "WeightsNotFoundError", "first_line"]
 
 
 class ModelError(ValueError):
@@ -20,3 +20,9 @@ class WeightsNotFoundError(ModelError, FileNotFoundError):
 
 class NotPulledError(ModelError):
     """A model's published weights are not in the cache (``backfire models pull`` fetches them)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none): what a one-line error quotes."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

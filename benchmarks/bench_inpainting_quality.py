@@ -34,7 +34,7 @@ from backfire.inpainters.registry import load_inpainter
 from backfire.judge import metrics
 from backfire.judge.fid import InceptionFeatures, frechet_distance
 from backfire.train.masks import random_mask
-from backfire.train.trainer import load_crops
+from backfire.train.data import load_crops
 
 
 def held_out_images(data: Path, faces: int, max_side: int) -> list[tuple[str, torch.Tensor]]:

@@ -40,21 +40,24 @@ def _backfire_s(device: torch.device) -> Inpainter:
 
 @_builder("lama")
 def _lama(device: torch.device) -> Inpainter:
-    from backfire.inpainters.lama import BIG_LAMA, LamaInpainter, random_generator
+    from backfire.inpainters.fixtures import random_lama_generator
+    from backfire.inpainters.lama import BIG_LAMA, LamaInpainter
 
-    return LamaInpainter(random_generator(BIG_LAMA), device=device)
+    return LamaInpainter(random_lama_generator(BIG_LAMA), device=device)
 
 
 @_builder("migan")
 def _migan(device: torch.device) -> Inpainter:
-    from backfire.inpainters.migan import MiganInpainter, random_generator
+    from backfire.inpainters.fixtures import random_migan_generator
+    from backfire.inpainters.migan import MiganInpainter
 
-    return MiganInpainter(random_generator(512), device=device)
+    return MiganInpainter(random_migan_generator(512), device=device)
 
 
 @_builder("mat")
 def _mat(device: torch.device) -> Inpainter:
-    from backfire.inpainters.mat import MAT_512, MATInpainter, random_mat_generator
+    from backfire.inpainters.fixtures import random_mat_generator
+    from backfire.inpainters.mat import MAT_512, MATInpainter
 
     return MATInpainter(random_mat_generator(MAT_512), device=device)
 

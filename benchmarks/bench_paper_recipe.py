@@ -24,7 +24,8 @@ import torch
 
 from backfire.examples import example_photo
 from backfire.inpainters import Inpainter, load_inpainter
-from backfire.inpainters.lama import BIG_LAMA, LamaInpainter, random_generator
+from backfire.inpainters.fixtures import random_lama_generator
+from backfire.inpainters.lama import BIG_LAMA, LamaInpainter
 from backfire.protect import PAPER, Recipe, get_recipe, protect
 
 
@@ -80,7 +81,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.model == "lama" and args.weights is None:
-        model: Inpainter = LamaInpainter(random_generator(BIG_LAMA), device=device)
+        model: Inpainter = LamaInpainter(random_lama_generator(BIG_LAMA), device=device)
         what = "big-LaMa architecture, random weights"
     else:
         model = load_inpainter(args.model, weights=args.weights, device=device)

@@ -30,7 +30,7 @@ import time
 import torch
 
 from backfire.examples import example_photo
-from backfire.inpainters.diffusion import save_random_checkpoint
+from backfire.inpainters.fixtures import save_random_sd_checkpoint
 from backfire.inpainters.registry import load_inpainter
 from backfire.protect import protect
 from backfire.protect.targets import make_target
@@ -47,7 +47,7 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def agreement(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        save_random_checkpoint(folder, arch="tiny", seed=0)
+        save_random_sd_checkpoint(folder, arch="tiny", seed=0)
         model = load_inpainter("sd-inpaint", weights=folder, device=args.device,
                                num_inference_steps=args.sampler_steps, surrogate_steps=args.surrogate_steps)
     print(f"tiny pipeline, {args.sampler_steps} sampler steps, one-step t = {model.surrogate_timestep}, "
@@ -115,7 +115,7 @@ def _timed(device: torch.device, fn) -> tuple[float, float]:
 
 def cost(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        save_random_checkpoint(folder, arch="sd15", seed=0)
+        save_random_sd_checkpoint(folder, arch="sd15", seed=0)
         model = load_inpainter("sd-inpaint", weights=folder, device=args.device, num_inference_steps=50,
                                surrogate_steps=args.surrogate_steps)
     image, region = example_photo(args.size, args.size, seed=0)

@@ -6,7 +6,7 @@ same data and the same CPU budget, checkpointed; each checkpoint is measured for
     python scripts/prepare_data.py DATA && python scripts/make_sample_set.py SAMPLES
     python benchmarks/study_standin.py --data DATA --samples SAMPLES --budget-cpu-min 6 --checkpoints 3
 
-Variants (``backfire.train.trainer.VARIANTS``; chosen on inpainting grounds only — nothing rewards a
+Variants (``backfire.train.config.VARIANTS``; chosen on inpainting grounds only — nothing rewards a
 fill's sensitivity, no adversarial examples): ``s-recipe`` (backfire-s's: coarse prefill, L1 + SSIM,
 adversarial from step 1000), ``l1`` (no prefill, L1 only), ``lama`` (no prefill, L1 + adversarial +
 feature matching + Inception-stem perceptual), ``lama-stem`` (as ``lama``, the generator also fed frozen
@@ -57,7 +57,9 @@ from backfire.judge.verdict import FAIL_DISTANCE  # noqa: E402
 from backfire.protect import PAPER, protect  # noqa: E402
 from backfire.protect.engine import term_mask  # noqa: E402
 from backfire.protect.recipes import Recipe, Term  # noqa: E402
-from backfire.train.trainer import EXPORT, VARIANTS, TrainConfig, hardware_string, load_crops, run_training, variant_config  # noqa: E402
+from backfire.train.config import VARIANTS, TrainConfig, variant_config  # noqa: E402
+from backfire.train.data import load_crops  # noqa: E402
+from backfire.train.run import EXPORT, hardware_string, run_training  # noqa: E402
 
 ATTACKS = ("paper", "sign16", "unbounded")
 TABLE_BEGIN = "<!-- study_standin: table (generated; the rest of the page is written by hand) -->"

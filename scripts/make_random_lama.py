@@ -20,14 +20,8 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backfire.inpainters.lama import (  # noqa: E402
-    BIG_LAMA,
-    TINY_LAMA,
-    LamaModule,
-    export_torchscript,
-    random_generator,
-    save_lama_checkpoint,
-)
+from backfire.inpainters.fixtures import TINY_LAMA, random_lama_generator, save_lama_checkpoint  # noqa: E402
+from backfire.inpainters.lama import BIG_LAMA, LamaModule, export_torchscript  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config = TINY_LAMA if args.tiny else BIG_LAMA
-    generator = random_generator(config, seed=args.seed)
+    generator = random_lama_generator(config, seed=args.seed)
     if args.format == "ckpt":
         save_lama_checkpoint(generator, args.out)
     else:

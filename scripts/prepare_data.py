@@ -23,7 +23,7 @@ is under 128 px (training) or 256 px (validation) are skipped. Resampling is Pil
 Lanczos. Everything is seeded: the same photos and options give the same arrays.
 
 Output: uint8 RGB crops, N×H×W×3, total at most ``--max-mib`` (default 56 MiB; training crops are
-thinned evenly to fit), read back by :func:`backfire.train.trainer.load_crops`. Default
+thinned evenly to fit), read back by :func:`backfire.train.data.load_crops`. Default
 ``OUTDIR/crops.npz`` holding each crop as lossless WebP (arrays ``{train,val}_bytes``,
 ``{train,val}_offsets``, ``{train,val}_shape``: the pixels are exact, and about 1.8× more crops fit than
 with zlib); ``--format npz``: ``OUTDIR/crops.npz`` with plain arrays ``train`` and ``val``;
@@ -50,7 +50,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from backfire.train.trainer import encode_webp, pack_webp  # noqa: E402
+from backfire.train.data import encode_webp, pack_webp  # noqa: E402
 
 TRAIN_DIRS = ("train_scene", "train_object")
 TRAIN_SIDE = 128

@@ -9,7 +9,7 @@ it into ``backfire.inpainters.ffc.build_generator(FFCConfig(...))``) every ``--c
 the end; at the end — also when ``--time-limit-min`` is reached, on Ctrl-C or SIGTERM — the final
 validation, ``RUN_DIR/train_log.csv`` (appended as it goes) and ``RUN_DIR/summary.json``. ``--resume`` continues from ``RUN_DIR/checkpoint.pt`` exactly where it stopped
 (architecture and seed come from the checkpoint; loss weights, steps and limits from the command line).
-Losses and schedule: see ``backfire/train/trainer.py``.
+Losses: ``backfire/train/losses.py``; schedule and optimisation: ``backfire/train/trainer.py``.
 
 The stand-in study's trainers (``docs/standin.md``) are ``--variant s-recipe|l1|lama|lama-stem``, or
 built from ``--prefill/--no-prefill``, ``--loss backfire-s|l1|lama`` (a set of loss weights; any weight
@@ -30,7 +30,8 @@ from pathlib import Path
 T_START = time.monotonic()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backfire.train.trainer import LOSSES, VARIANTS, TrainConfig, run_training  # noqa: E402
+from backfire.train.config import LOSSES, VARIANTS, TrainConfig  # noqa: E402
+from backfire.train.run import run_training  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,8 @@ import torch
 from backfire import cli
 from backfire.examples import example_photo
 from backfire.inpainters.ffc import FFCConfig
-from backfire.inpainters.lama import LamaInpainter, random_generator, save_lama_checkpoint
+from backfire.inpainters.fixtures import random_lama_generator, save_lama_checkpoint
+from backfire.inpainters.lama import LamaInpainter
 
 TINY = FFCConfig(ngf=8, n_downsampling=2, n_blocks=2, ratio_g=0.75, max_features=64)
 
@@ -23,7 +24,7 @@ def model_cache(tmp_path_factory, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model() -> LamaInpainter:
     """A small random-weight FFC generator: the same code as big-LaMa, cheap enough for every test."""
-    return LamaInpainter(random_generator(TINY, seed=1), name="tiny-random")
+    return LamaInpainter(random_lama_generator(TINY, seed=1), name="tiny-random")
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def photo() -> tuple[torch.Tensor, torch.Tensor]:
 def weights(tmp_path_factory) -> Path:
     """The tiny random generator saved as a Lightning-style checkpoint, for CLI tests."""
     path = tmp_path_factory.mktemp("weights") / "tiny-lama.ckpt"
-    save_lama_checkpoint(random_generator(TINY, seed=1), path)
+    save_lama_checkpoint(random_lama_generator(TINY, seed=1), path)
     return path
 
 

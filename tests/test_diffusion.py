@@ -11,7 +11,8 @@ pytest.importorskip("transformers")
 
 from backfire import io as bio  # noqa: E402
 from backfire.examples import example_photo  # noqa: E402
-from backfire.inpainters.diffusion import DiffusionInpainter, save_random_checkpoint  # noqa: E402
+from backfire.inpainters.diffusion import DiffusionInpainter  # noqa: E402
+from backfire.inpainters.fixtures import save_random_sd_checkpoint  # noqa: E402
 from backfire.inpainters.registry import ModelError, load_inpainter  # noqa: E402
 from backfire.protect import protect  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
@@ -20,7 +21,7 @@ from tests.conftest import run_cli  # noqa: E402
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny StableDiffusionInpaintPipeline (random weights) written with save_pretrained."""
-    return save_random_checkpoint(tmp_path_factory.mktemp("sd") / "tiny-sd-inpaint", arch="tiny", seed=0)
+    return save_random_sd_checkpoint(tmp_path_factory.mktemp("sd") / "tiny-sd-inpaint", arch="tiny", seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,9 @@ from backfire.inpainters import ModelError, load_inpainter
 from backfire.inpainters.registry import shipped as shipped_sources
 from backfire.inpainters.specs import sha256_of
 from backfire.inpainters.ffc import FFCConfig, build_generator, coarse_fill
-from backfire.inpainters.lama import load_generator
+from backfire.inpainters.lama import export_generator, load_generator
 from backfire.judge import metrics
 from backfire.train.masks import random_mask
-from backfire.train.trainer import export_generator
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -25,16 +25,14 @@ from backfire.inpainters.ffc import (
     SpectralTransform,
     build_generator,
 )
+from backfire.inpainters.fixtures import TINY_LAMA, random_lama_generator, save_lama_checkpoint
 from backfire.inpainters.lama import (
-    TINY_LAMA,
     LamaInpainter,
     LamaModule,
     export_torchscript,
     infer_config,
     load_generator,
     load_lama,
-    random_generator,
-    save_lama_checkpoint,
     weights_format,
 )
 
@@ -69,7 +67,7 @@ def _discriminator_state() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def tiny_generator():
-    return random_generator(TINY_LAMA, seed=1)
+    return random_lama_generator(TINY_LAMA, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +196,7 @@ def test_fourier_unit_matches_lamas_spectral_layout():
 
 def test_random_generator_is_seeded_and_has_non_default_norm_statistics():
     rng_state = torch.random.get_rng_state()
-    a, b, c = (random_generator(TINY_LAMA, seed=s) for s in (5, 5, 6))
+    a, b, c = (random_lama_generator(TINY_LAMA, seed=s) for s in (5, 5, 6))
     assert torch.equal(torch.random.get_rng_state(), rng_state)  # the global RNG is untouched
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -211,7 +209,7 @@ def test_random_generator_is_seeded_and_has_non_default_norm_statistics():
 
 
 def test_full_big_lama_lightning_checkpoint_round_trip(tmp_path):
-    generator = random_generator(BIG_LAMA, seed=0)
+    generator = random_lama_generator(BIG_LAMA, seed=0)
     path = save_lama_checkpoint(generator, tmp_path / "best.ckpt", extra_state=_discriminator_state())
     checkpoint = torch.load(path, weights_only=True, mmap=True)
     assert "generator.model.1.ffc.convl2l.weight" in checkpoint["state_dict"]
@@ -445,6 +443,6 @@ def test_make_random_lama_script_writes_loadable_files(tmp_path, capsys):
     ckpt = load_inpainter("lama", weights=outputs["ckpt"], device="cpu")
     script_model = load_inpainter("lama", weights=outputs["torchscript"], device="cpu")
     assert ckpt.config == TINY_LAMA
-    expected = LamaInpainter(random_generator(TINY_LAMA, seed=7), "cpu")(image, mask)
+    expected = LamaInpainter(random_lama_generator(TINY_LAMA, seed=7), "cpu")(image, mask)
     assert (ckpt(image, mask) - expected).abs().max() < 1e-5
     assert (script_model(image, mask) - expected).abs().max() < 1e-5

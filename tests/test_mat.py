@@ -3,7 +3,7 @@
 How ``tests/fixtures/mat_official.npz`` was made (once, on the 2-core CPU of the development machine):
 
     # /work/ext/MAT: the files of github.com/fenglinglwb/MAT at commit d273d891ecdad2e1df106516423a75bc45b2d800
-    PYTHONPATH=. .venv/bin/python scripts/make_mat_fixture.py /work/ext/MAT tests/fixtures/mat_official.npz
+    .venv/bin/python tests/fixtures/make_mat_fixture.py /work/ext/MAT tests/fixtures/mat_official.npz
 
 with torch 2.13.0 (CPU), numpy 2.4. The script imports the official ``networks/mat.py`` unchanged; the only
 stub is the ``timm`` import (``timm.models.layers``: MAT uses ``to_2tuple`` from it, here ``lambda x: (x, x)``;
@@ -44,8 +44,9 @@ import torch
 
 from backfire.errors import ModelError, WeightsNotFoundError
 from backfire.examples import example_photo
-from backfire.inpainters import mat
+from backfire.inpainters import fixtures, mat
 from backfire.inpainters.registry import load_inpainter
+from backfire.inpainters.weights import read_network_pickle
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mat_official.npz"
 WEIGHT_SEED = 2022
@@ -169,7 +170,7 @@ def tiny() -> mat.Generator:
 
 
 def random_tiny(use_noise: bool = True, seed: int = 1) -> mat.Generator:
-    return mat.random_mat_generator(mat.MATConfig(**{**TINY.__dict__, "use_noise": use_noise}), seed=seed)
+    return fixtures.random_mat_generator(mat.MATConfig(**{**TINY.__dict__, "use_noise": use_noise}), seed=seed)
 
 
 def _inputs(resolution: int = 128, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,8 +201,8 @@ def test_saved_formats_load_to_the_same_network(tmp_path, one_thread, use_noise)
     from safetensors.torch import save_file
 
     generator = random_tiny(use_noise)
-    paths = {"torch": mat.save_mat_state_dict(generator, tmp_path / "G.pth"),
-             "pickle": mat.save_mat_network_pickle(generator, tmp_path / "network-snapshot.pkl"),
+    paths = {"torch": fixtures.save_mat_state_dict(generator, tmp_path / "G.pth"),
+             "pickle": fixtures.save_mat_network_pickle(generator, tmp_path / "network-snapshot.pkl"),
              "safetensors": tmp_path / "G.safetensors"}
     save_file({k: v.contiguous() for k, v in generator.state_dict().items()}, paths["safetensors"])
     for fmt, path in paths.items():
@@ -221,7 +222,7 @@ def test_state_dict_keys_are_iopaints(tiny):
 
 def test_network_pickle_layout(tmp_path, tiny):
     """Persistent records (class name, version 6, state with _parameters/_modules), G and G_ema."""
-    path = mat.save_mat_network_pickle(tiny, tmp_path / "net.pkl")
+    path = fixtures.save_mat_network_pickle(tiny, tmp_path / "net.pkl")
     seen = []
 
     class Spy(pickle.Unpickler):
@@ -255,8 +256,8 @@ def test_network_pickle_code_never_runs(tmp_path, tiny):
 
     hostile = tmp_path / "hostile.pkl"
     with open(hostile, "wb") as f:
-        mat._NetworkPickler(f, protocol=4).dump({"payload": Payload(), "G_ema": tiny})
-    state = mat.read_network_pickle(hostile)
+        fixtures.NetworkPickler(f, protocol=4).dump({"payload": Payload(), "G_ema": tiny})
+    state = read_network_pickle(hostile)
     assert not marker.exists()
     assert set(state) == set(tiny.state_dict())
 
@@ -276,7 +277,7 @@ def test_bad_files_are_model_errors(tmp_path, tiny):
     plain.write_bytes(pickle.dumps({"G": 1}))
     with pytest.raises(ModelError, match="not a MAT network pickle"):
         mat.load_mat_generator(plain)
-    good = mat.save_mat_network_pickle(tiny, tmp_path / "net.pkl")
+    good = fixtures.save_mat_network_pickle(tiny, tmp_path / "net.pkl")
     cut = tmp_path / "cut.pkl"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(ModelError, match="cannot read"):
@@ -292,7 +293,7 @@ def test_bad_files_are_model_errors(tmp_path, tiny):
 
 
 def test_registry_entry(tmp_path, tiny):
-    path = mat.save_mat_state_dict(tiny, tmp_path / "G.pth")
+    path = fixtures.save_mat_state_dict(tiny, tmp_path / "G.pth")
     model = load_inpainter("mat", weights=path, device="cpu", convention="official", seed=5)
     assert isinstance(model, mat.MATInpainter) and model.seed == 5 and model.noise_mode == "random"
     with pytest.raises(ModelError, match="no option"):

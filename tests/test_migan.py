@@ -31,18 +31,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from backfire.inpainters import ModelError, WeightsNotFoundError, available_models, load_inpainter
-from backfire.inpainters.lama import TINY_LAMA, LamaModule, save_lama_checkpoint
+from backfire.inpainters.fixtures import (
+    TINY_LAMA,
+    export_migan_torchscript,
+    random_lama_generator,
+    random_migan_generator,
+    save_lama_checkpoint,
+    save_migan_state_dict,
+)
+from backfire.inpainters.lama import LamaModule
 from backfire.inpainters.lama import export_torchscript as export_lama_torchscript
-from backfire.inpainters.lama import random_generator as random_lama
 from backfire.inpainters.migan import (
     MiganGenerator,
     MiganInpainter,
-    export_torchscript,
     infer_resolution,
     load_migan,
     load_migan_generator,
-    random_generator,
-    save_state_dict,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "migan_official.npz"
@@ -106,7 +110,7 @@ def sample_positions(numel: int) -> torch.Tensor:
 
 
 def _small(seed: int = 1) -> MiganGenerator:
-    return random_generator(SMALL, seed=seed)
+    return random_migan_generator(SMALL, seed=seed)
 
 
 def _image_and_mask(batch: int = 2, h: int = SMALL, w: int = SMALL, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +177,7 @@ def test_inpainter_at_native_size_is_iopaints_call_of_the_network():
 
 def test_state_dict_file_loads_the_same_network(tmp_path):
     generator = _small()
-    path = save_state_dict(generator, tmp_path / "migan_32.pt")
+    path = save_migan_state_dict(generator, tmp_path / "migan_32.pt")
     loaded = load_migan(path)
     assert isinstance(loaded.module.network, MiganGenerator) and loaded.resolution == SMALL
     for key, value in generator.state_dict().items():
@@ -187,7 +191,7 @@ def test_state_dict_file_loads_the_same_network(tmp_path):
 
 def test_torchscript_file_loads_the_same_network(tmp_path):
     generator = _small()
-    path = export_torchscript(generator, tmp_path / "migan_traced.pt")
+    path = export_migan_torchscript(generator, tmp_path / "migan_traced.pt")
     loaded = load_inpainter("migan", weights=path, device="cpu")
     assert isinstance(loaded, MiganInpainter) and loaded.resolution == SMALL
     assert isinstance(loaded.module.network, torch.jit.ScriptModule)
@@ -200,7 +204,7 @@ def test_torchscript_file_loads_the_same_network(tmp_path):
 def test_both_formats_in_bfloat16(tmp_path):
     """The dtype reaches the network in both formats (fp16 needs CUDA; bfloat16 exercises the same path on CPU)."""
     generator = _small()
-    for path in (save_state_dict(generator, tmp_path / "m.pt"), export_torchscript(generator, tmp_path / "t.pt")):
+    for path in (save_migan_state_dict(generator, tmp_path / "m.pt"), export_migan_torchscript(generator, tmp_path / "t.pt")):
         model = load_migan(path, dtype=torch.bfloat16)
         for size in ((SMALL, SMALL), (40, 24)):  # native, and stretched
             image, mask = _image_and_mask(h=size[0], w=size[1])
@@ -227,9 +231,9 @@ def test_resolution_is_read_off_the_weights():
 def test_gradients_reach_the_context_and_not_the_hole(tmp_path, fmt):
     generator = _small()
     if fmt == "state_dict":
-        model = load_migan(save_state_dict(generator, tmp_path / "m.pt"))
+        model = load_migan(save_migan_state_dict(generator, tmp_path / "m.pt"))
     else:
-        model = load_migan(export_torchscript(generator, tmp_path / "t.pt"))
+        model = load_migan(export_migan_torchscript(generator, tmp_path / "t.pt"))
     image, mask = _image_and_mask()
     image.requires_grad_(True)
     out = model(image, mask)
@@ -273,7 +277,7 @@ def test_a_thin_hole_survives_the_shrinking():
 
 def test_registry_and_options(tmp_path):
     assert "migan" in available_models()
-    path = save_state_dict(_small(), tmp_path / "m.pt")
+    path = save_migan_state_dict(_small(), tmp_path / "m.pt")
     with pytest.raises(ModelError, match="takes no options"):
         load_inpainter("migan", weights=path, device="cpu", prompt="x")
 
@@ -305,7 +309,7 @@ def test_not_a_weights_file(tmp_path):
 
 
 def test_lama_files_are_refused(tmp_path):
-    lama = random_lama(TINY_LAMA, seed=0)
+    lama = random_lama_generator(TINY_LAMA, seed=0)
     checkpoint = save_lama_checkpoint(lama, tmp_path / "best.ckpt")
     with pytest.raises(ModelError, match="no MI-GAN generator weights") as exc:
         load_migan(checkpoint)
@@ -317,7 +321,7 @@ def test_lama_files_are_refused(tmp_path):
 
 
 def test_each_format_has_its_loader(tmp_path):
-    path = export_torchscript(_small(), tmp_path / "t.pt")
+    path = export_migan_torchscript(_small(), tmp_path / "t.pt")
     with pytest.raises(ModelError, match="TorchScript model, not a state dict") as exc:
         load_migan_generator(path)
     _one_line(exc)

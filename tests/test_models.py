@@ -24,7 +24,8 @@ from backfire import io as bio
 from backfire import models
 from backfire.errors import ModelError
 from backfire.examples import example_photo
-from backfire.inpainters.lama import TINY_LAMA, export_torchscript, random_generator
+from backfire.inpainters.fixtures import TINY_LAMA, random_lama_generator
+from backfire.inpainters.lama import export_torchscript
 from backfire.inpainters.registry import load_inpainter
 from tests.conftest import run_cli
 
@@ -87,7 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
 def lama_file(tmp_path_factory) -> bytes:
     """A random-weight big-lama.pt: TorchScript called as model(image, mask), like IOPaint's."""
     path = tmp_path_factory.mktemp("release") / "big-lama.pt"
-    export_torchscript(random_generator(TINY_LAMA, seed=3), path)
+    export_torchscript(random_lama_generator(TINY_LAMA, seed=3), path)
     return path.read_bytes()
 
 

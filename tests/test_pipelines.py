@@ -13,7 +13,8 @@ import torch
 from backfire.errors import ModelError
 from backfire.examples import example_photo
 from backfire.inpainters.base import ModuleInpainter
-from backfire.inpainters.lama import TINY_LAMA, LamaInpainter, export_torchscript, load_lama, random_generator
+from backfire.inpainters.fixtures import TINY_LAMA, random_lama_generator
+from backfire.inpainters.lama import LamaInpainter, export_torchscript, load_lama
 from backfire.inpainters.pipelines import (
     Framed, PlainPipeline, bounding_box, conventions_for, crop_window, cubic_resize, default_pipeline, mask_boxes,
     padded_size, shrunk_size, support, symmetric_pad, wrap,
@@ -33,7 +34,7 @@ def iopaint_python() -> Path | None:
 @pytest.fixture(scope="module")
 def lama() -> LamaInpainter:
     """A small random-weight LaMa (same code as big-LaMa) under IOPaint's name for it."""
-    return LamaInpainter(random_generator(TINY_LAMA, seed=3), name="lama")
+    return LamaInpainter(random_lama_generator(TINY_LAMA, seed=3), name="lama")
 
 
 def photo(height: int, width: int, regions: list[tuple[int, int, int, int]], seed: int = 0):
@@ -120,7 +121,7 @@ def test_unknown_names_are_refused(lama):
     with pytest.raises(ModelError, match="strategy"):
         wrap(lama, "iopaint", strategy="Tile")
     with pytest.raises(ModelError, match="plain pipeline"):
-        wrap(LamaInpainter(random_generator(TINY_LAMA), name="tiny"), "iopaint")
+        wrap(LamaInpainter(random_lama_generator(TINY_LAMA), name="tiny"), "iopaint")
 
 
 def test_plain_is_the_bare_model(lama):
@@ -274,7 +275,7 @@ def iopaint_results(tmp_path_factory):
     if python is None:
         pytest.skip("IOPaint's environment is absent (.ci/run builds .venv-iopaint; or set BACKFIRE_IOPAINT_PYTHON)")
     folder = tmp_path_factory.mktemp("iopaint")
-    model_file = export_torchscript(random_generator(TINY_LAMA, seed=3), folder / "big-lama.pt")
+    model_file = export_torchscript(random_lama_generator(TINY_LAMA, seed=3), folder / "big-lama.pt")
     migan_file = folder / "migan_traced.pt"
     torch.jit.save(torch.jit.trace(_TinyMIGAN().eval(), torch.rand(1, 4, 64, 64)), str(migan_file))
     cases = {}

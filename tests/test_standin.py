@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from backfire.inpainters.ffc import FFCConfig, build_generator
-from backfire.train.trainer import (LOSSES, VARIANTS, Trainer, TrainConfig, export_trained, loss_terms,
-                                    run_training, variant_config)
+from backfire.inpainters.stemfed import export_trained
+from backfire.train.config import LOSSES, VARIANTS, TrainConfig, loss_terms, variant_config
+from backfire.train.run import run_training
+from backfire.train.trainer import Trainer
 from tests.test_train import assert_resume_is_bit_exact, smooth_images
 
 ROOT = Path(__file__).resolve().parent.parent

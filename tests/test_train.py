@@ -13,8 +13,12 @@ import torch
 
 from backfire.inpainters.ffc import FFCConfig, build_generator
 from backfire.train.masks import FAMILIES, MAX_COVERAGE, MIN_COVERAGE, mask_family, random_mask
-from backfire.train.trainer import (TrainConfig, Trainer, export_generator, load_crops, masked_ms_ssim,
-                                    run_training)
+from backfire.inpainters.lama import export_generator
+from backfire.train.config import TrainConfig
+from backfire.train.data import load_crops
+from backfire.train.losses import masked_ms_ssim
+from backfire.train.run import run_training
+from backfire.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = TrainConfig(ngf=8, n_blocks=1, n_downsampling=2, ndf=8, d_layers=2, batch=4, lr=2e-3, lr_d=2e-3,
@@ -77,7 +81,7 @@ def test_masked_ms_ssim_is_one_on_identical_images_and_lower_otherwise():
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
     images = smooth_images(4)
     trainer = Trainer(TINY, images, None, "cpu")
-    batch = trainer.make_batch(0)
+    batch = trainer.batches[0]
     losses = [float(trainer.train_step(batch)["loss_g"]) for _ in range(15)]
     assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
     assert trainer.step == 15 and trainer.skipped == 0
@@ -134,7 +138,7 @@ def test_batches_are_a_function_of_the_step_with_or_without_workers():
     threaded = Trainer(replace(TINY, workers=1), images, None, "cpu")
     try:
         for step in (0, 1, 2, 7, 8):  # 2 → 7: a jump (as after a resume) restarts the workers
-            for x, y in zip(plain.make_batch(step), threaded._batch(step)):
+            for x, y in zip(plain.batches[step], threaded._batch(step)):
                 assert np.array_equal(x, np.asarray(y))
     finally:
         threaded.close()

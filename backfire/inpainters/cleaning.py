@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from backfire.filters import gaussian_kernel, separable_filter
 from backfire.inpainters.base import Inpainter, Wrapper
 from backfire.io import quantize
 
@@ -64,14 +65,9 @@ def gaussian_blur(image: Tensor, sigma: float) -> Tensor:
         - output: same
     """
     radius = max(1, math.ceil(3 * sigma))
-    xs = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    kernel = torch.exp(-(xs**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    c, (h, w) = image.shape[1], image.shape[-2:]
-    mode = "reflect" if radius < min(h, w) else "replicate"
-    x = F.pad(image, (radius, radius, radius, radius), mode=mode)
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    mode = "reflect" if radius < min(image.shape[-2:]) else "replicate"
+    padded = F.pad(image, (radius, radius, radius, radius), mode=mode)
+    return separable_filter(padded, gaussian_kernel(2 * radius + 1, sigma, image))
 
 
 def noise(image: Tensor, sigma: float, generator: torch.Generator) -> Tensor:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from backfire.errors import ModelError
+from backfire.errors import ModelError, first_line
 from backfire.inpainters.base import Network, draw_seed
 
 __all__ = ["DiffusionInpainter", "SURROGATES", "SURROGATE_T_RANGE", "load_sd_inpaint"]
@@ -95,7 +94,7 @@ class DiffusionInpainter(Network):
         self.surrogate_kind, self.surrogate_steps = str(surrogate), int(surrogate_steps)
         self.vae_scale = scale
         self.latent_scale = float(getattr(vae.config, "scaling_factor", 0.18215))
-        with _quiet():  # diffusers warns about casting with .to() even when nothing must stay fp32
+        with quiet_diffusers():  # diffusers warns about casting with .to() even when nothing must stay fp32
             self.vae, self.unet, self.text_encoder = (m.to(self.device, dtype).eval()
                                                       for m in (vae, unet, text_encoder))
         for module in (self.vae, self.unet, self.text_encoder):
@@ -309,7 +308,7 @@ class DiffusionInpainter(Network):
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_diffusers():
     """No loading progress bars or deprecation chatter on the CLI's stderr; restored afterwards."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
@@ -349,7 +348,7 @@ def load_sd_inpaint(weights: str | Path | None, device: torch.device, dtype: tor
     try:
         from diffusers import StableDiffusionInpaintPipeline
 
-        with _quiet():
+        with quiet_diffusers():
             pipeline = StableDiffusionInpaintPipeline.from_pretrained(
                 str(weights), local_files_only=True, torch_dtype=dtype, safety_checker=None,
                 feature_extractor=None, requires_safety_checker=False)
@@ -359,83 +358,5 @@ def load_sd_inpaint(weights: str | Path | None, device: torch.device, dtype: tor
         raise ModelError(f"model 'sd-inpaint' needs diffusers and transformers: pip install backfire[diffusion] "
                          f"({exc})") from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{weights}: cannot load a Stable Diffusion inpainting checkpoint ({first}); "
+        raise ModelError(f"{weights}: cannot load a Stable Diffusion inpainting checkpoint ({first_line(exc)}); "
                          f"sd-inpaint {WEIGHTS_HELP}") from exc
-
-
-# ------------------------------------------------------------------------- random-weight checkpoints
-
-_ARCHS: dict[str, dict[str, dict[str, Any]]] = {
-    # A few-MB model of the same code paths, for tests and the CPU benchmark.
-    "tiny": {
-        "unet": dict(sample_size=8, in_channels=9, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-                     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                     up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                     attention_head_dim=4),
-        "vae": dict(block_out_channels=(32, 64), in_channels=3, out_channels=3, layers_per_block=1,
-                    down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                    latent_channels=4, sample_size=32),
-        "text": dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                     max_position_embeddings=77),
-    },
-    # runwayml/stable-diffusion-inpainting's sizes (SD 1.5 with a 9-channel UNet, CLIP ViT-L/14 text).
-    "sd15": {
-        "unet": dict(sample_size=64, in_channels=9, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
-                     layers_per_block=2, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
-                     attention_head_dim=8),
-        "vae": dict(block_out_channels=(128, 256, 512, 512), in_channels=3, out_channels=3, layers_per_block=2,
-                    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                    latent_channels=4, sample_size=512),
-        "text": dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-                     max_position_embeddings=77, projection_dim=768),
-    },
-}
-
-
-def _tiny_tokenizer(folder: Path) -> Any:
-    """A CLIP BPE tokenizer over lower-case characters (nothing can be downloaded)."""
-    import json
-
-    from transformers import CLIPTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,!?'-")
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    for token in ("th", "the</w>", "<|startoftext|>", "<|endoftext|>"):
-        vocab[token] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\nt h\nth e</w>\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
-
-
-def save_random_checkpoint(folder: str | Path, arch: str = "tiny", seed: int = 0) -> Path:
-    """Write a random-weight Stable Diffusion inpainting pipeline in diffusers layout to ``folder``.
-
-    The same code and file layout as a real checkpoint (``save_pretrained``); ``arch="sd15"`` has the
-    real model's sizes (for timing and memory), ``"tiny"`` is for tests. Behaviour says nothing about
-    a trained model's.
-    """
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    sizes = _ARCHS[arch]
-    folder = Path(folder)
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**sizes["unet"])
-    vae = AutoencoderKL(**sizes["vae"])
-    with tempfile.TemporaryDirectory() as source:
-        tokenizer = _tiny_tokenizer(Path(source))
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=max(len(tokenizer), 1000), **sizes["text"],
-                                                bos_token_id=len(tokenizer) - 2, eos_token_id=len(tokenizer) - 1))
-    # Stable Diffusion's scheduler configuration.
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1)
-    pipeline = StableDiffusionInpaintPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                              scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                              requires_safety_checker=False)
-    with _quiet():
-        pipeline.save_pretrained(folder)
-    return folder

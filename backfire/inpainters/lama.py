@@ -1,4 +1,4 @@
-"""Big-LaMa: the module, its weight files, and random-weight stand-ins.
+"""Big-LaMa: the module, its weight files, and backfire's own generator files.
 
 Two file formats hold the released big-LaMa weights, and :func:`load_lama` reads both, telling
 them apart by content rather than by extension:
@@ -11,19 +11,17 @@ them apart by content rather than by extension:
   discriminator and loss weights, which are ignored.
 
 A bare generator state dict (keys ``model.*``), as a torch pickle or ``.safetensors``, is read
-too. The generator size is inferred from the weights, so compact configurations of the same
-architecture load with the same function.
+too — among them the files the trainer exports (:func:`export_generator`, fp16 with the
+:class:`FFCConfig` in the metadata). The generator size is inferred from the weights, so compact
+configurations of the same architecture load with the same function. Bytes become tensors in
+:mod:`backfire.inpainters.weights`; random-weight stand-ins are in :mod:`backfire.inpainters.fixtures`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import pickle
-import warnings
-import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,26 +31,32 @@ from torch import Tensor, nn
 from backfire.errors import ModelError, WeightsNotFoundError
 from backfire.inpainters.base import ModuleInpainter, build_with_weights
 from backfire.inpainters.ffc import BIG_LAMA, STEMFED_FORMAT, FFCConfig, FFCResNetGenerator, build_generator
-from backfire.io import write_atomic
+from backfire.inpainters.weights import (
+    half_precision,
+    load_torch,
+    load_torchscript,
+    read_safetensors,
+    save_safetensors,
+    save_torchscript,
+    sniff,
+    trace_checked,
+    zip_names,
+)
 
 __all__ = [
     "BIG_LAMA",
-    "TINY_LAMA",
+    "GENERATOR_FORMAT",
     "WEIGHTS_HELP",
     "LamaInpainter",
     "LamaModule",
+    "export_generator",
     "export_torchscript",
     "generator_state_dict",
     "infer_config",
     "load_generator",
     "load_lama",
-    "random_generator",
-    "save_lama_checkpoint",
     "weights_format",
 ]
-
-TINY_LAMA = FFCConfig(ngf=8, n_downsampling=3, n_blocks=2, ratio_g=0.75, max_features=1024)
-"""A few-thousand-parameter configuration for tests and smoke runs (not a useful inpainter)."""
 
 WEIGHTS_HELP = (
     "download big-lama.pt (IOPaint / lama-cleaner / simple-lama-inpainting use it) or LaMa's best.ckpt "
@@ -60,6 +64,9 @@ WEIGHTS_HELP = (
 )
 
 _GENERATOR_PREFIX = "generator."
+
+GENERATOR_FORMAT = "backfire-ffc-generator"
+"""The ``format`` metadata of the generator files :func:`export_generator` writes."""
 
 
 class LamaModule(nn.Module):
@@ -117,11 +124,7 @@ def load_lama(path: str | Path | None, device: torch.device = torch.device("cpu"
     path = _find_weights(path)
     fmt = weights_format(path)
     if fmt == "torchscript":
-        try:
-            with _quiet_jit():
-                module = torch.jit.load(str(path), map_location=device)
-        except Exception as exc:  # the archive looked like TorchScript but is not loadable
-            raise ModelError(f"cannot load TorchScript model {path}: {_first_line(exc)}") from exc
+        module = load_torchscript(path, device)
         _check_script_signature(module, path)
         return LamaInpainter(module, device, dtype, name)
     return LamaInpainter(load_generator(path), device, dtype, name)
@@ -142,37 +145,27 @@ def _find_weights(path: str | Path | None) -> Path:
 
 
 def weights_format(path: str | Path) -> str:
-    """``"torchscript"``, ``"torch"`` (a ``torch.save`` pickle) or ``"safetensors"``, from the file's content.
+    """``"torchscript"``, ``"torch"`` (a ``torch.save`` file, zip or legacy pickle) or ``"safetensors"``,
+    from the file's content (:func:`~backfire.inpainters.weights.sniff`).
 
     Raises:
         ModelError: none of these.
     """
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:4] == b"PK\x03\x04":  # a zip archive: torch.save's format, and TorchScript's
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except zipfile.BadZipFile as exc:
-            raise ModelError(f"{path} is a damaged zip archive: {exc}") from exc
-        if any(n.endswith("/constants.pkl") or n == "constants.pkl" or "/code/" in n for n in names):
-            return "torchscript"
-        if any(n.endswith("data.pkl") for n in names):
-            return "torch"
-        if any(n.endswith("models/best.ckpt") for n in names):
+    fmt = sniff(path)
+    if fmt == "pickle":  # torch.save's legacy format
+        return "torch"
+    if fmt == "zip":
+        if any(n.endswith("models/best.ckpt") for n in zip_names(path)):
             raise ModelError(f"{path} is the big-lama.zip download: unzip it and pass the big-lama folder "
                              "(or big-lama/models/best.ckpt)")
         raise ModelError(f"{path} is a zip archive but neither a TorchScript model nor a PyTorch checkpoint")
-    size = path.stat().st_size
-    if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
-        return "safetensors"
-    if head[:1] == b"\x80":  # a pickle (protocol ≥ 2): torch.save's legacy format
-        return "torch"
-    raise ModelError(
-        f"{path} is neither a TorchScript model (big-lama.pt) nor a PyTorch/Lightning checkpoint "
-        f"(best.ckpt) nor a .safetensors file; {WEIGHTS_HELP}"
-    )
+    if fmt == "unknown":
+        raise ModelError(
+            f"{path} is neither a TorchScript model (big-lama.pt) nor a PyTorch/Lightning checkpoint "
+            f"(best.ckpt) nor a .safetensors file; {WEIGHTS_HELP}"
+        )
+    return fmt
 
 
 def load_generator(path: str | Path) -> FFCResNetGenerator:
@@ -186,21 +179,14 @@ def load_generator(path: str | Path) -> FFCResNetGenerator:
     if fmt == "torchscript":
         raise ModelError(f"{path} is a TorchScript model, not a checkpoint: load it with load_lama")
     metadata: dict[str, str] = {}
+    raw: Any
     if fmt == "safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        try:
-            raw: Any = load_file(str(path), device="cpu")
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-        except Exception as exc:
-            raise ModelError(f"cannot read {path} as safetensors: {_first_line(exc)}") from exc
+        raw, metadata = read_safetensors(path)
         if metadata.get("format") == STEMFED_FORMAT:  # its model.* keys alone would load, minus the encoder
             raise ModelError(f"{path} is a generator fed by a pretrained encoder, not a plain LaMa generator: "
                              "load it with backfire.inpainters.stemfed.load_trained_generator")
     else:
-        raw = _torch_load(path)
+        raw = load_torch(path)
     state = generator_state_dict(raw, source=str(path))
     config = _with_metadata(infer_config(state, source=str(path)), metadata, path)
     return build_with_weights(lambda: build_generator(config), state,
@@ -210,7 +196,7 @@ def load_generator(path: str | Path) -> FFCResNetGenerator:
 def _with_metadata(config: FFCConfig, metadata: Mapping[str, str], path: Path) -> FFCConfig:
     """``config`` with what the weights cannot show (``prefill``) taken from backfire's own metadata.
 
-    Files written by :func:`backfire.train.trainer.export_generator` carry their FFCConfig as JSON
+    Files written by :func:`export_generator` carry their FFCConfig as JSON
     under ``ffc_config``; every size it states must agree with the weights.
     """
     if "ffc_config" not in metadata:
@@ -225,59 +211,6 @@ def _with_metadata(config: FFCConfig, metadata: Mapping[str, str], path: Path) -
     if sizes != inferred:
         raise ModelError(f"{path}: metadata says {sizes} but the weights are {inferred}")
     return dataclasses.replace(config, prefill=prefill)
-
-
-class _Opaque(dict):
-    """Inert stand-in for a class a checkpoint refers to but that we never import.
-
-    Lightning checkpoints carry training metadata (omegaconf ``DictConfig`` hyper-parameters,
-    Lightning enums) next to the weights. Unpickling them for real needs those packages and runs
-    their code; this placeholder accepts any constructor arguments and state and does nothing.
-    """
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Opaque:
-        return super().__new__(cls)
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__()
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-def _torch_load(path: Path) -> Any:
-    """``torch.load`` on CPU, as safely as the file allows."""
-    # torch.load is given an open file, never the path: recent versions choose a reader by the
-    # path's extension (".safetensors"), and the format was already decided from the content.
-    def load(**kwargs: Any) -> Any:
-        with open(path, "rb") as f:
-            return torch.load(f, map_location="cpu", **kwargs)
-
-    try:
-        return load(weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # a class outside torch's allowlist (LaMa's best.ckpt holds omegaconf hyper-parameters)
-    except Exception as exc:
-        raise ModelError(f"cannot read {path} as a PyTorch checkpoint: {_first_line(exc)}") from exc
-
-    # Still weights_only: every non-allowlisted global is replaced by an inert placeholder, so no code
-    # from the file runs and neither omegaconf nor Lightning need be installed.
-    get_unsafe = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
-    if get_unsafe is not None:
-        try:
-            with open(path, "rb") as f:
-                stubs = [(_Opaque, name) for name in get_unsafe(f)]
-            with torch.serialization.safe_globals(stubs):
-                return load(weights_only=True)
-        except Exception:
-            pass
-
-    # Last resort: full unpickling, which can run code from the file. The user chose this file as
-    # their model weights (exactly as LaMa's own loader torch.loads it), so we trust it as they do.
-    try:
-        return load(weights_only=False)
-    except Exception as exc:
-        raise ModelError(f"cannot read {path} as a PyTorch checkpoint: {_first_line(exc)}") from exc
 
 
 def generator_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Tensor]:
@@ -353,68 +286,18 @@ def _check_script_signature(module: torch.jit.ScriptModule, path: Path) -> None:
         raise ModelError(f"{path}: the TorchScript model takes ({names}); a LaMa model takes (image, mask)")
 
 
-@contextlib.contextmanager
-def _quiet_jit() -> Iterator[None]:
-    """torch.jit warns that it is deprecated; big-lama.pt is TorchScript, so we use it knowingly."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
-        yield
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 # --------------------------------------------------------------------------------------------
 # Writing weight files
 
 
-def random_generator(config: FFCConfig = BIG_LAMA, seed: int = 0) -> FFCResNetGenerator:
-    """A generator of ``config`` with random weights and non-trivial BatchNorm statistics (eval mode).
-
-    Convolutions keep PyTorch's default initialisation; BatchNorm affine parameters are perturbed
-    and the running statistics are estimated from a batch of random masked images, so they differ from the
-    defaults (a loader that dropped or misplaced them would be caught) while keeping activations in
-    range (the output is not saturated and gradients flow). Deterministic in ``seed``; the global
-    RNG is left untouched. Not a trained model.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        generator = build_generator(config)
-        norms = [m for m in generator.modules() if isinstance(m, nn.BatchNorm2d)]
-        with torch.no_grad():
-            for bn in norms:
-                bn.weight.uniform_(0.8, 1.2)
-                bn.bias.normal_(0.0, 0.1)
-                bn.momentum = None  # cumulative average over the calibration batches
-            side = 4 * 2 ** config.n_downsampling  # a 4×4 bottleneck: cheap, enough samples for the statistics
-            generator.train()
-            image = torch.rand(2, 3, side, side)
-            mask = (torch.rand(2, 1, 4, 4) < 0.3).float()
-            mask = nn.functional.interpolate(mask, size=(side, side), mode="nearest")
-            generator(torch.cat([image * (1 - mask), mask], dim=1))
-        for bn in norms:
-            bn.momentum = 0.1
-    return generator.eval()
-
-
-def save_lama_checkpoint(generator: FFCResNetGenerator | LamaModule, path: str | Path,
-                         extra_state: Mapping[str, Tensor] | None = None) -> Path:
-    """Write ``generator`` as a LaMa-style Lightning checkpoint (``state_dict`` with ``generator.*`` keys).
-
-    ``extra_state`` adds other ``state_dict`` entries (e.g. ``discriminator.*``), as a real
-    ``best.ckpt`` has. Written atomically.
-    """
-    if isinstance(generator, LamaModule):
-        generator = generator.generator
-    state: dict[str, Tensor] = {
-        _GENERATOR_PREFIX + k: v.detach().cpu().clone() for k, v in generator.state_dict().items()
-    }
-    if extra_state:
-        state.update({k: v.detach().cpu().clone() for k, v in extra_state.items()})
-    checkpoint = {"epoch": 0, "global_step": 0, "state_dict": state}
-    return write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+def export_generator(generator: nn.Module, path: str | Path, config: FFCConfig,
+                     extra_metadata: dict[str, str] | None = None) -> None:
+    """The generator's own state_dict (``model.*`` keys), floating tensors in fp16, as safetensors
+    (atomic write): what the trainer exports and :func:`load_generator` reads. The FFCConfig is in
+    the metadata under ``ffc_config`` (JSON), beside ``format`` = :data:`GENERATOR_FORMAT`."""
+    metadata = {"format": GENERATOR_FORMAT, "ffc_config": json.dumps(dataclasses.asdict(config))}
+    metadata.update(extra_metadata or {})
+    save_safetensors(half_precision(generator.state_dict()), path, metadata)
 
 
 def export_torchscript(module: LamaModule | FFCResNetGenerator, path: str | Path,
@@ -432,8 +315,6 @@ def export_torchscript(module: LamaModule | FFCResNetGenerator, path: str | Path
     if isinstance(module, FFCResNetGenerator):
         module = LamaModule(module)
     reference = next(module.parameters())
-    was_training = module.training
-    module.eval()
     rng = torch.Generator().manual_seed(0)
 
     def example(batch: int, h: int, w: int) -> tuple[Tensor, Tensor]:
@@ -442,20 +323,6 @@ def export_torchscript(module: LamaModule | FFCResNetGenerator, path: str | Path
         mask[..., h // 4: 3 * h // 4, w // 4: w // 2] = 1
         return image.to(reference), mask.to(reference)
 
-    try:
-        with torch.no_grad(), _quiet_jit():
-            traced = torch.jit.trace(module, example(1, *example_size), check_trace=False)
-            check = example(2, *check_size)
-            expected, got = module(*check), traced(*check)
-    finally:
-        module.train(was_training)
-    tolerance = 1e-4 if reference.dtype == torch.float32 else 5e-2
-    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=0, atol=tolerance):
-        raise RuntimeError(f"traced LaMa disagrees with the eager module at {check_size}: "
-                           "the trace is not size-generic")
-
-    def save(tmp: Path) -> None:
-        with _quiet_jit():
-            torch.jit.save(traced, str(tmp))
-
-    return write_atomic(path, save)
+    failure = f"traced LaMa disagrees with the eager module at {check_size}: the trace is not size-generic"
+    traced = trace_checked(module, example(1, *example_size), example(2, *check_size), failure)
+    return save_torchscript(traced, path)

@@ -11,9 +11,8 @@ released weights, so the files people hold load directly:
   noise inputs (``use_noise=False``), hence no ``noise_strength`` / ``noise_const`` keys;
 - the official network pickles (github.com/fenglinglwb/MAT: ``Places_512_FullData.pkl``,
   ``CelebA-HQ_256.pkl``, ``FFHQ_512.pkl`` …): StyleGAN-style snapshots whose modules carry their
-  own source code. :func:`read_network_pickle` reads them WITHOUT running any of it: the persistent
-  classes become inert records, tensors are rebuilt by torch's weights-only loader, and the
-  ``G_ema`` generator's tensors are collected by dotted name.
+  own source code. :func:`backfire.inpainters.weights.read_network_pickle` reads them WITHOUT running
+  any of it and collects the ``G_ema`` generator's tensors by dotted name.
 
 The network's resolution (256 or 512 in the released files) and sizes are read from the weights.
 
@@ -48,13 +47,8 @@ Examples::
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
-import pickle
-import types
-import zipfile
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +59,7 @@ from torch import Tensor, nn
 
 from backfire.errors import ModelError, WeightsNotFoundError
 from backfire.inpainters.base import ModuleInpainter, build_with_weights, draw_seed
-from backfire.inpainters.lama import _first_line
-from backfire.io import write_atomic
+from backfire.inpainters.weights import load_torch, read_network_pickle, read_safetensors, sniff
 
 __all__ = [
     "CONVENTIONS",
@@ -81,10 +74,6 @@ __all__ = [
     "infer_config",
     "load_mat",
     "load_mat_generator",
-    "random_mat_generator",
-    "read_network_pickle",
-    "save_mat_network_pickle",
-    "save_mat_state_dict",
     "tool_latent",
     "weights_format",
 ]
@@ -936,31 +925,21 @@ def load_mat(weights: str | Path | None, device: torch.device | str = "cpu", dty
 
 def weights_format(path: str | Path) -> str:
     """``"torch"`` (a ``torch.save`` zip), ``"pickle"`` (a network pickle or legacy ``torch.save``) or
-    ``"safetensors"``, from the file's content.
+    ``"safetensors"``, from the file's content (:func:`~backfire.inpainters.weights.sniff`).
 
     Raises:
         ModelError: none of these (TorchScript included: MAT has no TorchScript release).
     """
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:4] == b"PK\x03\x04":
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except zipfile.BadZipFile as exc:
-            raise ModelError(f"{path} is a damaged zip archive: {exc}") from exc
-        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
-            raise ModelError(f"{path} is a TorchScript model, not MAT weights; {WEIGHTS_HELP}")
-        if any(n.endswith("data.pkl") for n in names):
-            return "torch"
+    fmt = sniff(path)
+    if fmt == "torchscript":
+        raise ModelError(f"{path} is a TorchScript model, not MAT weights; {WEIGHTS_HELP}")
+    if fmt == "zip":
         raise ModelError(f"{path} is a zip archive but not a PyTorch checkpoint; {WEIGHTS_HELP}")
-    if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= path.stat().st_size:
-        return "safetensors"
-    if head[:1] == b"\x80":
-        return "pickle"
-    raise ModelError(f"{path} is neither a PyTorch state dict, a MAT network pickle nor a .safetensors file; "
-                     f"{WEIGHTS_HELP}")
+    if fmt == "unknown":
+        raise ModelError(f"{path} is neither a PyTorch state dict, a MAT network pickle nor a .safetensors file; "
+                         f"{WEIGHTS_HELP}")
+    return fmt
 
 
 def load_mat_generator(path: str | Path) -> Generator:
@@ -980,21 +959,12 @@ def load_mat_generator(path: str | Path) -> Generator:
 def _read_state(path: Path) -> dict[str, Tensor]:
     fmt = weights_format(path)
     if fmt == "safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return dict(load_file(str(path), device="cpu"))
-        except Exception as exc:
-            raise ModelError(f"cannot read {path} as safetensors: {_first_line(exc)}") from exc
+        return dict(read_safetensors(path)[0])
     if fmt == "pickle":
-        state = read_network_pickle(path)
+        state = read_network_pickle(path, "G_ema", kind="MAT")
         if state is not None:
             return state
-    try:
-        with open(path, "rb") as f:  # an open file: torch must not guess the format from the name
-            obj = torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(f"cannot read {path} as a MAT state dict: {_first_line(exc)}") from exc
+    obj = load_torch(path, "a MAT state dict", strict=True)
     if not isinstance(obj, Mapping):
         raise ModelError(f"{path} holds a {type(obj).__name__}, not a MAT state dict")
     obj = obj.get("state_dict", obj)
@@ -1029,195 +999,3 @@ def infer_config(state: Mapping[str, Tensor], source: str = "weights") -> MATCon
         )
     except (KeyError, IndexError) as exc:
         raise ModelError(f"{source}: not a MAT generator ({exc})") from exc
-
-
-# Reading official network pickles without running them ----------------------------------------
-
-_LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # the first object of a legacy (non-zip) torch.save file
-
-
-class _Record:
-    """Inert stand-in for every class a network pickle names (persistent MAT modules, torch
-    containers, dnnlib dicts, numpy scalars): it keeps the state it is given and runs nothing."""
-
-    class_name: str = ""
-    state: Any = None
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        self.args = args
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-def _persistent_record(meta: Any) -> _Record:
-    """Stands in for ``torch_utils.persistence._reconstruct_persistent_obj``, which would exec the
-    module source stored in ``meta``: keep the class name and the state, ignore the source."""
-    record = _Record()
-    if isinstance(meta, Mapping):
-        record.class_name, record.state = str(meta.get("class_name", "")), meta.get("state")
-    return record
-
-
-def _storage_from_bytes(data: bytes) -> Any:
-    """``torch.storage._load_from_bytes``, restricted to what a weights-only load allows."""
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-
-
-_PICKLE_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
-    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_record,
-}
-
-
-class _NetworkUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        return _PICKLE_GLOBALS.get((module, name), _Record)
-
-
-def read_network_pickle(path: str | Path, network: str = "G_ema") -> dict[str, Tensor] | None:
-    """The tensors of ``network`` in a StyleGAN-style network pickle, by dotted name; no code runs.
-
-    Returns ``None`` when ``path`` is a legacy ``torch.save`` file instead (also a pickle stream).
-
-    Raises:
-        ModelError: not a network pickle holding ``network``.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = _NetworkUnpickler(f).load()
-    except Exception as exc:
-        raise ModelError(f"cannot read {path} as a network pickle: {_first_line(exc)}") from exc
-    if data == _LEGACY_TORCH_MAGIC:
-        return None
-    if not isinstance(data, Mapping) or not isinstance(data.get(network), _Record):
-        keys = ", ".join(map(str, data)) if isinstance(data, Mapping) else type(data).__name__
-        raise ModelError(f"{path} is a pickle but not a MAT network pickle (no {network!r}; holds {keys})")
-    tensors: dict[str, Tensor] = {}
-    _collect_tensors(data[network], "", tensors)
-    if not tensors:
-        raise ModelError(f"{path}: the network {network!r} holds no tensors")
-    return tensors
-
-
-def _collect_tensors(module: Any, prefix: str, out: dict[str, Tensor]) -> None:
-    state = module.state if isinstance(module, _Record) else None
-    if isinstance(state, tuple) and state and isinstance(state[0], Mapping):
-        state = state[0]
-    if not isinstance(state, Mapping):
-        return
-    for group in ("_parameters", "_buffers"):
-        entries = state.get(group)
-        if isinstance(entries, Mapping):
-            out.update({prefix + str(k): v.detach() for k, v in entries.items() if isinstance(v, Tensor)})
-    children = state.get("_modules")
-    if isinstance(children, Mapping):
-        for name, child in children.items():
-            _collect_tensors(child, f"{prefix}{name}.", out)
-
-
-# --------------------------------------------------------------------------------------------
-# Writing weight files (random-weight stand-ins of the released formats)
-
-
-def random_mat_generator(config: MATConfig = MAT_512, seed: int = 0) -> Generator:
-    """A generator of ``config`` with random weights: MAT's own initialisation, plus biases, noise
-    strengths and ``w_avg`` moved off their constant initial values so that a loader that dropped or
-    misplaced them would be caught. Deterministic in ``seed``; the global RNG is untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        generator = Generator(config)
-        with torch.no_grad():
-            for name, p in generator.named_parameters():
-                if name.endswith("bias") or name.endswith("noise_strength"):
-                    p.add_(torch.randn_like(p) * 0.1)
-            generator.mapping.w_avg.normal_()
-    return generator.eval()
-
-
-def save_mat_state_dict(generator: Generator, path: str | Path) -> Path:
-    """Write ``generator.state_dict()`` with ``torch.save``: the layout of IOPaint's ``_G.pth``. Atomic."""
-    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
-    return write_atomic(path, lambda tmp: torch.save(state, tmp))
-
-
-_PERSISTENCE_VERSION = 6
-_MODULE_SRC = ("# Written by backfire.inpainters.mat.save_mat_network_pickle: the weights of a MAT generator in the\n"
-               "# layout of an official network pickle. It carries no network code.\n")
-
-
-def _reconstruct_placeholder(meta: Any) -> Any:  # pragma: no cover - never called, only written by name
-    raise RuntimeError("a placeholder for torch_utils.persistence._reconstruct_persistent_obj")
-
-
-class _NetworkPickler(pickle._Pickler):  # the Python pickler: it lets a function be written under another name
-    """Writes our MAT modules the way ``torch_utils.persistence`` pickles its persistent classes:
-    ``_reconstruct_persistent_obj(meta)`` with ``meta = {type, version, module_src, class_name, state}``."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, nn.Module) and type(obj).__module__ == __name__:
-            return _reconstruct_placeholder, (_persistent_meta(obj),)
-        return NotImplemented
-
-    def save_global(self, obj: Any, name: str | None = None) -> None:
-        if obj is _reconstruct_placeholder:
-            self.save("torch_utils.persistence")
-            self.save("_reconstruct_persistent_obj")
-            self.write(pickle.STACK_GLOBAL)
-            self.memoize(obj)
-            return
-        super().save_global(obj, name)
-
-    # The Python pickler dispatches on type through a table of its own functions, not through self.
-    dispatch = {**pickle._Pickler.dispatch, types.FunctionType: save_global}
-
-
-def _persistent_meta(module: nn.Module) -> dict[str, Any]:
-    class_name = type(module).__name__
-    if isinstance(module, PatchMerging) and module.up > 1:
-        class_name = "PatchUpsampling"  # one class here, two in the official code
-    def copy(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t.detach().cpu().clone()
-
-    state: dict[str, Any] = {
-        "training": False,  # a snapshot is eval() and requires_grad_(False)
-        "_parameters": OrderedDict((k, None if p is None else nn.Parameter(copy(p), requires_grad=False))
-                                   for k, p in module._parameters.items()),
-        "_buffers": OrderedDict((k, copy(b)) for k, b in module._buffers.items()),
-        "_non_persistent_buffers_set": set(),
-        "_modules": OrderedDict(module._modules),
-        "_init_args": (),
-        "_init_kwargs": {},
-    }
-    if isinstance(module, Generator):
-        c = module.config
-        state["_init_kwargs"] = {"z_dim": c.z_dim, "c_dim": 0, "w_dim": c.w_dim, "img_resolution": c.resolution,
-                                 "img_channels": 3}
-        state.update(z_dim=c.z_dim, c_dim=0, w_dim=c.w_dim, img_resolution=c.resolution, img_channels=3)
-    return {"type": "class", "version": _PERSISTENCE_VERSION, "module_src": _MODULE_SRC, "class_name": class_name,
-            "state": state}
-
-
-def save_mat_network_pickle(generator: Generator, path: str | Path) -> Path:
-    """Write ``generator`` as an official-style network snapshot (``network-snapshot-*.pkl``). Atomic.
-
-    The layout is the training loop's: a dict with ``training_set_kwargs``, ``val_set_kwargs``,
-    ``G``, ``D``, ``G_ema`` and ``augment_pipe``, each network a ``torch_utils.persistence`` record
-    (class name, ``__dict__`` state with ``_parameters`` / ``_buffers`` / ``_modules``), tensors
-    pickled by torch. ``G`` and ``G_ema`` are the generator, ``D`` is ``None`` (we have no
-    discriminator), and ``module_src`` holds a comment instead of the network's source, so the file
-    is for loaders that read weights (this module's), not for the official code, which executes it.
-    """
-    data = {"training_set_kwargs": {"resolution": generator.config.resolution}, "val_set_kwargs": {},
-            "G": generator, "D": None, "G_ema": generator, "augment_pipe": None}
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            _NetworkPickler(f, protocol=4).dump(data)
-
-    return write_atomic(path, write)

