@@ -1,4 +1,4 @@
-"""Image and mask input/output for backfire (the bottom layer: imports nothing from backfire).
+"""Image and mask input/output for backfire (the file layer: of ours it imports only :mod:`backfire.pixels`).
 
 Pixels are float32 torch tensors in [0, 1] everywhere in backfire: images are 3xHxW,
 masks are HxW with values in {0, 1}.
@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from backfire.pixels import as_chw, to_uint8
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
@@ -65,13 +67,10 @@ __all__ = [
     "check_writable",
     "find_pairs",
     "pair_images",
-    "quantize",
     "read_image",
     "read_mask",
     "save_image",
     "save_mask",
-    "to_pil",
-    "to_uint8",
     "write_atomic",
     "write_bytes_atomic",
     "write_text_atomic",
@@ -535,62 +534,6 @@ def _dedupe(notes: list[str]) -> list[str]:
     return out
 
 
-# --------------------------------------------------------------------------- pixels
-
-
-def _as_chw(pixels: torch.Tensor) -> torch.Tensor:
-    if not isinstance(pixels, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor, got {type(pixels).__name__}")
-    t = pixels.detach()
-    if t.dim() == 4 and t.shape[0] == 1:
-        t = t[0]
-    if t.dim() != 3 or t.shape[0] != 3:
-        raise ValueError(f"expected pixels of shape 3xHxW or 1x3xHxW, got {tuple(pixels.shape)}")
-    if not t.is_floating_point():
-        raise ValueError(f"expected floating-point pixels in [0, 1], got dtype {t.dtype}")
-    if t.shape[1] == 0 or t.shape[2] == 0:
-        raise ValueError(f"cannot save an empty image of shape {tuple(pixels.shape)}")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError("pixels contain NaN or infinite values")
-    return t
-
-
-def quantize(pixels: torch.Tensor, low: torch.Tensor | None = None,
-             high: torch.Tensor | None = None) -> torch.Tensor:
-    """round(clamp(x, 0, 1) * 255) / 255 as float32: exactly what a saved 8-bit PNG reads back as.
-
-    With ``low`` / ``high``, a value is held to the grid levels inside [low, high] instead of rounding out
-    of them (a protection rounded to 8 bits then never exceeds its budget, even on a 16-bit photo).
-    """
-    level = torch.round(pixels.detach().to(torch.float32).clamp(0.0, 1.0) * 255.0)
-    slack = 1e-4  # the float error of x·255 for an 8-bit x must not cost a whole level
-    if low is not None:
-        level = torch.maximum(level, torch.ceil((low.detach().float() * 255.0 - slack).clamp(0.0, 255.0)))
-    if high is not None:
-        level = torch.minimum(level, torch.floor((high.detach().float() * 255.0 + slack).clamp(0.0, 255.0)))
-    return level / 255.0
-
-
-def to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """3xHxW (or 1x3xHxW) float in [0, 1] -> HxWx3 uint8, rounded (never truncated)."""
-    t = _as_chw(pixels).to(device="cpu", dtype=torch.float32).clamp(0.0, 1.0)
-    q = torch.round(t * 255.0).to(torch.uint8)
-    return np.ascontiguousarray(q.permute(1, 2, 0).numpy())
-
-
-def to_pil(pixels: torch.Tensor, long_side: int | None = None) -> Image.Image:
-    """An RGB picture of 3xHxW pixels (rounded), shrunk with Lanczos so its long side is at most ``long_side``.
-
-    The one way a tensor becomes a picture: previews, thumbnails, the cleaning transforms.
-    """
-    picture = Image.fromarray(to_uint8(pixels), mode="RGB")
-    if long_side is not None and max(picture.size) > long_side:
-        scale = long_side / max(picture.size)
-        size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
-        picture = picture.resize(size, Image.Resampling.LANCZOS)
-    return picture
-
-
 _LOSSLESS = {".png": "PNG", ".webp": "WEBP"}
 _LOSSY = {".jpg": "JPEG", ".jpeg": "JPEG"}
 LOSSY_SUFFIXES = frozenset(_LOSSY)
@@ -634,7 +577,7 @@ def encode_image(pixels: torch.Tensor, fmt: str = "PNG", *, grey: bool = False,
         raise ValueError(f"unsupported format {fmt!r}; use PNG, WEBP or JPEG")
     rgb = to_uint8(pixels)
     if grey:
-        rgb = to_uint8(_as_chw(pixels).mean(0, keepdim=True).expand(3, -1, -1))
+        rgb = to_uint8(as_chw(pixels).mean(0, keepdim=True).expand(3, -1, -1))
     bands = [Image.fromarray(rgb[..., 0], mode="L")] if grey else [Image.fromarray(rgb, mode="RGB")]
     if alpha is not None:
         if fmt == "JPEG":
@@ -672,7 +615,7 @@ def save_image(
     """Save 3xHxW (or 1x3xHxW) float pixels in [0, 1] as an 8-bit image, atomically.
 
     Values are clamped to [0, 1] and rounded (``round(x * 255)``), never truncated, so a
-    tensor passed through :func:`quantize` reads back exactly. The format follows the
+    tensor passed through :func:`backfire.pixels.quantize` reads back exactly. The format follows the
     extension: ``.png`` (also used when there is no extension), ``.webp`` (lossless), or
     ``.jpg``/``.jpeg`` (quality 95). Lossy JPEG alters the pixels and weakens the
     protection: prefer PNG. Refuses (InputError) to overwrite any path in ``protect_inputs``.

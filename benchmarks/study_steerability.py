@@ -36,6 +36,7 @@ from backfire import masks as mask_ops
 from backfire.inpainters import Inpainter, load_inpainter
 from backfire.judge.metrics import mean_abs_in
 from backfire.judge.verdict import FAIL_DISTANCE as FAIL_AT
+from backfire.pixels import quantize
 from backfire.protect import PAPER, protect
 from backfire.protect.recipes import Recipe
 from backfire.protect.targets import make_target
@@ -83,7 +84,7 @@ def pick_pairs(folder: Path, count: int) -> list[tuple[Path, Path]]:
 
 
 def distance(model: Inpainter, image: torch.Tensor, region: torch.Tensor, target: torch.Tensor) -> float:
-    saved = bio.quantize(image)
+    saved = quantize(image)
     with torch.no_grad():
         fill = model(saved[None].to(model.device), region[None, None].to(model.device))[0].cpu()
     return mean_abs_in(fill, target, region)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from backfire.inpainters.base import Inpainter
-from backfire.io import quantize
+from backfire.pixels import quantize
 
 CleaningKind = Literal["jpeg", "resize", "blur", "noise"]
 CLEANING_KINDS: tuple[CleaningKind, ...] = get_args(CleaningKind)

@@ -27,6 +27,7 @@ from backfire import __version__, io
 from backfire import masks as mask_ops
 from backfire.judge.fid import FeatureSets, clip_fid_status, lpips_status
 from backfire.judge.verdict import ATTACKER_METRICS, BENIGN_METRICS, EditImages, EditResult
+from backfire.pixels import to_pil
 
 COLUMNS: tuple[str, ...] = ("image", "recipe", "budget_255", "family", "edit", "kind", "transform", "failed",
                             "intact", *ATTACKER_METRICS, *BENIGN_METRICS, "seconds")
@@ -75,7 +76,7 @@ def row(case: Case, edit: EditResult, transform: str) -> dict:
 
 def _png(image: Tensor) -> bytes:
     buffer = _io.BytesIO()
-    io.to_pil(image, long_side=THUMB).save(buffer, format="PNG")
+    to_pil(image, long_side=THUMB).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from backfire import masks as mask_ops
 from backfire.inpainters.base import Inpainter
-from backfire.io import to_pil
+from backfire.pixels import to_pil
 from backfire.judge import metrics
 from backfire.masks import EditKind
 from backfire.protect import TargetKind
