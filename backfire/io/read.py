@@ -1,95 +1,46 @@
-"""Image and mask input/output for backfire (the file layer: of ours it imports only :mod:`backfire.pixels`).
+"""Reading images and masks: any file Pillow decodes → float32 tensors in [0, 1], every conversion noted.
 
-Pixels are float32 torch tensors in [0, 1] everywhere in backfire: images are 3xHxW,
-masks are HxW with values in {0, 1}.
+:func:`read_image` and :func:`read_mask` turn any image Pillow can decode into 3xHxW pixels and HxW
+{0, 1} masks and report every conversion they made as a one-line human-readable note. Every problem
+with the user's file raises :class:`~backfire.io.paths.InputError` with a one-line message that names
+the file, says what is wrong and, where useful, what to do.
 
-Reading
-    :func:`read_image` and :func:`read_mask` turn any image Pillow can decode into those
-    tensors and report every conversion they made as a one-line human-readable note.
-    Every problem with the user's file raises :class:`InputError` with a one-line message
-    that names the file, says what is wrong and, where useful, what to do.
+Safety rules applied to every read:
 
-    Safety rules applied to every read:
+* the pixel cap (``max_pixels``) is checked from the header, before any pixel is
+  decoded; Pillow's own global decompression-bomb limit is suspended while we read,
+  so that it never pre-empts our (clearer) message for images under our cap;
+* truncated data is never loaded silently: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is
+  forced to False while we decode, the pixels are fully loaded, and PNG files are
+  additionally checked chunk by chunk (CRCs and IEND);
+* EXIF orientation is applied, so pixels are upright as photo viewers show them.
 
-    * the pixel cap (``max_pixels``) is checked from the header, before any pixel is
-      decoded; Pillow's own global decompression-bomb limit is suspended while we read,
-      so that it never pre-empts our (clearer) message for images under our cap;
-    * truncated data is never loaded silently: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is
-      forced to False while we decode, the pixels are fully loaded, and PNG files are
-      additionally checked chunk by chunk (CRCs and IEND);
-    * EXIF orientation is applied, so pixels are upright as photo viewers show them.
-
-    The Pillow globals are changed only while a read holds a module lock and are always
-    restored afterwards; other threads using Pillow at the same moment may briefly see
-    them changed.
-
-Writing
-    All writes are atomic (temporary file in the target's directory, fsync, then
-    ``os.replace``): a failure leaves neither a temporary file nor a partial target.
-    Writes refuse to replace any of the paths given in ``protect_inputs``, whatever the
-    spelling of the path (symlinks, ``./``, hard links).
+The Pillow globals are changed only while a read holds a module lock and are always
+restored afterwards; other threads using Pillow at the same moment may briefly see
+them changed.
 """
 
 from __future__ import annotations
 
-import io as _stdio
 import os
 import struct
-import tempfile
 import threading
 import warnings
 import zlib
-from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from backfire.pixels import as_chw, to_uint8
+from backfire.io.paths import InputError, PathLike, _detail, _one_line, _show
 
-PathLike = Union[str, "os.PathLike[str]"]
-
-__all__ = [
-    "check_not_input",
-    "check_output",
-    "DEFAULT_MAX_PIXELS",
-    "IMAGE_EXTENSIONS",
-    "InputError",
-    "LoadedImage",
-    "LoadedMask",
-    "encode_image",
-    "LOSSY_SUFFIXES",
-    "check_image_output",
-    "check_writable",
-    "find_pairs",
-    "pair_images",
-    "read_image",
-    "read_mask",
-    "save_image",
-    "save_mask",
-    "write_atomic",
-    "write_bytes_atomic",
-    "write_text_atomic",
-]
+__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "LoadedMask", "read_image", "read_mask"]
 
 DEFAULT_MAX_PIXELS = 40_000_000
-
-#: Extensions recognised as images by :func:`find_pairs` (lower case, with the dot).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif")
-
-_MASK_SUFFIX = "_mask"
-_MAX_LISTED = 5
-
-
-class InputError(ValueError):
-    """A problem with the user's input or output paths; the message is one line."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(_one_line(message))
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,26 +77,6 @@ class LoadedMask:
     def size(self) -> tuple[int, int]:
         """(W, H) of the mask."""
         return int(self.mask.shape[-1]), int(self.mask.shape[-2])
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _show(path: PathLike) -> str:
-    """The path as the user gave it, made safe to print on one line."""
-    s = os.fspath(path)
-    if any(ch in s for ch in "\n\r\t") or not s.isprintable():
-        return repr(s)
-    return s
-
-
-def _detail(exc: BaseException) -> str:
-    text = _one_line(str(exc))
-    return text if text else type(exc).__name__
 
 
 def _corrupt(shown: str, what: str, exc: BaseException) -> InputError:
@@ -532,319 +463,3 @@ def _dedupe(notes: list[str]) -> list[str]:
         if n not in out:
             out.append(n)
     return out
-
-
-_LOSSLESS = {".png": "PNG", ".webp": "WEBP"}
-_LOSSY = {".jpg": "JPEG", ".jpeg": "JPEG"}
-LOSSY_SUFFIXES = frozenset(_LOSSY)
-"""Output suffixes whose compression alters pixels (``.webp`` is written lossless)."""
-
-
-def _format_for(path: PathLike, allowed: dict[str, str], what: str) -> str:
-    ext = Path(path).suffix.lower()
-    if ext == "":
-        return "PNG"
-    if ext not in allowed:
-        names = ", ".join(sorted(allowed))
-        raise InputError(
-            f"{_show(path)}: cannot save the {what} as '{ext}': use one of {names} (.png recommended)"
-        )
-    return allowed[ext]
-
-
-def _encode(img: Image.Image, fmt: str) -> bytes:
-    buf = _stdio.BytesIO()
-    if fmt == "PNG":
-        img.save(buf, format="PNG", compress_level=6)
-    elif fmt == "WEBP":
-        img.save(buf, format="WEBP", lossless=True, quality=100, method=4, exact=True)
-    elif fmt == "JPEG":
-        img.save(buf, format="JPEG", quality=95, subsampling=0)
-    else:  # pragma: no cover - guarded by _format_for
-        raise ValueError(f"unknown format {fmt}")
-    return buf.getvalue()
-
-
-def encode_image(pixels: torch.Tensor, fmt: str = "PNG", *, grey: bool = False,
-                 alpha: torch.Tensor | None = None) -> bytes:
-    """Encode 3xHxW float pixels as 8-bit ``fmt`` bytes ("PNG", "WEBP" lossless, "JPEG" q95).
-
-    ``grey``: write one channel (the mean of the three, which are equal for a greyscale protection);
-    ``alpha`` (HxW in [0, 1]): write it as the alpha channel (JPEG has none: refused).
-    """
-    fmt = fmt.upper()
-    if fmt not in ("PNG", "WEBP", "JPEG"):
-        raise ValueError(f"unsupported format {fmt!r}; use PNG, WEBP or JPEG")
-    rgb = to_uint8(pixels)
-    if grey:
-        rgb = to_uint8(as_chw(pixels).mean(0, keepdim=True).expand(3, -1, -1))
-    bands = [Image.fromarray(rgb[..., 0], mode="L")] if grey else [Image.fromarray(rgb, mode="RGB")]
-    if alpha is not None:
-        if fmt == "JPEG":
-            raise ValueError("JPEG cannot hold transparency: save as PNG or WEBP")
-        a = np.ascontiguousarray(torch.round(alpha.detach().float().cpu().clamp(0, 1) * 255).to(torch.uint8).numpy())
-        bands = [*bands[0].split(), Image.fromarray(a, mode="L")]
-    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[sum(len(b.getbands()) for b in bands)]
-    return _encode(bands[0] if len(bands) == 1 else Image.merge(mode, bands), fmt)
-
-
-def check_image_output(path: PathLike, protect_inputs: Iterable[PathLike] = ()) -> Path:
-    """Everything :func:`save_image` would refuse, checked before any work: the format, the folder, and
-    that a file can really be created there (read-only filesystems and immutable folders included)."""
-    _format_for(path, {**_LOSSLESS, **_LOSSY}, "image")
-    target = check_output(path, protect_inputs)
-    check_writable(target.parent)
-    return target
-
-
-def check_writable(folder: PathLike) -> None:
-    """Create and remove a probe file in ``folder``: the only test that read-only mounts, immutable folders
-    and missing permissions all fail (``os.access`` is not, for root)."""
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".backfire-probe.", dir=os.fspath(folder) or ".")
-    except OSError as exc:
-        raise InputError(f"{_show(folder)}: cannot write there: {exc.strerror or _detail(exc)}") from None
-    os.close(fd)
-    os.unlink(probe)
-
-
-def save_image(
-    pixels: torch.Tensor, path: PathLike, *, protect_inputs: Iterable[PathLike] = (), grey: bool = False,
-    alpha: torch.Tensor | None = None,
-) -> None:
-    """Save 3xHxW (or 1x3xHxW) float pixels in [0, 1] as an 8-bit image, atomically.
-
-    Values are clamped to [0, 1] and rounded (``round(x * 255)``), never truncated, so a
-    tensor passed through :func:`backfire.pixels.quantize` reads back exactly. The format follows the
-    extension: ``.png`` (also used when there is no extension), ``.webp`` (lossless), or
-    ``.jpg``/``.jpeg`` (quality 95). Lossy JPEG alters the pixels and weakens the
-    protection: prefer PNG. Refuses (InputError) to overwrite any path in ``protect_inputs``.
-    ``grey`` and ``alpha`` keep a greyscale or transparent input's mode (see :func:`encode_image`).
-    """
-    fmt = _format_for(path, {**_LOSSLESS, **_LOSSY}, "image")
-    check_output(path, protect_inputs)
-    if alpha is not None and fmt == "JPEG":
-        raise InputError(f"{_show(path)}: JPEG cannot hold the image's transparency; save as .png or .webp")
-    write_bytes_atomic(path, encode_image(pixels, fmt, grey=grey, alpha=alpha), protect_inputs=protect_inputs)
-
-
-def save_mask(
-    mask: torch.Tensor, path: PathLike, *, protect_inputs: Iterable[PathLike] = ()
-) -> None:
-    """Save an HxW (or 1xHxW, 1x1xHxW) mask as an 8-bit greyscale image: 255 where mask > 0.5.
-
-    Only lossless formats (``.png``, the default, or ``.webp``) are allowed, so that the
-    saved mask reads back identically with :func:`read_mask`. Atomic; refuses to overwrite
-    any path in ``protect_inputs``.
-    """
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor, got {type(mask).__name__}")
-    m = mask.detach()
-    while m.dim() > 2 and m.shape[0] == 1:
-        m = m[0]
-    if m.dim() != 2 or m.shape[0] == 0 or m.shape[1] == 0:
-        raise ValueError(f"expected a mask of shape HxW, got {tuple(mask.shape)}")
-    fmt = _format_for(path, _LOSSLESS, "mask")
-    check_output(path, protect_inputs)
-    arr = np.where((m.to("cpu", torch.float32) > 0.5).numpy(), 255, 0).astype(np.uint8)
-    data = _encode(Image.fromarray(arr, mode="L"), fmt)
-    write_bytes_atomic(path, data, protect_inputs=protect_inputs)
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b):
-            return True
-    except OSError:
-        pass
-    try:
-        return a.resolve() == b.resolve()
-    except (OSError, RuntimeError):
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
-def check_not_input(path: PathLike, protect_inputs: Iterable[PathLike]) -> None:
-    """Raise InputError if ``path`` names any of ``protect_inputs`` (symlinks and spellings included)."""
-    for src in protect_inputs:
-        if _same_file(Path(path), Path(src)):
-            raise InputError(
-                f"{_show(path)}: refusing to overwrite the input file {_show(src)}; choose another output path"
-            )
-
-
-def check_output(path: PathLike, protect_inputs: Iterable[PathLike] = ()) -> Path:
-    """Raise InputError unless ``path`` can be written: not an input, not a folder, its folder exists."""
-    shown = _show(path)
-    target = Path(path)
-    if os.fspath(target) == "":
-        raise InputError("output path is empty")
-    check_not_input(target, protect_inputs)
-    parent = target.parent
-    if not parent.exists():
-        raise InputError(f"{shown}: output directory {_show(parent)} does not exist; create it first")
-    if not parent.is_dir():
-        raise InputError(f"{shown}: {_show(parent)} is not a directory")
-    if target.is_dir():
-        raise InputError(f"{shown}: is a directory; give a file name to write")
-    return target
-
-
-def _file_mode() -> int:
-    """Permissions a newly created file gets under the current umask (0o666 & ~umask)."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_atomic(path: PathLike, write: Callable[[Path], object],
-                 protect_inputs: Iterable[PathLike] = ()) -> Path:
-    """Let ``write(tmp)`` fill a temporary file beside ``path``, then move it into place atomically.
-
-    The one home of atomic writes: bytes, text, PNGs, checkpoints (``torch.save``), safetensors and
-    TorchScript archives all go through it. On any failure (or Ctrl-C) the temporary file is removed and
-    an existing target is left untouched; a new file gets the permissions the umask gives, a replaced one
-    keeps its own. Raises :class:`InputError` if ``path`` is (another spelling of) a path in
-    ``protect_inputs``, if its directory does not exist, or if the write fails.
-    """
-    target = check_output(path, list(protect_inputs))
-    shown = _show(path)
-    try:
-        mode = os.stat(target).st_mode & 0o7777 if target.exists() else _file_mode()
-    except OSError:
-        mode = _file_mode()
-    tmp_name: str | None = None
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                        dir=os.fspath(target.parent) or ".")
-        os.close(fd)
-        write(Path(tmp_name))
-        with open(tmp_name, "rb") as written:
-            os.fsync(written.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, target)
-        tmp_name = None
-    except OSError as exc:
-        reason = exc.strerror or _detail(exc)
-        raise InputError(f"{shown}: cannot write the file: {reason}") from None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
-    _fsync_dir(target.parent)
-    return target
-
-
-def write_bytes_atomic(path: PathLike, data: bytes, protect_inputs: Iterable[PathLike] = ()) -> None:
-    """Write ``data`` to ``path`` atomically; see :func:`write_atomic`."""
-    write_atomic(path, lambda tmp: tmp.write_bytes(data), protect_inputs)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(os.fspath(directory) or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_text_atomic(path: PathLike, text: str, protect_inputs: Iterable[PathLike] = ()) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically; see :func:`write_bytes_atomic`."""
-    write_bytes_atomic(path, text.encode("utf-8"), protect_inputs=protect_inputs)
-
-
-# --------------------------------------------------------------------------- folders
-
-
-def find_pairs(folder: PathLike) -> list[tuple[Path, Path]]:
-    """:func:`pair_images`, refusing a folder where an image has no mask."""
-    pairs, missing = pair_images(folder)
-    if missing:
-        listed = ", ".join(p.name for p in missing[:_MAX_LISTED])
-        more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
-        raise InputError(
-            f"{_show(folder)}: {len(missing)} image(s) have no mask: {listed}{more}; "
-            f"add NAME{_MASK_SUFFIX}.png next to each image NAME.ext"
-        )
-    return pairs
-
-
-def pair_images(folder: PathLike) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """Pair every image ``NAME.ext`` in ``folder`` with its mask ``NAME_mask.<ext2>``.
-
-    Images and masks are files with an extension in :data:`IMAGE_EXTENSIONS` (any case);
-    the mask may use a different image extension than its image. Files whose stem ends in
-    ``_mask`` are masks, never images; masks without an image, hidden files, other files
-    and sub-folders are ignored. Returns (image, mask) pairs sorted by image file name.
-
-    Raises :class:`InputError` if the folder does not exist, holds no image, if an image
-    has no mask, the images without one are returned second (sorted by name).
-
-    Raises :class:`InputError` if the folder does not exist, holds no image, or if a name is
-    ambiguous (two masks for one image, or two images sharing one mask).
-    """
-    shown = _show(folder)
-    root = Path(folder)
-    if not root.exists():
-        raise InputError(f"{shown}: folder does not exist")
-    if not root.is_dir():
-        raise InputError(f"{shown}: is not a folder")
-    try:
-        entries = sorted(root.iterdir(), key=lambda p: p.name)
-    except OSError as exc:
-        raise InputError(f"{shown}: cannot list the folder: {exc.strerror or _detail(exc)}") from None
-
-    images: dict[str, list[Path]] = {}
-    masks: dict[str, list[Path]] = {}
-    for entry in entries:
-        if entry.name.startswith(".") or entry.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        if not entry.is_file():
-            continue
-        stem = entry.stem
-        if stem.endswith(_MASK_SUFFIX) and len(stem) > len(_MASK_SUFFIX):
-            masks.setdefault(stem[: -len(_MASK_SUFFIX)], []).append(entry)
-        else:
-            images.setdefault(stem, []).append(entry)
-
-    if not images:
-        exts = ", ".join(IMAGE_EXTENSIONS)
-        raise InputError(f"{shown}: folder contains no image ({exts}) other than masks")
-
-    pairs: list[tuple[Path, Path]] = []
-    missing: list[Path] = []
-    for stem in sorted(images):
-        imgs = images[stem]
-        found = masks.get(stem, [])
-        if len(found) > 1:
-            names = ", ".join(m.name for m in found)
-            raise InputError(f"{shown}: several masks for {stem} ({names}); keep only one")
-        if len(imgs) > 1 and found:
-            names = ", ".join(i.name for i in imgs)
-            raise InputError(
-                f"{shown}: images {names} share the name {stem}, so the mask {found[0].name} "
-                "is ambiguous; rename all but one"
-            )
-        if not found:
-            missing.extend(imgs)
-            continue
-        pairs.append((imgs[0], found[0]))
-
-    pairs.sort(key=lambda pair: pair[0].name)
-    return pairs, sorted(missing, key=lambda p: p.name)
