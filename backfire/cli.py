@@ -352,7 +352,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from backfire.judge.evaluate import EvaluationConfig, evaluate
+    from backfire.evaluate import EvaluationConfig, evaluate
     from backfire.judge.transforms import TRANSFORMS
 
     folder = args.folder

@@ -1,7 +1,7 @@
 """``backfire evaluate``'s reports: the cases as ``cases.csv``, the paper-style tables as ``summary.md`` and
 ``report.html`` (with thumbnails), the run as ``config.json``; and the machine it ran on.
 
-Everything here renders values already measured (:mod:`backfire.judge.evaluate` measures); one table is
+Everything here renders values already measured (:mod:`backfire.evaluate.run` measures); one table is
 built once and written both as Markdown and as HTML.
 """
 
@@ -276,7 +276,7 @@ def html_table(table: Table) -> str:
 def write_reports(out_dir: Path, cases: list[Case], config, inputs: list[Path], features: FeatureSets | None,
                   inpainter) -> None:
     """``cases.csv``, ``summary.md``, ``report.html`` and ``config.json`` of an evaluation
-    (``config``: its :class:`~backfire.judge.evaluate.EvaluationConfig`)."""
+    (``config``: its :class:`~backfire.evaluate.run.EvaluationConfig`)."""
     buffer = _io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()

@@ -3,7 +3,7 @@
 For every ``NAME.png`` + ``NAME_mask.png`` pair and every recipe (× budget): protect, save the 8-bit PNG,
 read it back, and judge the saved file (:func:`backfire.jobs.protect_and_judge`, the same road as
 ``backfire protect``) for every attacker and benign family; with robustness, judge each cleaned copy of
-the saved file again (attacker families only). :mod:`backfire.judge.report` writes into ``out_dir``:
+the saved file again (attacker families only). :mod:`backfire.evaluate.report` writes into ``out_dir``:
 
 - ``cases.csv``: one row per image × recipe × budget × edit × transform (``none`` = the saved file);
 - ``summary.md``: the paper-style tables (attacker and benign families, invisibility, robustness, FID,
@@ -26,9 +26,9 @@ from torch import Tensor
 
 from backfire import io, jobs
 from backfire import masks as mask_ops
+from backfire.evaluate.report import COLUMNS, Case, row, write_reports, write_thumbs
 from backfire.inpainters.base import Inpainter
 from backfire.judge.fid import FeatureSets
-from backfire.judge.report import COLUMNS, Case, row, write_reports, write_thumbs
 from backfire.judge.transforms import get_transforms
 from backfire.judge.verdict import judge
 from backfire.protect.recipes import Recipe
