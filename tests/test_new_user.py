@@ -12,7 +12,8 @@ from PIL import Image
 from backfire import cli, jobs
 from backfire import io as bio
 from backfire.examples import example_photo
-from backfire.judge.verdict import EditImages, preview
+from backfire.judge.preview import preview
+from backfire.judge.verdict import EditImages
 from backfire.pixels import to_pil
 from tests.conftest import lama_args as _model
 from tests.conftest import run_cli

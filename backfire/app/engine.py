@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import Tensor
 
 from backfire import io, jobs
-from backfire.judge.verdict import format_verdict
+from backfire.judge.text import format_verdict
 from backfire.errors import ModelError
 from backfire.inpainters.registry import DEFAULT_MODEL, available_models
 from backfire.judge.verdict import Verdict
