@@ -160,7 +160,7 @@ def run(uploads: Sequence[Path], work: Path, settings: service.Settings, detecto
     return BatchResult(_archive(outbox, rows, work / ZIP_NAME), rows)
 
 
-def _row(photo: Path, done: service.Protection | None, mask: str, verdict=None, error: str = "") -> dict:
+def _row(photo: Path, done: service.ProtectedPhoto | None, mask: str, verdict=None, error: str = "") -> dict:
     row = dict.fromkeys(CSV_FIELDS, "")
     row.update(image=photo.name, mask=mask, error=error)
     if done is not None and verdict is not None:
