@@ -17,7 +17,7 @@ the saved file again (attacker families only). :mod:`backfire.evaluate.report` w
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +34,6 @@ from backfire.judge.verdict import judge
 from backfire.protect.recipes import Recipe
 
 __all__ = ["COLUMNS", "EvaluationConfig", "evaluate"]
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ def _check_out_dir(folder: Path, out_dir: Path) -> None:
 
 
 def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpainter], config: EvaluationConfig,
-             progress: Progress | None = None) -> list[Case]:
+             progress: jobs.Log | None = None) -> list[Case]:
     """Run the protocol on ``folder`` and write the reports into ``out_dir``; return the cases.
 
     Arguments:
