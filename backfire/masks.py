@@ -70,6 +70,7 @@ from torch import Tensor
 __all__ = [
     "ATTACKER_FAMILIES",
     "BENIGN_FAMILIES",
+    "Box",
     "EDIT_KINDS",
     "FAMILIES",
     "Edit",
@@ -106,6 +107,10 @@ BENIGN_FAMILIES: tuple[str, ...] = ("ring", "away-0", "away-16", "away-64", "obj
 FAMILIES: tuple[str, ...] = ATTACKER_FAMILIES + BENIGN_FAMILIES
 
 Shape = Literal["disk", "square"]
+
+Box = tuple[int, int, int, int]
+"""A rectangle of pixels ``(left, top, right, bottom)``, right and bottom exclusive: PIL's order and IOPaint's,
+the one order of boxes in backfire (``image[..., top:bottom, left:right]`` is the box's content)."""
 
 # Tunables of the random families (documented in the module docstring).
 _STROKE_WIDTH = (8, 40)  # inclusive, px
@@ -167,16 +172,16 @@ def _out(mask: Tensor) -> Tensor:
     return mask.to(torch.float32)
 
 
-def _bbox_bool(m: Tensor) -> tuple[int, int, int, int]:
+def _bbox_bool(m: Tensor) -> Box:
     rows = torch.nonzero(m.any(dim=1)).flatten()
     if rows.numel() == 0:
         raise ValueError("bbox of an empty mask")
     cols = torch.nonzero(m.any(dim=0)).flatten()
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def bbox(mask: Tensor) -> tuple[int, int, int, int]:
-    """The bounding box ``(top, left, bottom, right)`` of the selected pixels; bottom/right exclusive.
+def bbox(mask: Tensor) -> Box:
+    """The bounding :data:`Box` ``(left, top, right, bottom)`` of the selected pixels; right/bottom exclusive.
 
     Raises ``ValueError`` on an empty mask.
     """
@@ -238,7 +243,7 @@ def _dilate_bool(m: Tensor, r2: int, shape: Shape = "disk") -> Tensor:
         return m.clone()
     radius = math.isqrt(r2)
     h, w = m.shape
-    top, left, bottom, right = _bbox_bool(m)
+    left, top, right, bottom = _bbox_bool(m)
     t, l, b, r = max(0, top - radius), max(0, left - radius), min(h, bottom + radius), min(w, right + radius)
     out = torch.zeros_like(m)
     out[t:b, l:r] = _morph(m[t:b, l:r], r2, shape, dilation=True)
@@ -249,7 +254,7 @@ def _erode_bool(m: Tensor, r2: int, shape: Shape = "disk") -> Tensor:
     if r2 <= 0 or not bool(m.any()):
         return m.clone()
     h, w = m.shape
-    top, left, bottom, right = _bbox_bool(m)
+    left, top, right, bottom = _bbox_bool(m)
     # A one-pixel margin of background (where the crop is not at the frame) stops the structuring
     # element before it reaches the crop's padding, which is "inside" like the outside of the frame.
     t, l, b, r = max(0, top - 1), max(0, left - 1), min(h, bottom + 1), min(w, right + 1)
@@ -461,7 +466,7 @@ def _away(m: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray | None:
 
 def _object(m: Tensor, rng: np.random.Generator) -> Tensor | None:
     h, w = m.shape
-    top, left, bottom, right = _bbox_bool(m)
+    left, top, right, bottom = _bbox_bool(m)
     bh, bw = bottom - top, right - left
     if bh > h or bw > w:
         return None
@@ -537,7 +542,7 @@ def family_masks(mask: Tensor, family: str, seed: int = 0) -> list[Edit]:
         results.append((family, _dilate_bool(m, k * k, "disk")))
     elif family == "box":
         h, w = m.shape
-        t, l, b, r = _bbox_bool(m)
+        l, t, r, b = _bbox_bool(m)
         box = torch.zeros_like(m)
         box[max(0, t - _BOX_GROW) : b + _BOX_GROW, max(0, l - _BOX_GROW) : r + _BOX_GROW] = True
         results.append((family, box))
@@ -547,7 +552,7 @@ def family_masks(mask: Tensor, family: str, seed: int = 0) -> list[Edit]:
     elif family == "partial-50":
         results.extend((f"{family}/{n}", half) for n, half in _partial(m))
     elif family == "shift-10":
-        t, l, b, r = _bbox_bool(m)
+        l, t, r, b = _bbox_bool(m)
         dy, dx = max(1, math.floor(0.1 * (b - t) + 0.5)), max(1, math.floor(0.1 * (r - l) + 0.5))
         for n, (sy, sx) in {"up": (-dy, 0), "down": (dy, 0), "left": (0, -dx), "right": (0, dx)}.items():
             results.append((f"{family}/{n}", m | _shift(m, sy, sx)))

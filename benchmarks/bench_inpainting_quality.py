@@ -70,7 +70,7 @@ def score_methods(methods: dict[str, Callable[[torch.Tensor, torch.Tensor], torc
     rng = np.random.default_rng(seed)
     for _, image in images:
         mask = torch.from_numpy(random_mask(image.shape[1], image.shape[2], rng)).float()
-        top, left, bottom, right = mask_ops.bbox(mask)
+        left, top, right, bottom = mask_ops.bbox(mask)
         originals.append(image)
         for method, inpaint in methods.items():
             start = time.perf_counter()

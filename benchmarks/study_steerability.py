@@ -65,7 +65,7 @@ def runs(steps: int) -> list[Run]:
 def crop_around(image: torch.Tensor, region: torch.Tensor, side: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A ``side`` px square centred on the region's box, grown to keep 32 px of context around it."""
     h, w = region.shape
-    y0, x0, y1, x1 = mask_ops.bbox(region)
+    x0, y0, x1, y1 = mask_ops.bbox(region)
     side = max(side, y1 - y0 + 64, x1 - x0 + 64)
     sy, sx = min(side, h), min(side, w)
     top = min(max((y0 + y1) // 2 - sy // 2, 0), h - sy)

@@ -53,6 +53,7 @@ from torch import Tensor
 from backfire.errors import ModelError
 from backfire.inpainters.base import Inpainter
 from backfire.inpainters.embedded import SHIPPED
+from backfire.masks import Box, bbox
 
 PIPELINES = ("iopaint", "plain")
 """``--pipeline`` values: IOPaint's edit, or the bare model on the whole frame."""
@@ -65,9 +66,6 @@ AUTO = "auto"
 
 PLAIN = "plain"
 """The one strategy of the ``plain`` pipeline: the bare model on the whole frame."""
-
-Box = tuple[int, int, int, int]
-"""(left, top, right, bottom), right and bottom exclusive, as IOPaint's boxes."""
 
 
 @dataclass(frozen=True)
@@ -150,11 +148,8 @@ def support(models: Inpainter | Sequence[Inpainter], masks: Tensor) -> Tensor:
 
 
 def bounding_box(seen: Tensor) -> Box | None:
-    """The (left, top, right, bottom) box around the nonzero pixels of an (H, W) support; None if empty."""
-    rows, cols = seen.any(dim=1).nonzero(), seen.any(dim=0).nonzero()
-    if len(rows) == 0:
-        return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+    """The box (:func:`backfire.masks.bbox`) around the nonzero pixels of an (H, W) support; None if empty."""
+    return bbox(seen != 0) if bool(seen.any()) else None
 
 
 # --------------------------------------------------------------------------------------------

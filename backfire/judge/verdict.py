@@ -239,7 +239,7 @@ def invisibility(original: Tensor, protected: Tensor) -> dict[str, float]:
 
 
 def _crop(image: Tensor, mask: Tensor) -> Tensor:
-    top, left, bottom, right = mask_ops.bbox(mask)
+    left, top, right, bottom = mask_ops.bbox(mask)
     return image[:, top:bottom, left:right]
 
 
