@@ -73,6 +73,7 @@ __all__ = [
     "Box",
     "EDIT_KINDS",
     "FAMILIES",
+    "FAMILY_EDITS",
     "Edit",
     "EditKind",
     "bbox",
@@ -519,6 +520,59 @@ def family_kind(family: str) -> EditKind:
     raise ValueError(f"unknown mask family {family!r}; valid: {', '.join(FAMILIES)}")
 
 
+EditMasks = Callable[[Tensor, str, int], list[tuple[str, Tensor]]]
+"""What one family makes of the region M (bool, H×W): its edits as ``(name, bool mask)``; called with the
+family's full name (``dilate-8`` carries its size) and the seed of the random families."""
+
+
+def _size(family: str) -> int:
+    return int(family.split("-")[1])
+
+
+def _family_box(m: Tensor, family: str, seed: int) -> list[tuple[str, Tensor]]:
+    l, t, r, b = _bbox_bool(m)
+    box = torch.zeros_like(m)
+    box[max(0, t - _BOX_GROW) : b + _BOX_GROW, max(0, l - _BOX_GROW) : r + _BOX_GROW] = True
+    return [(family, box)]
+
+
+def _family_strokes(m: Tensor, family: str, seed: int) -> list[tuple[str, Tensor]]:
+    return [(family, torch.from_numpy(_strokes(m.cpu().numpy(), _family_rng(family, seed))).to(m.device))]
+
+
+def _family_shift(m: Tensor, family: str, seed: int) -> list[tuple[str, Tensor]]:
+    l, t, r, b = _bbox_bool(m)
+    dy, dx = max(1, math.floor(0.1 * (b - t) + 0.5)), max(1, math.floor(0.1 * (r - l) + 0.5))
+    moves = {"up": (-dy, 0), "down": (dy, 0), "left": (0, -dx), "right": (0, dx)}
+    return [(f"{family}/{n}", m | _shift(m, sy, sx)) for n, (sy, sx) in moves.items()]
+
+
+def _family_away(m: Tensor, family: str, seed: int) -> list[tuple[str, Tensor]]:
+    out = _away(m.cpu().numpy(), _size(family), _family_rng(family, seed))
+    return [] if out is None else [(family, torch.from_numpy(out).to(m.device))]
+
+
+def _family_object(m: Tensor, family: str, seed: int) -> list[tuple[str, Tensor]]:
+    out = _object(m, _family_rng(family, seed))
+    return [] if out is None else [(family, out)]
+
+
+FAMILY_EDITS: dict[str, EditMasks] = {
+    "exact": lambda m, family, seed: [(family, m.clone())],
+    "dilate": lambda m, family, seed: [(family, _dilate_bool(m, _size(family) ** 2, "disk"))],
+    "box": _family_box,
+    "strokes": _family_strokes,
+    "partial": lambda m, family, seed: [(f"{family}/{n}", half) for n, half in _partial(m)],
+    "shift": _family_shift,
+    "erode": lambda m, family, seed: [(family, _erode_bool(m, _size(family) ** 2, "disk"))],
+    "ring": lambda m, family, seed: [(family, _dilate_bool(m, _RING_RADIUS**2, "square") & ~m)],
+    "away": _family_away,
+    "object": _family_object,
+}
+"""Each family's edits, by the family's name up to its size (``dilate-8`` → ``dilate``): a new family is a
+name in :data:`ATTACKER_FAMILIES` or :data:`BENIGN_FAMILIES` and an entry here."""
+
+
 def family_masks(mask: Tensor, family: str, seed: int = 0) -> list[Edit]:
     """The edits of one family for the protected-region mask ``mask`` (0..n of them, never empty).
 
@@ -532,47 +586,7 @@ def family_masks(mask: Tensor, family: str, seed: int = 0) -> list[Edit]:
     m = _as_bool(mask)
     if not bool(m.any()):
         raise ValueError("the protected-region mask is empty")
-    device = m.device
-    results: list[tuple[str, Tensor]] = []
-
-    if family == "exact":
-        results.append((family, m.clone()))
-    elif family.startswith("dilate-"):
-        k = int(family.split("-")[1])
-        results.append((family, _dilate_bool(m, k * k, "disk")))
-    elif family == "box":
-        h, w = m.shape
-        l, t, r, b = _bbox_bool(m)
-        box = torch.zeros_like(m)
-        box[max(0, t - _BOX_GROW) : b + _BOX_GROW, max(0, l - _BOX_GROW) : r + _BOX_GROW] = True
-        results.append((family, box))
-    elif family == "strokes":
-        cov = _strokes(m.cpu().numpy(), _family_rng(family, seed))
-        results.append((family, torch.from_numpy(cov).to(device)))
-    elif family == "partial-50":
-        results.extend((f"{family}/{n}", half) for n, half in _partial(m))
-    elif family == "shift-10":
-        l, t, r, b = _bbox_bool(m)
-        dy, dx = max(1, math.floor(0.1 * (b - t) + 0.5)), max(1, math.floor(0.1 * (r - l) + 0.5))
-        for n, (sy, sx) in {"up": (-dy, 0), "down": (dy, 0), "left": (0, -dx), "right": (0, dx)}.items():
-            results.append((f"{family}/{n}", m | _shift(m, sy, sx)))
-    elif family.startswith("erode-"):
-        k = int(family.split("-")[1])
-        results.append((family, _erode_bool(m, k * k, "disk")))
-    elif family == "ring":
-        results.append((family, _dilate_bool(m, _RING_RADIUS**2, "square") & ~m))
-    elif family.startswith("away-"):
-        k = int(family.split("-")[1])
-        out = _away(m.cpu().numpy(), k, _family_rng(family, seed))
-        if out is not None:
-            results.append((family, torch.from_numpy(out).to(device)))
-    elif family == "object":
-        out = _object(m, _family_rng(family, seed))
-        if out is not None:
-            results.append((family, out))
-    else:  # pragma: no cover - every name in FAMILIES is handled above
-        raise AssertionError(family)
-
+    results = FAMILY_EDITS[family.split("-")[0]](m, family, seed)
     return [Edit(family, name, kind, _out(t)) for name, t in results if bool(t.any())]
 
 

@@ -10,6 +10,7 @@ import torch
 from backfire.masks import (
     ATTACKER_FAMILIES,
     BENIGN_FAMILIES,
+    FAMILY_EDITS,
     FAMILIES,
     Edit,
     bbox,
@@ -219,6 +220,10 @@ def test_ring_is_disjoint_and_within_8px():
         assert torch.equal(r, near - m), name
     m = rect(100, 120, 30, 40, 50, 70)
     assert area(ring(m)) == (20 + 16) * (30 + 16) - 20 * 30
+
+
+def test_every_family_has_its_entry_in_the_table():
+    assert {family.split("-")[0] for family in FAMILIES} == set(FAMILY_EDITS)
 
 
 def test_bbox():
