@@ -205,10 +205,6 @@ def verdict_numbers(verdict: Verdict) -> str:
     return format_verdict(verdict)
 
 
-def verdict_record(verdict: Verdict) -> dict:
-    return verdict.as_dict()
-
-
 _COLOURS = {(1.0, 0.0, 0.0): "red", (0.0, 1.0, 0.0): "green", (0.0, 0.0, 1.0): "blue"}
 
 
