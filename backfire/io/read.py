@@ -329,6 +329,18 @@ def _channels(
     return rgb, torch.from_numpy(np.ascontiguousarray(alpha)).to(torch.float32) / 255.0
 
 
+def _decoded_channels(
+    im: Image.Image, notes: list[str], shown: str, what: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_channels`, where a decoder failing on the pixels is a corrupt file (our own errors pass)."""
+    try:
+        return _channels(im, notes, shown, what)
+    except _DECODE_ERRORS as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise _corrupt(shown, what, exc) from None
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -353,12 +365,7 @@ def read_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, keep
     with _pillow_guard() as caught:
         im, notes = _open_checked(path, max_pixels, "image")
         grey = im.mode in _GREY_MODES or (im.mode == "P" and _palette_is_grey(im))
-        try:
-            rgb, alpha = _channels(im, notes, shown, "image")
-        except _DECODE_ERRORS as exc:
-            if isinstance(exc, InputError):
-                raise
-            raise _corrupt(shown, "image", exc) from None
+        rgb, alpha = _decoded_channels(im, notes, shown, "image")
         notes.extend(_warning_notes(caught))
     kept = None
     if alpha is not None:
@@ -415,12 +422,7 @@ def read_mask(
                 )
             raise InputError(msg)
         mask_notes: list[str] = []
-        try:
-            rgb, alpha = _channels(im, mask_notes, shown, "mask")
-        except _DECODE_ERRORS as exc:
-            if isinstance(exc, InputError):
-                raise
-            raise _corrupt(shown, "mask", exc) from None
+        rgb, alpha = _decoded_channels(im, mask_notes, shown, "mask")
         notes.extend(n for n in mask_notes if not n.endswith("expanded to RGB"))
         notes.extend(_warning_notes(caught))
 
