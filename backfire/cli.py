@@ -14,7 +14,7 @@ from backfire.errors import ModelError
 from backfire.inpainters import registry
 from backfire.inpainters.pipelines import AUTO, PIPELINES
 from backfire.inpainters.registry import available_models, takes_options
-from backfire.judge.verdict import format_verdict
+from backfire.judge.text import format_verdict
 from backfire.progress import Progress
 from backfire.protect.recipes import DEFAULT_RECIPE, MIN_BUDGET_255, RECIPES, get_recipe
 from backfire.protect.targets import TARGET_KINDS
@@ -351,7 +351,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from backfire.judge.evaluate import EvaluationConfig, evaluate
+    from backfire.evaluate import EvaluationConfig, evaluate
     from backfire.judge.transforms import TRANSFORMS
 
     folder = args.folder

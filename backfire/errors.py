@@ -2,7 +2,7 @@
 
 A leaf module (it imports nothing of ours): the registry, every model loader and the CLI import it
 without importing each other. Problems with the user's image and output files are
-:class:`backfire.io.InputError` (io stays the bottom layer and imports nothing of ours).
+:class:`backfire.io.InputError` (io stays the bottom layer: of ours it imports only backfire.pixels).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch import Tensor
 
-from backfire.io import quantize
+from backfire.pixels import quantize
 
 
 def example_photo(width: int = 256, height: int = 192, seed: int = 0) -> tuple[Tensor, Tensor]:

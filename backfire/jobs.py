@@ -21,7 +21,8 @@ from backfire import io
 from backfire.inpainters.base import Inpainter
 from backfire.inpainters.pipelines import AUTO, default_pipeline, wrap
 from backfire.inpainters.registry import CHOICES, load_inpainter, resolve_models
-from backfire.judge.verdict import VERDICT_FAMILIES, EditImages, Verdict, judge, preview
+from backfire.judge.preview import preview
+from backfire.judge.verdict import VERDICT_FAMILIES, EditImages, Verdict, judge
 from backfire.protect.engine import Protection, StepCallback, protect
 from backfire.protect.recipes import Recipe
 from backfire.protect.targets import TargetKind, make_target

@@ -70,8 +70,10 @@ from torch import Tensor
 __all__ = [
     "ATTACKER_FAMILIES",
     "BENIGN_FAMILIES",
+    "Box",
     "EDIT_KINDS",
     "FAMILIES",
+    "FAMILY_EDITS",
     "Edit",
     "EditKind",
     "bbox",
@@ -106,6 +108,10 @@ BENIGN_FAMILIES: tuple[str, ...] = ("ring", "away-0", "away-16", "away-64", "obj
 FAMILIES: tuple[str, ...] = ATTACKER_FAMILIES + BENIGN_FAMILIES
 
 Shape = Literal["disk", "square"]
+
+Box = tuple[int, int, int, int]
+"""A rectangle of pixels ``(left, top, right, bottom)``, right and bottom exclusive: PIL's order and IOPaint's,
+the one order of boxes in backfire (``image[..., top:bottom, left:right]`` is the box's content)."""
 
 # Tunables of the random families (documented in the module docstring).
 _STROKE_WIDTH = (8, 40)  # inclusive, px
@@ -167,16 +173,16 @@ def _out(mask: Tensor) -> Tensor:
     return mask.to(torch.float32)
 
 
-def _bbox_bool(m: Tensor) -> tuple[int, int, int, int]:
+def _bbox_bool(m: Tensor) -> Box:
     rows = torch.nonzero(m.any(dim=1)).flatten()
     if rows.numel() == 0:
         raise ValueError("bbox of an empty mask")
     cols = torch.nonzero(m.any(dim=0)).flatten()
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def bbox(mask: Tensor) -> tuple[int, int, int, int]:
-    """The bounding box ``(top, left, bottom, right)`` of the selected pixels; bottom/right exclusive.
+def bbox(mask: Tensor) -> Box:
+    """The bounding :data:`Box` ``(left, top, right, bottom)`` of the selected pixels; right/bottom exclusive.
 
     Raises ``ValueError`` on an empty mask.
     """
@@ -238,7 +244,7 @@ def _dilate_bool(m: Tensor, r2: int, shape: Shape = "disk") -> Tensor:
         return m.clone()
     radius = math.isqrt(r2)
     h, w = m.shape
-    top, left, bottom, right = _bbox_bool(m)
+    left, top, right, bottom = _bbox_bool(m)
     t, l, b, r = max(0, top - radius), max(0, left - radius), min(h, bottom + radius), min(w, right + radius)
     out = torch.zeros_like(m)
     out[t:b, l:r] = _morph(m[t:b, l:r], r2, shape, dilation=True)
@@ -249,7 +255,7 @@ def _erode_bool(m: Tensor, r2: int, shape: Shape = "disk") -> Tensor:
     if r2 <= 0 or not bool(m.any()):
         return m.clone()
     h, w = m.shape
-    top, left, bottom, right = _bbox_bool(m)
+    left, top, right, bottom = _bbox_bool(m)
     # A one-pixel margin of background (where the crop is not at the frame) stops the structuring
     # element before it reaches the crop's padding, which is "inside" like the outside of the frame.
     t, l, b, r = max(0, top - 1), max(0, left - 1), min(h, bottom + 1), min(w, right + 1)
@@ -461,7 +467,7 @@ def _away(m: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray | None:
 
 def _object(m: Tensor, rng: np.random.Generator) -> Tensor | None:
     h, w = m.shape
-    top, left, bottom, right = _bbox_bool(m)
+    left, top, right, bottom = _bbox_bool(m)
     bh, bw = bottom - top, right - left
     if bh > h or bw > w:
         return None
@@ -514,6 +520,59 @@ def family_kind(family: str) -> EditKind:
     raise ValueError(f"unknown mask family {family!r}; valid: {', '.join(FAMILIES)}")
 
 
+EditMasks = Callable[[Tensor, str, int], list[tuple[str, Tensor]]]
+"""What one family makes of the region M (bool, H×W): its edits as ``(name, bool mask)``; called with the
+family's full name (``dilate-8`` carries its size) and the seed of the random families."""
+
+
+def _size(family: str) -> int:
+    return int(family.split("-")[1])
+
+
+def _family_box(m: Tensor, family: str, seed: int) -> list[tuple[str, Tensor]]:
+    l, t, r, b = _bbox_bool(m)
+    box = torch.zeros_like(m)
+    box[max(0, t - _BOX_GROW) : b + _BOX_GROW, max(0, l - _BOX_GROW) : r + _BOX_GROW] = True
+    return [(family, box)]
+
+
+def _family_strokes(m: Tensor, family: str, seed: int) -> list[tuple[str, Tensor]]:
+    return [(family, torch.from_numpy(_strokes(m.cpu().numpy(), _family_rng(family, seed))).to(m.device))]
+
+
+def _family_shift(m: Tensor, family: str, seed: int) -> list[tuple[str, Tensor]]:
+    l, t, r, b = _bbox_bool(m)
+    dy, dx = max(1, math.floor(0.1 * (b - t) + 0.5)), max(1, math.floor(0.1 * (r - l) + 0.5))
+    moves = {"up": (-dy, 0), "down": (dy, 0), "left": (0, -dx), "right": (0, dx)}
+    return [(f"{family}/{n}", m | _shift(m, sy, sx)) for n, (sy, sx) in moves.items()]
+
+
+def _family_away(m: Tensor, family: str, seed: int) -> list[tuple[str, Tensor]]:
+    out = _away(m.cpu().numpy(), _size(family), _family_rng(family, seed))
+    return [] if out is None else [(family, torch.from_numpy(out).to(m.device))]
+
+
+def _family_object(m: Tensor, family: str, seed: int) -> list[tuple[str, Tensor]]:
+    out = _object(m, _family_rng(family, seed))
+    return [] if out is None else [(family, out)]
+
+
+FAMILY_EDITS: dict[str, EditMasks] = {
+    "exact": lambda m, family, seed: [(family, m.clone())],
+    "dilate": lambda m, family, seed: [(family, _dilate_bool(m, _size(family) ** 2, "disk"))],
+    "box": _family_box,
+    "strokes": _family_strokes,
+    "partial": lambda m, family, seed: [(f"{family}/{n}", half) for n, half in _partial(m)],
+    "shift": _family_shift,
+    "erode": lambda m, family, seed: [(family, _erode_bool(m, _size(family) ** 2, "disk"))],
+    "ring": lambda m, family, seed: [(family, _dilate_bool(m, _RING_RADIUS**2, "square") & ~m)],
+    "away": _family_away,
+    "object": _family_object,
+}
+"""Each family's edits, by the family's name up to its size (``dilate-8`` → ``dilate``): a new family is a
+name in :data:`ATTACKER_FAMILIES` or :data:`BENIGN_FAMILIES` and an entry here."""
+
+
 def family_masks(mask: Tensor, family: str, seed: int = 0) -> list[Edit]:
     """The edits of one family for the protected-region mask ``mask`` (0..n of them, never empty).
 
@@ -527,47 +586,7 @@ def family_masks(mask: Tensor, family: str, seed: int = 0) -> list[Edit]:
     m = _as_bool(mask)
     if not bool(m.any()):
         raise ValueError("the protected-region mask is empty")
-    device = m.device
-    results: list[tuple[str, Tensor]] = []
-
-    if family == "exact":
-        results.append((family, m.clone()))
-    elif family.startswith("dilate-"):
-        k = int(family.split("-")[1])
-        results.append((family, _dilate_bool(m, k * k, "disk")))
-    elif family == "box":
-        h, w = m.shape
-        t, l, b, r = _bbox_bool(m)
-        box = torch.zeros_like(m)
-        box[max(0, t - _BOX_GROW) : b + _BOX_GROW, max(0, l - _BOX_GROW) : r + _BOX_GROW] = True
-        results.append((family, box))
-    elif family == "strokes":
-        cov = _strokes(m.cpu().numpy(), _family_rng(family, seed))
-        results.append((family, torch.from_numpy(cov).to(device)))
-    elif family == "partial-50":
-        results.extend((f"{family}/{n}", half) for n, half in _partial(m))
-    elif family == "shift-10":
-        t, l, b, r = _bbox_bool(m)
-        dy, dx = max(1, math.floor(0.1 * (b - t) + 0.5)), max(1, math.floor(0.1 * (r - l) + 0.5))
-        for n, (sy, sx) in {"up": (-dy, 0), "down": (dy, 0), "left": (0, -dx), "right": (0, dx)}.items():
-            results.append((f"{family}/{n}", m | _shift(m, sy, sx)))
-    elif family.startswith("erode-"):
-        k = int(family.split("-")[1])
-        results.append((family, _erode_bool(m, k * k, "disk")))
-    elif family == "ring":
-        results.append((family, _dilate_bool(m, _RING_RADIUS**2, "square") & ~m))
-    elif family.startswith("away-"):
-        k = int(family.split("-")[1])
-        out = _away(m.cpu().numpy(), k, _family_rng(family, seed))
-        if out is not None:
-            results.append((family, torch.from_numpy(out).to(device)))
-    elif family == "object":
-        out = _object(m, _family_rng(family, seed))
-        if out is not None:
-            results.append((family, out))
-    else:  # pragma: no cover - every name in FAMILIES is handled above
-        raise AssertionError(family)
-
+    results = FAMILY_EDITS[family.split("-")[0]](m, family, seed)
     return [Edit(family, name, kind, _out(t)) for name, t in results if bool(t.any())]
 
 

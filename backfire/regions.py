@@ -12,7 +12,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from backfire.io import InputError, to_uint8
+from backfire.io import InputError
+from backfire.pixels import to_uint8
 
 FACE_GROW = 0.15  # the Haar box is tight around eyes and mouth: grow it so the ellipse covers brow and chin
 

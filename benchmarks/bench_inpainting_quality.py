@@ -33,6 +33,7 @@ from backfire.inpainters.ffc import coarse_fill
 from backfire.inpainters.registry import load_inpainter
 from backfire.judge import metrics
 from backfire.judge.fid import InceptionFeatures, frechet_distance
+from backfire.pixels import to_uint8
 from backfire.train.masks import random_mask
 from backfire.train.data import load_crops
 
@@ -43,7 +44,7 @@ def held_out_images(data: Path, faces: int, max_side: int) -> list[tuple[str, to
     for path in sorted((data / "photos" / "eval_face").glob("*"))[: faces * 2]:
         if path.suffix.lower() not in io.IMAGE_EXTENSIONS or len(images) >= len(val) + faces:
             continue
-        picture = Image.fromarray(io.to_uint8(io.read_image(path).pixels))
+        picture = Image.fromarray(to_uint8(io.read_image(path).pixels))
         scale = min(1.0, max_side / max(picture.size))
         picture = picture.resize((max(8, round(picture.width * scale)), max(8, round(picture.height * scale))),
                                  Image.Resampling.LANCZOS)
@@ -54,7 +55,7 @@ def held_out_images(data: Path, faces: int, max_side: int) -> list[tuple[str, to
 def opencv_fill(image: torch.Tensor, mask: torch.Tensor, flag: int) -> torch.Tensor:
     import cv2
 
-    bgr = np.ascontiguousarray(io.to_uint8(image)[..., ::-1])
+    bgr = np.ascontiguousarray(to_uint8(image)[..., ::-1])
     filled = cv2.inpaint(bgr, (mask.numpy() > 0.5).astype(np.uint8) * 255, 3, flag)
     return torch.from_numpy(np.ascontiguousarray(filled[..., ::-1])).permute(2, 0, 1).float() / 255
 
@@ -69,7 +70,7 @@ def score_methods(methods: dict[str, Callable[[torch.Tensor, torch.Tensor], torc
     rng = np.random.default_rng(seed)
     for _, image in images:
         mask = torch.from_numpy(random_mask(image.shape[1], image.shape[2], rng)).float()
-        top, left, bottom, right = mask_ops.bbox(mask)
+        left, top, right, bottom = mask_ops.bbox(mask)
         originals.append(image)
         for method, inpaint in methods.items():
             start = time.perf_counter()

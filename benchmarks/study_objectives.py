@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from backfire import io as bio
 from backfire import masks as mask_ops
 from backfire.inpainters import Inpainter, load_inpainter
 from backfire.inpainters.ffc import ConcatTupleLayer
 from backfire.judge.verdict import judge
+from backfire.pixels import quantize
 from backfire.protect import PAPER, protect
 from backfire.protect.engine import masked_mse
 from backfire.protect.optimisers import SignDescent
@@ -79,7 +79,7 @@ def feature_protect(model: Inpainter, image: torch.Tensor, region: torch.Tensor,
             optimiser.step()
             with torch.no_grad():
                 delta.copy_((x + delta.clamp(-budget, budget)).clamp(0, 1) - x)
-        return bio.quantize((x + delta).detach().clamp(0, 1)).cpu()
+        return quantize((x + delta).detach().clamp(0, 1)).cpu()
     finally:
         hook.remove()
 

@@ -36,6 +36,7 @@ from backfire import masks as mask_ops
 from backfire.inpainters import Inpainter, load_inpainter
 from backfire.judge.metrics import mean_abs_in
 from backfire.judge.verdict import FAIL_DISTANCE as FAIL_AT
+from backfire.pixels import quantize
 from backfire.protect import PAPER, protect
 from backfire.protect.recipes import Recipe
 from backfire.protect.targets import make_target
@@ -64,7 +65,7 @@ def runs(steps: int) -> list[Run]:
 def crop_around(image: torch.Tensor, region: torch.Tensor, side: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A ``side`` px square centred on the region's box, grown to keep 32 px of context around it."""
     h, w = region.shape
-    y0, x0, y1, x1 = mask_ops.bbox(region)
+    x0, y0, x1, y1 = mask_ops.bbox(region)
     side = max(side, y1 - y0 + 64, x1 - x0 + 64)
     sy, sx = min(side, h), min(side, w)
     top = min(max((y0 + y1) // 2 - sy // 2, 0), h - sy)
@@ -83,7 +84,7 @@ def pick_pairs(folder: Path, count: int) -> list[tuple[Path, Path]]:
 
 
 def distance(model: Inpainter, image: torch.Tensor, region: torch.Tensor, target: torch.Tensor) -> float:
-    saved = bio.quantize(image)
+    saved = quantize(image)
     with torch.no_grad():
         fill = model(saved[None].to(model.device), region[None, None].to(model.device))[0].cpu()
     return mean_abs_in(fill, target, region)

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from backfire import cli, io
-from backfire.app import batch, engine
+from backfire.app import batch, service
 from backfire.examples import example_photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 # ------------------------------------------------------------------------------ without Gradio
 
 def test_model_menu_starts_with_the_default_and_lists_every_registry_model():
-    choices = engine.available_choices()
+    choices = service.available_choices()
     assert choices[0] == cli.DEFAULT_MODEL and set(choices) >= {"backfire-s", "lama", "sd-inpaint"}
 
 
@@ -68,7 +68,7 @@ def test_batch_protects_pairs_and_zips_reports_with_a_csv_row_per_photo(files, t
         zf.write(files["photo"], "set/lonely.png")
         zf.writestr("__MACOSX/._second.png", b"junk")
     result = batch.run([files["photo"], files["mask"], archive], tmp_path / "work",
-                       engine.Settings(steps=1, device="cpu"))
+                       service.Settings(steps=1, device="cpu"))
     with zipfile.ZipFile(result.archive) as zf:
         names = sorted(zf.namelist())
         rows = list(csv.DictReader(_io.StringIO(zf.read(batch.CSV_NAME).decode())))

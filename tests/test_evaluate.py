@@ -12,9 +12,9 @@ import torch
 
 from backfire import cli
 from backfire import io as bio
+from backfire.evaluate import COLUMNS
 from backfire.examples import example_photo
 from backfire.judge import metrics
-from backfire.judge.evaluate import COLUMNS
 from backfire.judge.transforms import TRANSFORMS, get_transforms
 from tests.conftest import run_cli
 

@@ -10,6 +10,7 @@ import torch
 from backfire.masks import (
     ATTACKER_FAMILIES,
     BENIGN_FAMILIES,
+    FAMILY_EDITS,
     FAMILIES,
     Edit,
     bbox,
@@ -221,10 +222,14 @@ def test_ring_is_disjoint_and_within_8px():
     assert area(ring(m)) == (20 + 16) * (30 + 16) - 20 * 30
 
 
+def test_every_family_has_its_entry_in_the_table():
+    assert {family.split("-")[0] for family in FAMILIES} == set(FAMILY_EDITS)
+
+
 def test_bbox():
-    assert bbox(rect(50, 60, 3, 7, 20, 31)) == (3, 7, 20, 31)
-    assert bbox(MASKS["pixel"]) == (25, 33, 26, 34)
-    assert bbox(MASKS["components"]) == (10, 28, 120, 201)
+    assert bbox(rect(50, 60, 3, 7, 20, 31)) == (7, 3, 31, 20)  # rect takes top, left, bottom, right
+    assert bbox(MASKS["pixel"]) == (33, 25, 34, 26)
+    assert bbox(MASKS["components"]) == (28, 10, 201, 120)
     with pytest.raises(ValueError):
         bbox(torch.zeros(5, 5))
 
@@ -279,7 +284,7 @@ def test_every_family_keeps_its_promises(name):
             assert len(got) == 1 and subset(m, got[0].mask)
             assert torch.equal(got[0].mask, dilate(m, k, "disk"))
         elif family == "box":
-            t, l, b, r = bbox(m)
+            l, t, r, b = bbox(m)
             h, w = m.shape
             expected = rect(h, w, max(0, t - 4), max(0, l - 4), min(h, b + 4), min(w, r + 4))
             assert len(got) == 1 and torch.equal(got[0].mask, expected)
@@ -317,8 +322,8 @@ def test_every_family_keeps_its_promises(name):
             assert len(got) <= 1
             if got:
                 o = got[0].mask
-                t, l, b, r = bbox(m)
-                ot, ol, ob, orr = bbox(o)
+                l, t, r, b = bbox(m)
+                ol, ot, orr, ob = bbox(o)
                 assert (ob - ot, orr - ol) == (b - t, r - l)
                 assert area(o) == (b - t) * (r - l), "a solid box"
                 assert disjoint(dilate(o, 1, "square"), m), "does not touch M"

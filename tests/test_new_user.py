@@ -12,7 +12,9 @@ from PIL import Image
 from backfire import cli, jobs
 from backfire import io as bio
 from backfire.examples import example_photo
-from backfire.judge.verdict import EditImages, preview
+from backfire.judge.preview import preview
+from backfire.judge.verdict import EditImages
+from backfire.pixels import to_pil
 from tests.conftest import lama_args as _model
 from tests.conftest import run_cli
 
@@ -137,7 +139,7 @@ def test_greyscale_stays_greyscale_and_transparency_is_kept(capsys, weights, tmp
     grey = (image.mean(0) * 255).round().byte().numpy()
     Image.fromarray(grey, mode="L").save(tmp_path / "g.png")
     alpha = np.tile(np.linspace(0, 255, 48, dtype=np.uint8), (40, 1))
-    rgba = np.dstack([np.asarray(bio.to_pil(image)), alpha])
+    rgba = np.dstack([np.asarray(to_pil(image)), alpha])
     Image.fromarray(rgba, mode="RGBA").save(tmp_path / "t.png")
     bio.save_mask(mask, tmp_path / "m.png")
     for name in ("g", "t"):

@@ -14,7 +14,8 @@ import torch
 from backfire import models
 from backfire.errors import ModelError
 from backfire.inpainters import registry
-from backfire.inpainters.lama import LamaInpainter, random_generator
+from backfire.inpainters.fixtures import random_lama_generator
+from backfire.inpainters.lama import LamaInpainter
 from backfire.inpainters.pipelines import IOPaintPipeline, default_pipeline, wrap
 from backfire.inpainters.registry import SPECS, ModelSpec, get_spec, load_inpainter, resolve_models, takes_options
 from backfire.inpainters.specs import Conventions, Release, Shipped
@@ -63,7 +64,7 @@ def test_dtype_and_pipeline_come_from_the_spec():
 
 def _load_tiny(weights, device, dtype, name="tiny"):
     """A loader for the test entry below: the registry gives it the resolved device and dtype and the name."""
-    return LamaInpainter(random_generator(TINY, seed=int(weights)), device, dtype, name)
+    return LamaInpainter(random_lama_generator(TINY, seed=int(weights)), device, dtype, name)
 
 
 def test_a_new_model_is_one_entry(monkeypatch, tmp_path):

@@ -10,7 +10,9 @@ from backfire.examples import example_photo
 from backfire.inpainters import mat
 from backfire.inpainters.base import Inpainter, Network, Wrapper, draw_seed
 from backfire.inpainters.cleaning import CleaningSampler, with_cleaning
-from backfire.inpainters.lama import TINY_LAMA, LamaInpainter, random_generator
+from backfire.inpainters import fixtures
+from backfire.inpainters.fixtures import TINY_LAMA, random_lama_generator
+from backfire.inpainters.lama import LamaInpainter
 from backfire.inpainters.pipelines import EveryStrategy, IOPaintPipeline, wrap
 from backfire.inpainters.specs import Conventions
 from backfire.judge.verdict import judge
@@ -21,13 +23,13 @@ SMALL, LARGE = (48, 64), (96, 840)
 
 @pytest.fixture(scope="module")
 def lama() -> LamaInpainter:
-    return LamaInpainter(random_generator(TINY_LAMA, seed=3), name="lama")
+    return LamaInpainter(random_lama_generator(TINY_LAMA, seed=3), name="lama")
 
 
 @pytest.fixture(scope="module")
 def tiny_mat() -> mat.MATInpainter:
     config = mat.MATConfig(resolution=128, z_dim=16, w_dim=16, dim=12, channel_base=1024, channel_max=16)
-    return mat.MATInpainter(mat.random_mat_generator(config, seed=1))
+    return mat.MATInpainter(fixtures.random_mat_generator(config, seed=1))
 
 
 def _case(size, seed=0):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from backfire.app import engine
+from backfire.app import service
 
 MAX_MEMBERS = 1000
 MAX_UNPACKED_BYTES = 4 << 30
@@ -46,14 +46,14 @@ def unpack(uploads: Sequence[Path], inbox: Path) -> list[Path]:
         upload = Path(upload)
         if upload.suffix.lower() == ".zip":
             unpacked += _unzip(upload, inbox, MAX_UNPACKED_BYTES - unpacked)
-        elif upload.suffix.lower() in engine.IMAGE_EXTENSIONS:
+        elif upload.suffix.lower() in service.IMAGE_EXTENSIONS:
             shutil.copyfile(upload, _fresh(inbox, upload.name))
         else:
-            raise engine.InputError(f"{upload.name}: not an image ({', '.join(engine.IMAGE_EXTENSIONS)}) "
+            raise service.InputError(f"{upload.name}: not an image ({', '.join(service.IMAGE_EXTENSIONS)}) "
                                        "or a .zip of images")
     files = sorted(p for p in inbox.iterdir() if p.is_file())
     if not files:
-        raise engine.InputError("no photos: upload images (NAME.png, optional NAME_mask.png) or a .zip of them")
+        raise service.InputError("no photos: upload images (NAME.png, optional NAME_mask.png) or a .zip of them")
     return files
 
 
@@ -62,10 +62,10 @@ def _unzip(archive: Path, inbox: Path, allowance: int) -> int:
         with zipfile.ZipFile(archive) as zf:
             members = [m for m in zf.infolist() if not m.is_dir() and _wanted(m.filename)]
             if len(members) > MAX_MEMBERS:
-                raise engine.InputError(f"{archive.name}: {len(members)} images; at most {MAX_MEMBERS} per batch")
+                raise service.InputError(f"{archive.name}: {len(members)} images; at most {MAX_MEMBERS} per batch")
             total = sum(m.file_size for m in members)
             if total > allowance:
-                raise engine.InputError(f"{archive.name}: unpacks to {total / 2**20:.0f} MiB; at most "
+                raise service.InputError(f"{archive.name}: unpacks to {total / 2**20:.0f} MiB; at most "
                                            f"{allowance / 2**20:.0f} MiB")
             for member in members:
                 target = _fresh(inbox, Path(member.filename).name)
@@ -73,13 +73,13 @@ def _unzip(archive: Path, inbox: Path, allowance: int) -> int:
                     _copy_at_most(source, sink, member.file_size, archive.name)
             return total
     except (zipfile.BadZipFile, EOFError, OSError) as error:
-        raise engine.InputError(f"{archive.name}: not a readable zip ({error})") from None
+        raise service.InputError(f"{archive.name}: not a readable zip ({error})") from None
 
 
 def _wanted(name: str) -> bool:
     """Image files only; no folders' metadata (``__MACOSX/``), no hidden files."""
     path = Path(name)
-    return (path.suffix.lower() in engine.IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return (path.suffix.lower() in service.IMAGE_EXTENSIONS and not path.name.startswith(".")
             and "__MACOSX" not in path.parts)
 
 
@@ -88,29 +88,29 @@ def _copy_at_most(source, sink, limit: int, shown: str) -> None:
     while chunk := source.read(1 << 20):
         written += len(chunk)
         if written > limit:
-            raise engine.InputError(f"{shown}: a member is larger than the zip says")
+            raise service.InputError(f"{shown}: a member is larger than the zip says")
         sink.write(chunk)
 
 
 def _fresh(folder: Path, name: str) -> Path:
     target = folder / name
     if target.exists() or not name or name.startswith("."):
-        raise engine.InputError(f"{name or '(no name)'}: two uploads share this name (or it is hidden); "
+        raise service.InputError(f"{name or '(no name)'}: two uploads share this name (or it is hidden); "
                                    "rename one")
     return target
 
 
-def pair(files: Sequence[Path], detector: str | None, log: engine.Log) -> tuple[list[tuple[Path, Path]], list[dict]]:
+def pair(files: Sequence[Path], detector: str | None, log: service.Log) -> tuple[list[tuple[Path, Path]], list[dict]]:
     """``NAME`` → ``NAME_mask``; a photo without a mask gets one from ``detector`` (``faces``/``text``), or an
     error row."""
     masks = {p.stem[: -len(MASK_SUFFIX)]: p for p in files if p.stem.endswith(MASK_SUFFIX) and p.stem != MASK_SUFFIX}
     photos = [p for p in files if p not in masks.values()]
     if not photos:
-        raise engine.InputError("only masks were uploaded: add the photos (NAME.png beside NAME_mask.png)")
+        raise service.InputError("only masks were uploaded: add the photos (NAME.png beside NAME_mask.png)")
     stems = [p.stem for p in photos]
     twice = sorted({s for s in stems if stems.count(s) > 1})
     if twice:
-        raise engine.InputError(f"several photos are named {', '.join(twice)} (different extensions); "
+        raise service.InputError(f"several photos are named {', '.join(twice)} (different extensions); "
                                 "rename them: each gives NAME.png")
     pairs, errors = [], []
     for photo in photos:
@@ -120,28 +120,28 @@ def pair(files: Sequence[Path], detector: str | None, log: engine.Log) -> tuple[
                 mask = _detect(photo, detector)
                 log(f"{photo.name}: region found by the {detector} detector")
             pairs.append((photo, mask))
-        except engine.PROBLEMS as error:
+        except service.PROBLEMS as error:
             errors.append(_row(photo, None, "", error=str(error)))
     return pairs, errors
 
 
 def _detect(photo: Path, detector: str | None) -> Path:
     if detector is None:
-        raise engine.InputError(f"no mask {photo.stem}{MASK_SUFFIX}.png and no detector chosen")
-    pixels, _ = engine.read_photo(photo)
+        raise service.InputError(f"no mask {photo.stem}{MASK_SUFFIX}.png and no detector chosen")
+    pixels, _ = service.read_photo(photo)
     mask = photo.with_name(f"{photo.stem}{MASK_SUFFIX}.png")
     if mask.exists():
-        raise engine.InputError(f"{mask.name} exists but is not a mask of {photo.name}")
-    engine.save_region(engine.detect(detector, pixels), mask)
+        raise service.InputError(f"{mask.name} exists but is not a mask of {photo.name}")
+    service.save_region(service.detect(detector, pixels), mask)
     return mask
 
 
-def run(uploads: Sequence[Path], work: Path, settings: engine.Settings, detector: str | None = None,
-        on_photo: OnPhoto | None = None, on_step: engine.OnStep | None = None,
-        log: engine.Log | None = None) -> BatchResult:
+def run(uploads: Sequence[Path], work: Path, settings: service.Settings, detector: str | None = None,
+        on_photo: OnPhoto | None = None, on_step: service.OnStep | None = None,
+        log: service.Log | None = None) -> BatchResult:
     """Protect every uploaded photo; a photo that fails is a CSV row with its error, the others go on."""
     log = log or (lambda _: None)
-    engine.check_settings(settings)
+    service.check_settings(settings)
     inbox, outbox = work / "in", work / "out"
     for folder in (inbox, outbox):
         shutil.rmtree(folder, ignore_errors=True)
@@ -151,8 +151,8 @@ def run(uploads: Sequence[Path], work: Path, settings: engine.Settings, detector
         if on_photo is not None:
             on_photo(i, len(pairs), photo.name)
         try:
-            done = engine.protect(photo, mask, outbox / f"{photo.stem}.png", settings, on_step, log)
-        except engine.PROBLEMS as error:
+            done = service.protect(photo, mask, outbox / f"{photo.stem}.png", settings, on_step, log)
+        except service.PROBLEMS as error:
             rows.append(_row(photo, None, mask.name, error=str(error)))
             continue
         rows.extend(_row(photo, done, mask.name, verdict=v) for v in done.verdicts)
@@ -160,7 +160,7 @@ def run(uploads: Sequence[Path], work: Path, settings: engine.Settings, detector
     return BatchResult(_archive(outbox, rows, work / ZIP_NAME), rows)
 
 
-def _row(photo: Path, done: engine.Protection | None, mask: str, verdict=None, error: str = "") -> dict:
+def _row(photo: Path, done: service.ProtectedPhoto | None, mask: str, verdict=None, error: str = "") -> dict:
     row = dict.fromkeys(CSV_FIELDS, "")
     row.update(image=photo.name, mask=mask, error=error)
     if done is not None and verdict is not None:

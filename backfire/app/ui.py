@@ -1,4 +1,4 @@
-"""The page: Protect, Verify and Batch tabs, built with Gradio over :mod:`backfire.app.engine`.
+"""The page: Protect, Verify and Batch tabs, built with Gradio over :mod:`backfire.app.service`.
 
 Everything a user uploads or the app writes lives in a per-browser-session folder under the app's
 temporary root, removed when the tab closes (the page's unload event; its running job stops at the
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from backfire.app import batch, engine
+from backfire.app import batch, service
 
 BRUSH_COLOUR = ("#ff00ff", 0.6)  # magenta at 60 %: the region shows, and so does the photo under it
 OVERLAY_RGBA = (255, 0, 255, 153)  # the same colour, for regions the app draws (detectors, boxes, mask files)
@@ -75,7 +75,7 @@ def _friendly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except engine.PROBLEMS as error:
+        except service.PROBLEMS as error:
             raise gr.Error(str(error), print_exception=False) from None
         except (MemoryError, torch.OutOfMemoryError):
             raise gr.Error("out of memory: try a smaller photo", print_exception=False) from None
@@ -83,7 +83,7 @@ def _friendly(fn):
 
 
 class StepClock:
-    """The engine's step callback: page progress (step i/N, time left) and the cancel check."""
+    """The service's step callback: page progress (step i/N, time left) and the cancel check."""
 
     def __init__(self, session: Session, progress: gr.Progress, label: str = "") -> None:
         self.session, self.progress, self.label = session, progress, label
@@ -92,7 +92,7 @@ class StepClock:
 
     def check(self) -> None:
         if self.session.generation != self.generation:
-            raise engine.Cancelled()
+            raise service.Cancelled()
 
     def __call__(self, step: int, total: int, loss: float | None = None) -> None:
         self.check()
@@ -156,15 +156,15 @@ def editor_mask(value: dict | None, size: tuple[int, int]) -> torch.Tensor:
 
 def _need_photo(session: Session) -> None:
     if session.photo is None:
-        raise engine.InputError("upload a photo first")
+        raise service.InputError("upload a photo first")
 
 
-def _settings(model, weights, recipe, budget, steps, device: str, local_paths: bool = True) -> engine.Settings:
+def _settings(model, weights, recipe, budget, steps, device: str, local_paths: bool = True) -> service.Settings:
     if (weights or "=" in (model or "")) and not local_paths:
-        raise engine.InputError("weights paths are taken only when the app serves this machine alone "
+        raise service.InputError("weights paths are taken only when the app serves this machine alone "
                                 "(backfire app --host 127.0.0.1): a path names a file on the server")
-    return engine.Settings(model=(model or engine.available_choices()[0]).strip(), weights=weights or None,
-                           recipe=recipe or engine.default_recipe(),
+    return service.Settings(model=(model or service.available_choices()[0]).strip(), weights=weights or None,
+                           recipe=recipe or service.default_recipe(),
                            budget_255=None if budget in (None, "") else float(budget),
                            steps=None if steps in (None, "") else int(steps), device=device)
 
@@ -221,7 +221,7 @@ class Page:
             session.photo = session.size = session.view = None
             return None, ""
         source = Path(upload)
-        engine.read_photo(source)  # refused here, before anything is kept, if the CLI would refuse it
+        service.read_photo(source)  # refused here, before anything is kept, if the CLI would refuse it
         photo = session.fresh("photo") / source.name
         shutil.copyfile(source, photo)
         return self._use(session, photo)
@@ -244,14 +244,14 @@ class Page:
 
     def _use(self, session: Session, photo: Path) -> tuple:
         """Make ``photo`` the session's photo and show it in the editor, scaled down when large."""
-        pixels, notes = engine.read_photo(photo)
+        pixels, notes = service.read_photo(photo)
         session.photo = photo
         session.size = (int(pixels.shape[-1]), int(pixels.shape[-2]))
         session.view = session.fresh("view") / "photo.png"
         view_size = _view_size(session.size)
         if view_size != session.size:
             pixels = torch.nn.functional.interpolate(pixels[None], size=view_size[::-1], mode="area")[0]
-        engine.save_photo(pixels, session.view)
+        service.save_photo(pixels, session.view)
         w, h = session.size
         shown = "" if view_size == session.size else f", shown at {view_size[0]}×{view_size[1]}"
         status = f"**{photo.name}**: {w}×{h} px{shown}. Now paint the region to protect."
@@ -267,21 +267,21 @@ class Page:
 
     @_friendly
     def detect_faces(self, value: dict | None, request: gr.Request):
-        return self._add(request, value, lambda s: engine.detect("faces", engine.read_photo(s.photo)[0]))
+        return self._add(request, value, lambda s: service.detect("faces", service.read_photo(s.photo)[0]))
 
     @_friendly
     def detect_text(self, value: dict | None, request: gr.Request):
-        return self._add(request, value, lambda s: engine.detect("text", engine.read_photo(s.photo)[0]))
+        return self._add(request, value, lambda s: service.detect("text", service.read_photo(s.photo)[0]))
 
     @_friendly
     def add_box(self, value: dict | None, text: str, request: gr.Request):
-        return self._add(request, value, lambda s: engine.box(s.size, text or ""))
+        return self._add(request, value, lambda s: service.box(s.size, text or ""))
 
     @_friendly
     def add_mask_file(self, value: dict | None, mask_file: str | None, request: gr.Request):
         if not mask_file:
             return gr.skip(), ""
-        return self._add(request, value, lambda s: engine.read_region(Path(mask_file), s.size))
+        return self._add(request, value, lambda s: service.read_region(Path(mask_file), s.size))
 
     @_friendly
     def clear_region(self, request: gr.Request):
@@ -299,9 +299,9 @@ class Page:
         _need_photo(session)
         region = editor_mask(value, session.size)
         if not region.any():
-            raise engine.InputError("paint the region to protect first (brush, detect, box or mask file)")
+            raise service.InputError("paint the region to protect first (brush, detect, box or mask file)")
         mask = session.fresh("region") / f"{session.photo.stem}_mask.png"
-        engine.save_region(region, mask)
+        service.save_region(region, mask)
         settings = _settings(model, weights, recipe, budget, steps, self.device, self.local_paths)
         return self._protect(session, session.photo, mask, settings, progress)
 
@@ -310,20 +310,20 @@ class Page:
                       request: gr.Request, progress=gr.Progress()):
         """API: protect ``photo`` in the region of the mask file ``mask`` (white = protect)."""
         if not photo or not mask:
-            raise engine.InputError("give a photo and its mask")
+            raise service.InputError("give a photo and its mask")
         settings = _settings(model, weights, recipe, budget, steps, self.device, self.local_paths)
         return self._protect(self.sessions.get(request), Path(photo), Path(mask), settings, progress)
 
-    def _protect(self, session: Session, photo: Path, mask: Path, settings: engine.Settings, progress):
+    def _protect(self, session: Session, photo: Path, mask: Path, settings: service.Settings, progress):
         progress(0, desc="loading the model…")
         out = session.fresh("result") / f"{photo.stem}.png"
         try:
-            done = engine.protect(photo, mask, out, settings, on_step=StepClock(session, progress))
-        except engine.Cancelled:
+            done = service.protect(photo, mask, out, settings, on_step=StepClock(session, progress))
+        except service.Cancelled:
             return None, None, "", None, "", "", CANCELLED
-        words = "\n\n".join(f"**{engine.verdict_words(v)}**" for v in done.verdicts)
-        numbers = "\n\n".join(engine.verdict_numbers(v) for v in done.verdicts)
-        warning = "" if engine.resists_recompression(settings.recipe) else JPEG_WARNING
+        words = "\n\n".join(f"**{service.verdict_words(v)}**" for v in done.verdicts)
+        numbers = "\n\n".join(service.verdict_numbers(v) for v in done.verdicts)
+        warning = "" if service.resists_recompression(settings.recipe) else JPEG_WARNING
         notes = "".join(f"\n\n{n}" for n in done.notes)
         status = f"Done: **{done.protected.name}** and its report.{notes}"
         return (str(done.protected), [str(done.protected), str(done.report), str(done.preview)], warning,
@@ -334,26 +334,26 @@ class Page:
                request: gr.Request, progress=gr.Progress()):
         """The attacker's edit of a protected photo (and of its original, with the verdict, when given)."""
         if not protected or not mask:
-            raise engine.InputError("give the protected photo and its mask")
+            raise service.InputError("give the protected photo and its mask")
         settings = _settings(model, weights, None, None, None, self.device, self.local_paths)
         folder = self.sessions.get(request).fresh("verify")
         progress(0, desc="running the attacker's edit…")
-        edit_protected = engine.attack(Path(protected), Path(mask), folder / "edit-of-protected.png", settings)
+        edit_protected = service.attack(Path(protected), Path(mask), folder / "edit-of-protected.png", settings)
         if not original:
             return (str(edit_protected), None, "The attacker's edit of the protected photo is shown; give the "
                     "original too for the verdict.", "")
-        edit_original = engine.attack(Path(original), Path(mask), folder / "edit-of-original.png", settings)
+        edit_original = service.attack(Path(original), Path(mask), folder / "edit-of-original.png", settings)
         progress(0.5, desc="judging…")
-        verdict = engine.verify(Path(original), Path(protected), Path(mask), settings)
-        return (str(edit_protected), str(edit_original), f"**{engine.verdict_words(verdict)}**",
-                engine.verdict_numbers(verdict))
+        verdict = service.verify(Path(original), Path(protected), Path(mask), settings)
+        return (str(edit_protected), str(edit_original), f"**{service.verdict_words(verdict)}**",
+                service.verdict_numbers(verdict))
 
     @_friendly
     def batch(self, uploads: list[str] | None, detector: str, model, weights, recipe, budget, steps,
               request: gr.Request, progress=gr.Progress()):
         """Protect several photos (or zips of them): a zip of PNGs, verdict JSONs and one CSV."""
         if not uploads:
-            raise engine.InputError("upload photos (NAME.png with NAME_mask.png, or choose a detector) or a .zip")
+            raise service.InputError("upload photos (NAME.png with NAME_mask.png, or choose a detector) or a .zip")
         session = self.sessions.get(request)
         clock = StepClock(session, progress)
 
@@ -366,7 +366,7 @@ class Page:
             result = batch.run([Path(u) for u in uploads], session.fresh("batch"),
                                _settings(model, weights, recipe, budget, steps, self.device, self.local_paths),
                                DETECTORS.get(detector, detector), on_photo=on_photo, on_step=clock)
-        except engine.Cancelled:
+        except service.Cancelled:
             return None, [], CANCELLED
         table = [[r["image"], r["model"], r["protected"], f"{r['attacker_edits_failed']}/{r['attacker_edits']}",
                   f"{r['benign_edits_intact']}/{r['benign_edits']}", r["psnr_db"], r["error"]] for r in result.rows]
@@ -407,24 +407,24 @@ def build(page: Page) -> gr.Blocks:
 
 
 def _settings_panel() -> list:
-    budget0, steps0 = engine.recipe_defaults(engine.default_recipe())
+    budget0, steps0 = service.recipe_defaults(service.default_recipe())
     with gr.Accordion("Settings", open=True):
         with gr.Row():
-            model = gr.Dropdown(engine.available_choices(), value=engine.available_choices()[0],
+            model = gr.Dropdown(service.available_choices(), value=service.available_choices()[0],
                                 allow_custom_value=True, label="Model",
                                 info="the attacker's inpainting model; a,b protects against both", elem_id="model")
             weights = gr.Textbox(label="Weights (a file or folder on this machine)",
                                  placeholder="backfire-s needs none", elem_id="weights")
-            recipe = gr.Dropdown(engine.recipe_names(), value=engine.default_recipe(), label="Recipe",
+            recipe = gr.Dropdown(service.recipe_names(), value=service.default_recipe(), label="Recipe",
                                  elem_id="recipe")
             budget = gr.Number(budget0, label="Budget (L∞, /255)", minimum=0.1, maximum=255, elem_id="budget")
             steps = gr.Number(steps0, label="Steps", precision=0, minimum=0, maximum=10000, elem_id="steps")
-    recipe.change(lambda r: engine.recipe_defaults(r), recipe, [budget, steps], api_visibility="private")
+    recipe.change(lambda r: service.recipe_defaults(r), recipe, [budget, steps], api_visibility="private")
     return [model, weights, recipe, budget, steps]
 
 
 def _protect_tab(page: Page, settings: list) -> list:
-    image_types = list(engine.IMAGE_EXTENSIONS)
+    image_types = list(service.IMAGE_EXTENSIONS)
     with gr.Row():
         with gr.Column():
             photo = gr.File(label="1 · Photo (any format the CLI reads; or drop / paste it into the editor)",
@@ -475,7 +475,7 @@ def _protect_tab(page: Page, settings: list) -> list:
 
 
 def _verify_tab(page: Page, settings: list) -> None:
-    image_types = list(engine.IMAGE_EXTENSIONS)
+    image_types = list(service.IMAGE_EXTENSIONS)
     gr.Markdown("Run the attacker's edit on a protected photo. With the original too, the verdict says "
                 "whether the protection holds.")
     with gr.Row():
@@ -498,7 +498,7 @@ def _batch_tab(page: Page, settings: list) -> None:
                 "otherwise the chosen detector finds the region. You get one zip: the protected PNGs, a verdict "
                 "JSON for each, and `verdicts.csv`.")
     uploads = gr.File(label="Photos, masks or .zip", file_count="multiple",
-                      file_types=[*engine.IMAGE_EXTENSIONS, ".zip"], type="filepath")
+                      file_types=[*service.IMAGE_EXTENSIONS, ".zip"], type="filepath")
     detector = gr.Radio(list(DETECTORS), value=next(iter(DETECTORS)), label="Photos without a mask")
     with gr.Row():
         run = gr.Button("Protect all", variant="primary")

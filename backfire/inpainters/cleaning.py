@@ -24,7 +24,7 @@ from torch import Tensor
 
 from backfire.filters import gaussian_kernel, separable_filter
 from backfire.inpainters.base import Inpainter, Wrapper
-from backfire.io import quantize
+from backfire.pixels import quantize
 
 CleaningKind = Literal["jpeg", "resize", "blur", "noise"]
 CLEANING_KINDS: tuple[CleaningKind, ...] = get_args(CleaningKind)

@@ -54,6 +54,7 @@ from backfire.errors import ModelError
 from backfire.inpainters.base import Inpainter, Network, Wrapper
 from backfire.inpainters.registry import available_models, find_spec
 from backfire.inpainters.specs import Conventions
+from backfire.masks import Box, bbox
 
 PIPELINES = ("iopaint", "plain")
 """``--pipeline`` values: IOPaint's edit, or the bare model on the whole frame."""
@@ -66,9 +67,6 @@ AUTO = "auto"
 
 PLAIN = "plain"
 """The one strategy of the ``plain`` pipeline: the bare model on the whole frame."""
-
-Box = tuple[int, int, int, int]
-"""(left, top, right, bottom), right and bottom exclusive, as IOPaint's boxes."""
 
 
 @dataclass(frozen=True)
@@ -130,11 +128,8 @@ def support(models: Inpainter | Sequence[Inpainter], masks: Tensor) -> Tensor:
 
 
 def bounding_box(seen: Tensor) -> Box | None:
-    """The (left, top, right, bottom) box around the nonzero pixels of an (H, W) support; None if empty."""
-    rows, cols = seen.any(dim=1).nonzero(), seen.any(dim=0).nonzero()
-    if len(rows) == 0:
-        return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+    """The box (:func:`backfire.masks.bbox`) around the nonzero pixels of an (H, W) support; None if empty."""
+    return bbox(seen != 0) if bool(seen.any()) else None
 
 
 # --------------------------------------------------------------------------------------------

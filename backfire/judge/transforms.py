@@ -21,7 +21,7 @@ from PIL import Image, ImageFilter
 from torch import Tensor
 
 from backfire.inpainters.cleaning import gaussian_blur
-from backfire.io import quantize, to_pil
+from backfire.pixels import quantize, to_pil
 
 Transform = Callable[..., Tensor]
 

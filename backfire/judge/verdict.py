@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-from PIL import Image, ImageDraw
 from torch import Tensor
 
 from backfire import masks as mask_ops
 from backfire.inpainters.base import Inpainter
-from backfire.io import to_pil
 from backfire.judge import metrics
 from backfire.masks import EditKind
 from backfire.protect import TargetKind
@@ -241,7 +239,7 @@ def invisibility(original: Tensor, protected: Tensor) -> dict[str, float]:
 
 
 def _crop(image: Tensor, mask: Tensor) -> Tensor:
-    top, left, bottom, right = mask_ops.bbox(mask)
+    left, top, right, bottom = mask_ops.bbox(mask)
     return image[:, top:bottom, left:right]
 
 
@@ -278,68 +276,3 @@ def _solid_colour(target: Tensor) -> list[float] | None:
     if torch.all(flat == flat[:, :1]):
         return [float(v) for v in flat[:, 0]]
     return None
-
-
-# ---------------------------------------------------------------------------------------- terminal
-
-_ATTACKER_COLUMNS = (("distance to target", "target_distance"), ("region SSIM", "region_ssim"))
-"""Pairs shown per attacker edit as ``original → protected`` (metric stems of :data:`ATTACKER_METRICS`)."""
-_BENIGN_COLUMNS = (("fidelity SSIM", "fidelity_ssim", "{:.4f}"), ("fidelity PSNR", "fidelity_psnr", "{:.1f} dB"))
-
-
-def format_verdict(verdict: Verdict) -> str:
-    """A short table a person can read in a terminal, ending with the verdict in plain words."""
-    inv = verdict.invisibility
-    lines = [f"  {verdict.tool}; invisibility: PSNR {inv['psnr']:.1f} dB, SSIM {inv['ssim']:.4f}, "
-             f"L∞ {inv['linf_255']:.1f}/255",
-             ("  attacker edit   failed  " + "".join(f"{title + ' (orig → prot)':<34}"
-                                                  for title, _ in _ATTACKER_COLUMNS)).rstrip()]
-    for e in verdict.attacker_edits:
-        pairs = "".join(f"{e.metrics[stem + '_original']:.3f} → {e.metrics[stem + '_protected']:.3f}".ljust(34)
-                        for _, stem in _ATTACKER_COLUMNS)
-        lines.append(f"  {e.name:<15} {'yes' if e.failed else 'no':<7} {pairs}".rstrip())
-    lines.append(("  benign edit     intact  " + "".join(f"{title:<15}" for title, _, _ in _BENIGN_COLUMNS)).rstrip())
-    for e in verdict.benign_edits:
-        values = "".join(form.format(e.metrics[key]).ljust(15) for _, key, form in _BENIGN_COLUMNS)
-        lines.append(f"  {e.name:<15} {'yes' if e.intact else 'no':<7} {values}".rstrip())
-    attacks, benign = verdict.attacker_edits, verdict.benign_edits
-    word = "PROTECTED" if verdict.protected else "NOT PROTECTED"
-    lines.append(f"  verdict: {word} — {sum(e.failed for e in attacks)}/{len(attacks)} attacker edits "
-                 f"fail, {sum(e.intact for e in benign)}/{len(benign)} benign edits intact")
-    lines.append(f"  {verdict.summary}")
-    if verdict.skipped:
-        lines.append(f"  skipped (no mask of this kind fits): {', '.join(verdict.skipped)}")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------- preview
-
-PREVIEW_TILE = 384  # px, the long side of each tile
-
-
-def preview(original: Tensor, protected: Tensor, attack: EditImages, benign: EditImages | None) -> Image.Image:
-    """original | protected | perturbation | attacker's edit of original | of protected | benign edit.
-
-    The perturbation is centred on grey and stretched to its own largest change (−peak → black, +peak →
-    white), so its structure shows even when it sits at the budget almost everywhere.
-    """
-    delta = protected - original
-    peak = float(delta.abs().max())
-    perturbation = (0.5 + 0.5 * delta / max(peak, 1e-8)).clamp(0, 1)
-    tiles = [("original", original), ("protected", protected),
-             (f"perturbation (±{peak * 255:.1f}/255 = black…white)", perturbation),
-             (f"{attack.name} edit of original", attack.original),
-             (f"{attack.name} edit of protected", attack.protected)]
-    if benign is not None:
-        tiles.append((f"{benign.name} edit of protected", benign.protected))
-    h, w = original.shape[-2:]
-    scale = min(1.0, PREVIEW_TILE / max(h, w))
-    tw, th = max(1, round(w * scale)), max(1, round(h * scale))
-    label_h, gap = 16, 4
-    sheet = Image.new("RGB", (len(tiles) * (tw + gap) - gap, th + label_h), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, (label, tile) in enumerate(tiles):
-        picture = to_pil(tile).resize((tw, th), Image.Resampling.LANCZOS)
-        sheet.paste(picture, (i * (tw + gap), label_h))
-        draw.text((i * (tw + gap) + 2, 2), label, fill="black")
-    return sheet

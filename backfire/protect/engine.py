@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from backfire import masks as mask_ops
-from backfire.io import quantize
+from backfire.pixels import quantize
 from backfire.inpainters.base import Inpainter
 from backfire.inpainters.cleaning import CleaningSampler, straight_through_round, with_cleaning
 from backfire.inpainters.pipelines import Box, bounding_box, support

@@ -16,7 +16,6 @@ TERM_MASKS: tuple[TermMask, ...] = get_args(TermMask)
 SAMPLED_TERM_MASKS: tuple[TermMask, ...] = ("sampled-attacker", "sampled-benign")
 BudgetShape = Literal["flat", "texture"]
 ToolStrategies = Literal["default", "every"]
-BUDGET_SHAPES: tuple[BudgetShape, ...] = get_args(BudgetShape)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def _dilate(m: Tensor, rng: np.random.Generator) -> Tensor:
 
 
 def _box(m: Tensor, rng: np.random.Generator) -> Tensor:
-    top, left, bottom, right = mask_ops.bbox(m)
+    left, top, right, bottom = mask_ops.bbox(m)
     grow = int(rng.integers(0, _MAX_BOX_GROW + 1))
     out = torch.zeros_like(m, dtype=torch.float32)
     out[max(0, top - grow):bottom + grow, max(0, left - grow):right + grow] = 1
@@ -47,7 +47,7 @@ def _box(m: Tensor, rng: np.random.Generator) -> Tensor:
 
 
 def _shift(m: Tensor, rng: np.random.Generator) -> Tensor:
-    top, left, bottom, right = mask_ops.bbox(m)
+    left, top, right, bottom = mask_ops.bbox(m)
     angle = rng.uniform(0, 2 * math.pi)
     size = rng.uniform(0, _MAX_SHIFT)
     dy, dx = round(size * (bottom - top) * math.sin(angle)), round(size * (right - left) * math.cos(angle))
@@ -90,7 +90,7 @@ def attacker_reach(region: Tensor) -> Tensor:
     M's box grown by the larger of the box growth and the largest shift (strokes, erosions and half cuts stay
     inside those). What the attacker's crop windows are computed from when δ is confined to them."""
     reach = mask_ops.dilate(region, _MAX_DILATION)
-    top, left, bottom, right = mask_ops.bbox(region)
+    left, top, right, bottom = mask_ops.bbox(region)
     grow_y = max(_MAX_BOX_GROW, math.ceil(_MAX_SHIFT * (bottom - top)))
     grow_x = max(_MAX_BOX_GROW, math.ceil(_MAX_SHIFT * (right - left)))
     reach[max(0, top - grow_y):bottom + grow_y, max(0, left - grow_x):right + grow_x] = 1

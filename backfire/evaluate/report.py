@@ -1,7 +1,7 @@
 """``backfire evaluate``'s reports: the cases as ``cases.csv``, the paper-style tables as ``summary.md`` and
 ``report.html`` (with thumbnails), the run as ``config.json``; and the machine it ran on.
 
-Everything here renders values already measured (:mod:`backfire.judge.evaluate` measures); one table is
+Everything here renders values already measured (:mod:`backfire.evaluate.run` measures); one table is
 built once and written both as Markdown and as HTML.
 """
 
@@ -27,6 +27,7 @@ from backfire import __version__, io
 from backfire import masks as mask_ops
 from backfire.judge.fid import FeatureSets, clip_fid_status, lpips_status
 from backfire.judge.verdict import ATTACKER_METRICS, BENIGN_METRICS, EditImages, EditResult
+from backfire.pixels import to_pil
 
 COLUMNS: tuple[str, ...] = ("image", "recipe", "budget_255", "family", "edit", "kind", "transform", "failed",
                             "intact", *ATTACKER_METRICS, *BENIGN_METRICS, "seconds")
@@ -75,7 +76,7 @@ def row(case: Case, edit: EditResult, transform: str) -> dict:
 
 def _png(image: Tensor) -> bytes:
     buffer = _io.BytesIO()
-    io.to_pil(image, long_side=THUMB).save(buffer, format="PNG")
+    to_pil(image, long_side=THUMB).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -275,7 +276,7 @@ def html_table(table: Table) -> str:
 def write_reports(out_dir: Path, cases: list[Case], config, inputs: list[Path], features: FeatureSets | None,
                   inpainter) -> None:
     """``cases.csv``, ``summary.md``, ``report.html`` and ``config.json`` of an evaluation
-    (``config``: its :class:`~backfire.judge.evaluate.EvaluationConfig`)."""
+    (``config``: its :class:`~backfire.evaluate.run.EvaluationConfig`)."""
     buffer = _io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()

@@ -3,7 +3,7 @@
 For every ``NAME.png`` + ``NAME_mask.png`` pair and every recipe (× budget): protect, save the 8-bit PNG,
 read it back, and judge the saved file (:func:`backfire.jobs.protect_and_judge`, the same road as
 ``backfire protect``) for every attacker and benign family; with robustness, judge each cleaned copy of
-the saved file again (attacker families only). :mod:`backfire.judge.report` writes into ``out_dir``:
+the saved file again (attacker families only). :mod:`backfire.evaluate.report` writes into ``out_dir``:
 
 - ``cases.csv``: one row per image × recipe × budget × edit × transform (``none`` = the saved file);
 - ``summary.md``: the paper-style tables (attacker and benign families, invisibility, robustness, FID,
@@ -17,7 +17,7 @@ the saved file again (attacker families only). :mod:`backfire.judge.report` writ
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,16 +26,14 @@ from torch import Tensor
 
 from backfire import io, jobs
 from backfire import masks as mask_ops
+from backfire.evaluate.report import COLUMNS, Case, row, write_reports, write_thumbs
 from backfire.inpainters.base import Inpainter
 from backfire.judge.fid import FeatureSets
-from backfire.judge.report import COLUMNS, Case, row, write_reports, write_thumbs
 from backfire.judge.transforms import get_transforms
 from backfire.judge.verdict import judge
 from backfire.protect.recipes import Recipe
 
 __all__ = ["COLUMNS", "EvaluationConfig", "evaluate"]
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ def _check_out_dir(folder: Path, out_dir: Path) -> None:
 
 
 def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpainter], config: EvaluationConfig,
-             progress: Progress | None = None) -> list[Case]:
+             progress: jobs.Log | None = None) -> list[Case]:
     """Run the protocol on ``folder`` and write the reports into ``out_dir``; return the cases.
 
     Arguments:

@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import Tensor
 
 from backfire import io, jobs
-from backfire.judge.verdict import format_verdict
+from backfire.judge.text import format_verdict
 from backfire.errors import ModelError
 from backfire.inpainters.registry import DEFAULT_MODEL, available_models
 from backfire.judge.verdict import Verdict
@@ -51,7 +51,7 @@ class Settings:
 
 
 @dataclass
-class Protection:
+class ProtectedPhoto:
     """One protected photo: the files written beside it and a verdict per model."""
 
     protected: Path
@@ -155,7 +155,7 @@ def check_settings(settings: Settings) -> None:
 
 
 def protect(image: Path, mask: Path, out: Path, settings: Settings, on_step: OnStep | None = None,
-            log: Log | None = None) -> Protection:
+            log: Log | None = None) -> ProtectedPhoto:
     """``backfire protect IMAGE --mask MASK -o OUT`` with ``settings``: writes OUT (PNG), OUT.json and
     OUT.preview.png; the verdicts are computed on the saved file read back."""
     check_settings(settings)
@@ -167,7 +167,7 @@ def protect(image: Path, mask: Path, out: Path, settings: Settings, on_step: OnS
     verdicts = jobs.protect_task(task, inpainters, jobs.Settings(recipe, seed=settings.seed, max_pixels=MAX_PIXELS),
                                  on_step=on_step, log=_both(notes, log))
     report, preview = jobs.report_paths(task.out)
-    return Protection(task.out, report, preview, verdicts, notes)
+    return ProtectedPhoto(task.out, report, preview, verdicts, notes)
 
 
 def attack(image: Path, mask: Path, out: Path, settings: Settings, log: Log | None = None) -> Path:
@@ -203,10 +203,6 @@ def _both(notes: list[str], log: Log | None) -> Log:
 def verdict_numbers(verdict: Verdict) -> str:
     """The CLI's verdict table."""
     return format_verdict(verdict)
-
-
-def verdict_record(verdict: Verdict) -> dict:
-    return verdict.as_dict()
 
 
 _COLOURS = {(1.0, 0.0, 0.0): "red", (0.0, 1.0, 0.0): "green", (0.0, 0.0, 1.0): "blue"}

@@ -1,0 +1,39 @@
+"""The verdict as a person reads it in a terminal: a short table of the edits, then the verdict in words.
+
+``backfire protect`` and ``backfire verify`` print it, the app shows it beside its own sentences.
+"""
+
+from __future__ import annotations
+
+from backfire.judge.verdict import Verdict
+
+__all__ = ["format_verdict"]
+
+_ATTACKER_COLUMNS = (("distance to target", "target_distance"), ("region SSIM", "region_ssim"))
+"""Pairs shown per attacker edit as ``original → protected`` (metric stems of :data:`~backfire.judge.verdict.ATTACKER_METRICS`)."""
+_BENIGN_COLUMNS = (("fidelity SSIM", "fidelity_ssim", "{:.4f}"), ("fidelity PSNR", "fidelity_psnr", "{:.1f} dB"))
+
+
+def format_verdict(verdict: Verdict) -> str:
+    """A short table a person can read in a terminal, ending with the verdict in plain words."""
+    inv = verdict.invisibility
+    lines = [f"  {verdict.tool}; invisibility: PSNR {inv['psnr']:.1f} dB, SSIM {inv['ssim']:.4f}, "
+             f"L∞ {inv['linf_255']:.1f}/255",
+             ("  attacker edit   failed  " + "".join(f"{title + ' (orig → prot)':<34}"
+                                                  for title, _ in _ATTACKER_COLUMNS)).rstrip()]
+    for e in verdict.attacker_edits:
+        pairs = "".join(f"{e.metrics[stem + '_original']:.3f} → {e.metrics[stem + '_protected']:.3f}".ljust(34)
+                        for _, stem in _ATTACKER_COLUMNS)
+        lines.append(f"  {e.name:<15} {'yes' if e.failed else 'no':<7} {pairs}".rstrip())
+    lines.append(("  benign edit     intact  " + "".join(f"{title:<15}" for title, _, _ in _BENIGN_COLUMNS)).rstrip())
+    for e in verdict.benign_edits:
+        values = "".join(form.format(e.metrics[key]).ljust(15) for _, key, form in _BENIGN_COLUMNS)
+        lines.append(f"  {e.name:<15} {'yes' if e.intact else 'no':<7} {values}".rstrip())
+    attacks, benign = verdict.attacker_edits, verdict.benign_edits
+    word = "PROTECTED" if verdict.protected else "NOT PROTECTED"
+    lines.append(f"  verdict: {word} — {sum(e.failed for e in attacks)}/{len(attacks)} attacker edits "
+                 f"fail, {sum(e.intact for e in benign)}/{len(benign)} benign edits intact")
+    lines.append(f"  {verdict.summary}")
+    if verdict.skipped:
+        lines.append(f"  skipped (no mask of this kind fits): {', '.join(verdict.skipped)}")
+    return "\n".join(lines)
