@@ -1,13 +1,15 @@
 """The verdict as a person reads it in a terminal: a short table of the edits, then the verdict in words.
 
-``backfire protect`` and ``backfire verify`` print it, the app shows it beside its own sentences.
+``backfire protect`` and ``backfire verify`` print it (:func:`format_outcome`: the tables of each model and
+strategy, then the one verdict over every trial), the app shows it beside its own sentences.
 """
 
 from __future__ import annotations
 
+from backfire.judge.outcome import Outcome, each
 from backfire.judge.verdict import Verdict
 
-__all__ = ["format_verdict"]
+__all__ = ["format_outcome", "format_verdict"]
 
 _ATTACKER_COLUMNS = (("distance to target", "target_distance"), ("region SSIM", "region_ssim"))
 """Pairs shown per attacker edit as ``original → protected`` (metric stems of :data:`~backfire.judge.verdict.ATTACKER_METRICS`)."""
@@ -37,3 +39,13 @@ def format_verdict(verdict: Verdict) -> str:
     if verdict.skipped:
         lines.append(f"  skipped (no mask of this kind fits): {', '.join(verdict.skipped)}")
     return "\n".join(lines)
+
+
+def format_outcome(outcome: Outcome) -> str:
+    """Each model × strategy's table (draw 0, and the draw that decided when it is another), then the outcome
+    over every trial: the one verdict, and the edit that decided it."""
+    tables = [format_verdict(v) for v in each(outcome)]
+    hidden = len(outcome.verdicts) - len(tables)
+    more = [f"  … and {hidden} more draw{'s' if hidden != 1 else ''} judged (every one is in the JSON's "
+            f"\"verdicts\")"] if hidden else []
+    return "\n".join([*tables, *more, f"  overall: {outcome.summary}"])

@@ -9,6 +9,7 @@ when it is at most ``RESTORE_RATIO`` × as far from the original as a clean edit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -100,14 +101,27 @@ class Verdict:
     strategy: str = ""
     default_strategy: bool = True
     randomness: dict | None = None  # what else decides the fill (MAT: latent, noise), as the tool draws it
+    draw: int = 0  # which of the attacker's draws of a stochastic model (0: the model as loaded)
+    stochastic: bool = False  # whether the tool draws afresh for every edit (so that this is one draw of many)
 
     @property
     def tool(self) -> str:
         """How the attacker ran the model, in words."""
+        drawn = f", draw {self.draw}" if self.stochastic else ""
         if self.pipeline == "plain" or not self.strategy:
-            return f"{self.model} on the whole photo"
+            return f"{self.model} on the whole photo{drawn}"
         default = "the attacker's default" if self.default_strategy else "if the attacker changes the setting"
-        return f"{self.model} through IOPaint, strategy {self.strategy} ({default})"
+        return f"{self.model} through IOPaint, strategy {self.strategy} ({default}){drawn}"
+
+    def fail_distance(self, edit: AttackerEdit) -> float:
+        """The largest distance to the target at which ``edit`` counts as failed (the protocol's rule)."""
+        return fail_distance(self.target_kind, edit.metrics["target_distance_original"])
+
+    def margin(self, edit: AttackerEdit) -> float:
+        """How far ``edit`` is inside the failure rule: ≥ 0 failed (0: on the edge), < 0 not failed (by that
+        much); -inf when the distance could not be measured."""
+        margin = self.fail_distance(edit) - edit.metrics["target_distance_protected"]
+        return margin if math.isfinite(margin) else -math.inf
 
     @property
     def attacker_edits(self) -> list[AttackerEdit]:
@@ -144,7 +158,7 @@ class Verdict:
     def as_dict(self) -> dict:
         return {"protected": self.protected, "benign_intact": self.benign_intact, "summary": self.summary,
                 "model": self.model, "pipeline": self.pipeline, "strategy": self.strategy,
-                "default_strategy": self.default_strategy, "randomness": self.randomness,
+                "default_strategy": self.default_strategy, "randomness": self.randomness, "draw": self.draw,
                 "target_kind": self.target_kind,
                 "target_colour": self.target_colour,
                 "invisibility": self.invisibility, "edits": [e.as_dict() for e in self.edits],
@@ -220,6 +234,7 @@ def judge(
         strategy=tool["strategy"],
         model=tool["model"],
         randomness=tool["randomness"],
+        stochastic=inpainter.stochastic,
         target_kind=target_kind,
         target_colour=_solid_colour(target),
         invisibility=invisibility(original, protected),
@@ -227,6 +242,13 @@ def judge(
         skipped=[f for f in families if f not in produced],
     )
     return verdict, images
+
+
+def fail_distance(target_kind: TargetKind, distance_original: float) -> float:
+    """The largest mean distance to the target T at which an attacker edit of x̃ counts as failed: ``FAIL_DISTANCE``;
+    for a restoring target, ``RESTORE_RATIO`` × the clean edit's distance (the edit paints the original back at
+    least twice as closely as a clean edit does)."""
+    return RESTORE_RATIO * distance_original if target_kind == "restore" else FAIL_DISTANCE
 
 
 def invisibility(original: Tensor, protected: Tensor) -> dict[str, float]:
@@ -248,12 +270,9 @@ def _attacker_edit(edit: mask_ops.Edit, original: Tensor, clean_fill: Tensor, pr
     inside = m * region
     d_clean = metrics.mean_abs_in(clean_fill, target, inside)
     d_protected = metrics.mean_abs_in(protected_fill, target, inside)
-    if target_kind == "restore":
-        # the edit failed when it paints the original back at least twice as closely as a clean edit does
-        # (the protocol's rule; the clean edit is the reference, not a control)
-        failed, failed_on_original = d_protected <= RESTORE_RATIO * d_clean, False
-    else:
-        failed, failed_on_original = d_protected <= FAIL_DISTANCE, d_clean <= FAIL_DISTANCE
+    failed = d_protected <= fail_distance(target_kind, d_clean)
+    # for a restoring target the clean edit is the reference, not a control
+    failed_on_original = target_kind != "restore" and d_clean <= FAIL_DISTANCE
     measured = {
         "target_distance_original": d_clean,
         "target_distance_protected": d_protected,
