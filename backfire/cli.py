@@ -14,9 +14,10 @@ from backfire.errors import ModelError
 from backfire.inpainters import registry
 from backfire.inpainters.pipelines import AUTO, PIPELINES
 from backfire.inpainters.registry import available_models, takes_options
-from backfire.judge.text import format_verdict
+from backfire.judge.outcome import DEFAULT_DRAWS, check_draws
+from backfire.judge.text import format_outcome
 from backfire.progress import Progress
-from backfire.protect.recipes import DEFAULT_RECIPE, MIN_BUDGET_255, RECIPES, get_recipe
+from backfire.protect.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 from backfire.protect.targets import TARGET_KINDS
 
 DEFAULT_MODEL = registry.DEFAULT_MODEL
@@ -83,9 +84,24 @@ def _number(kind: type, low: float, high: float = float("inf"), why: str = ""):
     return parse
 
 
-_budget_255 = _number(float, MIN_BUDGET_255, 255.0,
-                      " — the budget is in /255 (the paper's is 6.4); under 0.5/255 8-bit rounding erases it")
-_steps = _number(int, 1, why=" (0 steps would write the random start, not a protection)")
+def _checked(kind: type, check):
+    """An argparse type: a ``kind`` number passed through ``check`` (the request's own rule, :mod:`backfire.jobs`),
+    whose ValueError is the usage error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        try:
+            return check(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return parse
+
+
+_budget_255 = _checked(float, jobs.check_budget_255)
+_steps = _checked(int, jobs.check_steps)
+_draws = _checked(int, check_draws)
 _pixels = _number(int, 1)
 _count = _number(int, 1)
 
@@ -114,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=TARGET_KINDS, default=None,
                    help="what a failed edit shows (default: the recipe's; paper: solid)")
     p.add_argument("--seed", type=int, default=0)
+    _add_draws(p)
     p.add_argument("--strict", action="store_true",
                    help="exit with code 3 when the verdict is NOT PROTECTED (as verify does); default: 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -131,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--target", choices=TARGET_KINDS, default="solid")
     p.add_argument("--seed", type=int, default=0)
+    _add_draws(p)
     p.add_argument("--json", type=Path, default=None, help="also write the verdict as JSON here")
     p.set_defaults(run=run_verify)
 
@@ -156,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_count, default=None, help="only the first N images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=_steps, default=None, help="optimisation steps, ≥ 1 (default: the recipe's)")
+    _add_draws(p)
     p.add_argument("--no-fid", action="store_true", help="skip FID (saves the Inception passes)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run_evaluate)
@@ -207,11 +226,19 @@ def _add_io(p: argparse.ArgumentParser, mask_help: str) -> None:
     p.add_argument("-o", "--out", type=_output_path, required=True, help="output file (a folder for a folder)")
 
 
+def _add_draws(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--draws", type=_draws, default=DEFAULT_DRAWS, metavar="N",
+                   help=f"draws of a stochastic model judged (MAT's dropout, sd-inpaint's sampler noise), each an "
+                        f"attacker's click; one unprotected draw makes the photo NOT PROTECTED (default "
+                        f"{DEFAULT_DRAWS}; deterministic models are judged once)")
+
+
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"inpainting model: {', '.join(available_models())}, or auto (big-LaMa when pulled, else "
-                        "backfire-s; the default) or all (every pulled erase model); protect and evaluate also "
-                        "take an ensemble, NAME[=WEIGHTS],NAME[=WEIGHTS] (protected against all, judged on each)")
+                        "backfire-s; the default) or all (every pulled erase model); protect, verify and evaluate "
+                        "also take an ensemble, NAME[=WEIGHTS],NAME[=WEIGHTS] (protected against all, judged on "
+                        "each)")
     p.add_argument("--pipeline", default=AUTO, choices=[AUTO, *PIPELINES],
                    help="the attacker's tool around the model: iopaint (IOPaint's padding and HD strategies: Crop "
                         "for photos over 800 px, Original, Resize; the default for lama, mat, migan, backfire-s) "
@@ -238,15 +265,17 @@ _MODEL_OPTIONS = {"prompt": "prompt", "negative_prompt": "negative_prompt", "sam
 
 def _load_model(args: argparse.Namespace, device: str | None = None, tool: bool = True):
     """``load_inpainter`` with the model flags of :func:`_add_model` (a model that takes none refuses them)."""
-    loaded = _load_models(args, device, tool)
+    loaded = jobs.load_models(args.model, args.weights, device or args.device,
+                              pipeline=getattr(args, "pipeline", AUTO) if tool else None,
+                              options=_model_options(args), log=_log, status=_status)
     if len(loaded) > 1:
-        raise ValueError(f"--model {args.model}: this command takes one model (only protect and evaluate take "
+        raise ValueError(f"--model {args.model}: this command takes one model (protect, verify and evaluate take "
                          "several)")
     return loaded[0]
 
 
-def _load_models(args: argparse.Namespace, device: str | None = None, tool: bool = True) -> list:
-    """``--model a,b`` → the models of an ensemble (:func:`backfire.jobs.load_models`), with the model flags."""
+def _model_options(args: argparse.Namespace) -> dict:
+    """The loader options of the diffusion flags given; a model that takes none refuses them, naming the flags."""
     options = {option: getattr(args, flag) for flag, option in _MODEL_OPTIONS.items()
                if getattr(args, flag, None) is not None}
     names = [e.partition("=")[0].strip().lower() for e in args.model.split(",")]
@@ -255,9 +284,15 @@ def _load_models(args: argparse.Namespace, device: str | None = None, tool: bool
         flags = ", ".join("--" + flag.replace("_", "-") for flag, option in _MODEL_OPTIONS.items() if option in options)
         raise ValueError(f"model {refusing[0]!r} takes no model options: {flags} are for diffusion models "
                          "(--model sd-inpaint)")
-    return jobs.load_models(args.model, args.weights, device or args.device,
-                            pipeline=getattr(args, "pipeline", AUTO) if tool else None, options=options,
-                            log=_log, status=_status)
+    return options
+
+
+def _request(args: argparse.Namespace, **protection) -> jobs.Request:
+    """The one request of the model, pipeline and verdict flags (and ``protection``: recipe, budget_255, steps,
+    target where the command has them), checked once (:meth:`backfire.jobs.Request.of`)."""
+    return jobs.Request.of(**protection, model=args.model, weights=args.weights, pipeline=args.pipeline,
+                           device=args.device, options=_model_options(args), seed=args.seed, draws=args.draws,
+                           max_pixels=args.max_pixels)
 
 
 def _status(message: str) -> None:
@@ -273,14 +308,12 @@ def _log(message: str) -> None:
 
 
 def run_protect(args: argparse.Namespace) -> int:
-    recipe = get_recipe(args.recipe).but(budget=None if args.budget is None else args.budget / 255,
-                                         steps=args.steps, target=args.target)
+    request = _request(args, recipe=args.recipe, budget_255=args.budget, steps=args.steps, target=args.target)
     plan = jobs.plan(args.image, args.mask, args.out)
     batch = args.image.is_dir()
     for path in plan.unpaired:
         _log(f"backfire: skipping {path.name}: no mask (add {path.stem}_mask.png beside it)")
-    inpainters = _load_models(args)
-    settings = jobs.Settings(recipe, seed=args.seed, max_pixels=args.max_pixels)
+    inpainters = request.load_models(_log, _status)
     results: list[jobs.BatchRow] = [jobs.BatchRow.skipped(p, "no mask") for p in plan.unpaired]
     tasks = plan.tasks
     for i, task in enumerate(tasks, 1):
@@ -288,17 +321,17 @@ def run_protect(args: argparse.Namespace) -> int:
         steps = Progress(label, enabled=not args.quiet)
         checking = Progress(f"{label} verdict", unit="edit", enabled=not args.quiet)
         try:
-            verdicts = jobs.protect_task(task, inpainters, settings, on_step=steps,
-                                         on_judge=lambda model, done, total: checking(done, total), log=_log)
+            judged = jobs.protect_task(task, inpainters, request, on_step=steps,
+                                       on_judge=lambda model, done, total: checking(done, total), log=_log)
         except io.InputError as error:
             if not batch:
                 raise
-            results.append(jobs.BatchRow.skipped(task.image, str(error)))
+            results.append(jobs.BatchRow.skipped(task.image, str(error), task.mask))
             _log(f"backfire: error: {error}")
             continue
-        results.append(jobs.BatchRow.of(task, verdicts))
+        results.append(jobs.BatchRow.of(task, judged.outcome))
         print(f"{task.out}  (report: {jobs.report_paths(task.out)[0]})")
-        print("\n".join(format_verdict(v) for v in verdicts))
+        print(format_outcome(judged.outcome))
     if batch:
         summary = jobs.write_batch_summary(args.out, results, [p for t in tasks for p in t.inputs])
         done = sum(r.status != "skipped" for r in results)
@@ -323,15 +356,16 @@ def run_edit(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    inputs = [args.original, args.protected, args.mask]
+    request = _request(args, target=args.target)
     if args.json is not None:
-        io.check_not_input(args.json, [args.original, args.protected, args.mask])
-    inpainter = _load_model(args)
-    verdict = jobs.verify_files(args.original, args.protected, args.mask, inpainter, args.target, args.seed,
-                                args.max_pixels, _log)
-    print(format_verdict(verdict))
+        io.check_not_input(args.json, inputs)
+    outcome = jobs.verify_files(args.original, args.protected, args.mask, request.load_models(_log, _status),
+                                request, _log)
+    print(format_outcome(outcome))
     if args.json is not None:
-        jobs.write_json(args.json, verdict.as_dict(), [args.original, args.protected, args.mask])
-    return EXIT_OK if verdict.protected else EXIT_NOT_PROTECTED
+        jobs.write_json(args.json, outcome.as_dict(), inputs)
+    return EXIT_OK if outcome.protected else EXIT_NOT_PROTECTED
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -364,10 +398,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     arguments["out"] = str(out)
     config = EvaluationConfig(recipes=tuple(get_recipe(r) for r in args.recipe), budgets=budgets,
                               families=tuple(args.families), transforms=transforms, limit=args.limit,
-                              seed=args.seed, steps=args.steps, with_fid=not args.no_fid,
+                              seed=args.seed, steps=args.steps, draws=args.draws, with_fid=not args.no_fid,
                               max_pixels=args.max_pixels, arguments=arguments)
     config.check()
-    inpainters = _load_models(args)
+    inpainters = _request(args).load_models(_log, _status)
     evaluate(folder, out, inpainters, config, None if args.quiet else _log)
     print(f"{out / 'summary.md'}\n{out / 'report.html'}\n{out / 'cases.csv'}\n{out / 'config.json'}")
     return EXIT_OK

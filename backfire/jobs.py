@@ -1,8 +1,9 @@
 """The road from files to verdict: read → protect → save → read back → judge → reports.
 
-The CLI, ``backfire evaluate`` and the app call these; they hold the file-level rules (which paths are
-written, what is checked before any work starts, that every verdict is computed on the saved file read
-back, that an interrupted image leaves no half-written set behind).
+The CLI, ``backfire evaluate`` and the app call these, on one :class:`Request` (made and checked once, where
+the user's words come in); they hold the file-level rules (which paths are written, what is checked before
+any work starts, that every verdict is computed on the saved file read back and over every trial of
+:mod:`backfire.judge.outcome`, that an interrupted image leaves no half-written set behind).
 """
 
 from __future__ import annotations
@@ -11,21 +12,23 @@ import csv
 import io as _io
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor
 
 from backfire import io
 from backfire.inpainters.base import Inpainter
-from backfire.inpainters.pipelines import AUTO, default_pipeline, wrap
-from backfire.inpainters.registry import CHOICES, load_inpainter, resolve_models
+from backfire.inpainters.pipelines import AUTO, PIPELINES, default_pipeline, wrap
+from backfire.inpainters.registry import CHOICES, DEFAULT_MODEL, load_inpainter, resolve_models
+from backfire.judge.outcome import DEFAULT_DRAWS, Outcome, Trial, check_draws, judge_every
 from backfire.judge.preview import preview
-from backfire.judge.verdict import VERDICT_FAMILIES, EditImages, Verdict, judge
+from backfire.judge.verdict import VERDICT_FAMILIES, EditImages
 from backfire.protect.engine import Protection, StepCallback, protect
-from backfire.protect.recipes import Recipe
-from backfire.protect.targets import TargetKind, make_target
+from backfire.protect.recipes import DEFAULT_RECIPE, MIN_BUDGET_255, Recipe, get_recipe
+from backfire.protect.targets import TARGET_KINDS, make_target
 
 Log = Callable[[str], None]
 
@@ -51,25 +54,91 @@ class Plan:
     unpaired: list[Path] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """How to protect: the recipe (with any budget/steps/target override applied), the seed, the pixel cap."""
+def check_budget_255(budget_255: float) -> float:
+    """A budget in /255 as the user gives it, or a ValueError saying why (one line): the CLI's ``--budget`` and
+    the app's field are checked by this one rule."""
+    if not MIN_BUDGET_255 <= budget_255 <= 255:
+        raise ValueError(f"budget {budget_255:g} must be in [{MIN_BUDGET_255:g}, 255] — the budget is in /255 (the "
+                         f"paper's is 6.4); under {MIN_BUDGET_255:g}/255 8-bit rounding erases it")
+    return float(budget_255)
 
-    recipe: Recipe
+
+def check_steps(steps: int) -> int:
+    """Optimisation steps as the user gives them, or a ValueError saying why (one line)."""
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a whole number ≥ 1 (0 steps would write the random start, not a "
+                         f"protection), got {steps}")
+    return int(steps)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked for, from the CLI's flags or the app's page: the models and the attacker's tool, the
+    protection (the recipe with the user's overrides applied), and how the verdict is judged.
+
+    Made once at the edge with :meth:`of` (names and /255 units, each value checked by the rules above, the
+    recipe's overrides applied here and nowhere else); the road below reads it and checks nothing again.
+    ``protect_task`` reads the protection and verdict fields, :meth:`load_models` the model fields.
+    """
+
+    recipe: Recipe = field(default_factory=lambda: get_recipe(DEFAULT_RECIPE))
+    model: str = DEFAULT_MODEL
+    weights: Path | None = None
+    pipeline: str = AUTO
+    device: str = "auto"
+    options: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
+    draws: int = DEFAULT_DRAWS
     max_pixels: int | None = io.DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        weights = self.weights
+        if isinstance(weights, str):
+            weights = Path(weights.strip()) if weights.strip() else None
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "model", (self.model or DEFAULT_MODEL).strip())
+        object.__setattr__(self, "draws", check_draws(self.draws))
+        if self.pipeline not in (AUTO, *PIPELINES):
+            raise ValueError(f"unknown pipeline {self.pipeline!r}; choose from {', '.join((AUTO, *PIPELINES))}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ValueError(f"max pixels must be ≥ 1, got {self.max_pixels}")
+
+    @classmethod
+    def of(cls, *, recipe: str = DEFAULT_RECIPE, budget_255: float | None = None, steps: int | None = None,
+           target: str | None = None, **rest: Any) -> Request:
+        """The request in the user's terms: a recipe name, its budget in /255, steps and target (``None``: the
+        recipe's own), and the other fields as they are named here."""
+        if target is not None and target not in TARGET_KINDS:
+            raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGET_KINDS)}")
+        chosen = get_recipe(recipe).but(budget=None if budget_255 is None else check_budget_255(budget_255) / 255,
+                                        steps=None if steps is None else check_steps(steps), target=target)
+        return cls(chosen, **rest)
+
+    @property
+    def models_key(self) -> tuple:
+        """What decides which models :meth:`load_models` loads (a cache's key)."""
+        return (self.model, self.weights, self.pipeline, self.device, tuple(sorted(self.options.items())))
+
+    def load_models(self, log: Log = lambda message: None, status: Log = lambda message: None) -> list[Inpainter]:
+        """The request's models, each inside its attacker's tool (:func:`load_models`)."""
+        return load_models(self.model, self.weights, self.device, pipeline=self.pipeline, options=dict(self.options),
+                           log=log, status=status)
 
 
 @dataclass
 class Judged:
-    """One image protected, saved, read back and judged: what ``protect`` and ``evaluate`` both keep."""
+    """One image protected, saved, read back and judged on every trial: what ``protect`` and ``evaluate`` keep.
+
+    ``fills[i]`` are the fills of ``trials[i]`` (``outcome.verdicts[i]``); ``record`` is the JSON written."""
 
     image: Tensor
     region: Tensor
     saved: Tensor
     protection: Protection
-    verdicts: list[Verdict]
+    outcome: Outcome
+    trials: list[Trial]
     fills: list[list[EditImages]]
+    record: dict
 
 
 def load_models(spec: str, weights: Path | None = None, device: str = "auto", *, pipeline: str | None = AUTO,
@@ -159,87 +228,55 @@ def load(task: Task, max_pixels: int | None, log: Log, keep_alpha: bool = False)
 
 
 JudgeProgress = Callable[[str, int, int], None]
-"""``on_judge(model name, edits done, edits in all)``, called as the verdict goes."""
+"""``on_judge(model name, edits done, edits in all)``, called as the verdict goes (over every trial)."""
 
 
-def protect_and_judge(image: Tensor | io.LoadedImage, region: Tensor, inpainters: Sequence[Inpainter],
-                      settings: Settings, out: Path, *, protect_inputs: Sequence[Path],
-                      judged_by: Sequence[Inpainter] | None = None, families: Sequence[str] = VERDICT_FAMILIES,
-                      on_step: StepCallback | None = None, on_judge: JudgeProgress | None = None,
-                      every_strategy: bool = True) -> Judged:
-    """Protect ``image`` against ``inpainters``, save it to ``out``, read it back and judge the saved file.
+def protect_task(task: Task, inpainters: Sequence[Inpainter], request: Request, *,
+                 families: Sequence[str] = VERDICT_FAMILIES, on_step: StepCallback | None = None,
+                 on_judge: JudgeProgress | None = None, log: Log = lambda message: None) -> Judged:
+    """The road of one image: read it (modes kept: a greyscale photo gets a greyscale perturbation and is written
+    greyscale, a transparent one keeps its alpha untouched), protect it against every model of ``inpainters``,
+    save it, read it back, judge the saved file on every trial (:func:`backfire.judge.outcome.judge_every`:
+    every model × every strategy its tool applies × every draw of a stochastic model), and write ``.json`` and
+    the preview beside it. ``backfire protect``, ``backfire evaluate`` and the app all take this road.
 
-    The one home of protect-and-judge (``backfire protect`` and ``backfire evaluate`` both call it).
-    ``image`` read with :func:`backfire.io.read_image` keeps its mode: a greyscale photo gets a greyscale
-    perturbation and is written greyscale, a transparent one keeps its alpha untouched.
-    ``judged_by``: the models whose edits are judged (default: every model of the ensemble), each with every
-    strategy its tool applies to a photo this size (``every_strategy``; else the default one only). The
-    clean fills the optimisation already computed are reused by the verdict, never run twice.
+    The clean fills the optimisation already computed are reused by the verdict, never run twice. Interrupted
+    (Ctrl-C) after the image was saved, the task's outputs are removed again: a protected file never stands
+    without its verdict.
     """
-    loaded = image if isinstance(image, io.LoadedImage) else None
-    pixels = image.pixels if loaded is not None else image
-    grey, alpha = (loaded.grey, loaded.alpha) if loaded is not None else (False, None)
-    result = protect(pixels, region, inpainters, settings.recipe, seed=settings.seed, grey=grey, on_step=on_step)
-    io.save_image(result.protected, out, protect_inputs=protect_inputs, grey=grey, alpha=alpha)
-    # every verdict is about the file as written
-    saved = io.read_image(out, max_pixels=settings.max_pixels, keep_alpha=alpha is not None).pixels
-    verdicts, fills = [], []
-    for model in judged_by or inpainters:
-        index = list(inpainters).index(model) if model in inpainters else -1
-        known = result.clean_fills[index] if index >= 0 and result.clean_fills else ()
-        progress = None if on_judge is None else (lambda done, total, name=model.name: on_judge(name, done, total))
-        for strategy, tool in _strategies(model, tuple(pixels.shape[-2:]))[:None if every_strategy else 1]:
-            verdict, images = judge(pixels, saved, region, tool, result.target, tuple(families), seed=settings.seed,
-                                    clean_fills=known if strategy is None else (), target_kind=result.recipe.target,
-                                    on_edit=progress)
-            verdict.default_strategy = strategy is None
-            verdicts.append(verdict)
-            fills.append(images)
-    return Judged(pixels, region, saved, result, verdicts, fills)
-
-
-def _strategies(model: Inpainter, size: tuple[int, int]) -> list[tuple[str | None, Inpainter]]:
-    """The attacker's default edit (``None``: the model as given) and, for a tool with settings (IOPaint's
-    HD strategies), every other edit that tool makes of a photo this size: the verdict judges them all."""
-    default = model.strategy_for(size)
-    return [(None, model)] + [(s, model.with_strategy(s)) for s in model.strategies(size) if s != default]
-
-
-def protect_task(task: Task, inpainters: Sequence[Inpainter], settings: Settings, *,
-                 on_step: StepCallback | None = None, on_judge: JudgeProgress | None = None,
-                 log: Log = lambda message: None) -> list[Verdict]:
-    """Protect one image against every model of ``inpainters``, save it, and judge the saved file read back
-    on each model; write ``.json`` (the first model's verdict, the others under ``ensemble``) and preview.
-
-    Interrupted (Ctrl-C) after the image was saved, the task's outputs are removed again: a protected
-    file never stands without its verdict.
-    """
-    loaded, region = load(task, settings.max_pixels, log, keep_alpha=True)
-    image = loaded.pixels
+    loaded, region = load(task, request.max_pixels, log, keep_alpha=True)
+    image, recipe = loaded.pixels, request.recipe
     if task.out.suffix.lower() in io.LOSSY_SUFFIXES:
         log(f"warning: {task.out.suffix} is lossy; the compression weakens the protection (PNG keeps it)")
     if on_step is not None:
-        on_step(0, settings.recipe.steps, None)  # the wait for the first step shows too
+        on_step(0, recipe.steps, None)  # the wait for the first step shows too
     try:
-        judged = protect_and_judge(loaded, region, inpainters, settings, task.out, protect_inputs=task.inputs,
-                                   on_step=on_step, on_judge=on_judge)
+        result = protect(image, region, inpainters, recipe, seed=request.seed, grey=loaded.grey, on_step=on_step)
+        io.save_image(result.protected, task.out, protect_inputs=task.inputs, grey=loaded.grey, alpha=loaded.alpha)
+        # every verdict is about the file as written
+        saved = io.read_image(task.out, max_pixels=request.max_pixels, keep_alpha=loaded.alpha is not None).pixels
+
+        def known(trial: Trial) -> Sequence[tuple[Tensor, Tensor]]:
+            reusable = trial.default_strategy and trial.draw == 0 and result.clean_fills
+            return result.clean_fills[trial.index] if reusable else ()
+
+        progress = None if on_judge is None else (lambda trial, done, total: on_judge(trial.model.name, done, total))
+        outcome, found, fills = judge_every(image, saved, region, inpainters, result.target, draws=request.draws,
+                                            families=families, seed=request.seed, target_kind=result.recipe.target,
+                                            clean_fills=known, on_edit=progress)
         record = {
             "image": str(task.image), "mask": str(task.mask), "protected_image": str(task.out),
-            "recipe": judged.protection.recipe.as_dict(), "budget_255": judged.protection.recipe.budget * 255,
-            "seed": settings.seed, "seconds": judged.protection.seconds, "losses": judged.protection.losses,
-            **judged.verdicts[0].as_dict(),
+            "recipe": result.recipe.as_dict(), "budget_255": result.recipe.budget * 255,
+            "seed": request.seed, "seconds": result.seconds, "losses": result.losses,
+            **outcome.as_dict(),
         }
-        defaults = [v for v in judged.verdicts if v.default_strategy]
-        if len(defaults) > 1:
-            record["ensemble"] = [v.as_dict() for v in defaults]
-        record["verdicts"] = [v.as_dict() for v in judged.verdicts]  # every model × every strategy that applies
-        write_reports(task, record, image, judged.saved, judged.fills[0])
+        write_reports(task, record, image, saved, fills[0])
     except KeyboardInterrupt:
         removed = [p for p in (task.out, *report_paths(task.out)) if p.exists()]
         for path in removed:
             path.unlink()
         raise Interrupted(task, removed) from None
-    return judged.verdicts
+    return Judged(image, region, saved, result, outcome, found, fills, record)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -252,7 +289,10 @@ class Interrupted(KeyboardInterrupt):
 
 @dataclass(frozen=True)
 class BatchRow:
-    """One line of a folder run's ``batch.csv``."""
+    """One photo of a folder run: a line of the CLI's ``batch.csv`` and of the app's ``verdicts.csv``, one row
+    type for both. The columns: the CLI's first (``status``, ``attacker_failed`` as ``k/n`` …), then the
+    app's (``protected``, the counts, invisibility, ``error``), then the edit that decided (``weakest_*``).
+    Every count is the outcome's, over every trial (:class:`backfire.judge.outcome.Outcome`)."""
 
     image: str
     status: str  # "protected" | "not protected" | "skipped"
@@ -260,29 +300,68 @@ class BatchRow:
     attacker_failed: str = ""
     benign_intact: str = ""
     why: str = ""
+    protected_image: str = ""
+    model: str = ""
+    protected: bool | str = ""
+    attacker_edits_failed: int | str = ""
+    attacker_edits: int | str = ""
+    benign_edits_intact: int | str = ""
+    benign_edits: int | str = ""
+    psnr_db: float | str = ""
+    ssim: float | str = ""
+    linf_255: float | str = ""
+    mask: str = ""
+    error: str = ""
+    draws: int | str = ""
+    weakest_model: str = ""
+    weakest_strategy: str = ""
+    weakest_draw: int | str = ""
+    weakest_edit: str = ""
+    weakest_distance: float | str = ""
 
     @classmethod
-    def skipped(cls, image: Path, why: str) -> BatchRow:
-        return cls(image.name, "skipped", why=why)
+    def skipped(cls, image: Path, why: str, mask: Path | None = None) -> BatchRow:
+        return cls(image.name, "skipped", why=why, error=why, mask="" if mask is None else mask.name)
 
     @classmethod
-    def of(cls, task: Task, verdicts: Sequence[Verdict]) -> BatchRow:
-        first = verdicts[0]
-        attacks, benign = first.attacker_edits, first.benign_edits
-        return cls(task.image.name, "protected" if all(v.protected for v in verdicts) else "not protected",
-                   str(task.out), f"{sum(e.failed for e in attacks)}/{len(attacks)}",
-                   f"{sum(e.intact for e in benign)}/{len(benign)}")
+    def of(cls, task: Task, outcome: Outcome, output: str | None = None) -> BatchRow:
+        """The row of a protected photo; ``output``: how the row names the written file (default: its path)."""
+        attacks, benign = outcome.attacker_edits, outcome.benign_edits
+        failed, intact = sum(d.ok for d in attacks), sum(d.ok for d in benign)
+        inv = outcome.verdicts[0].invisibility
+        weakest = outcome.weakest
+        deciding = {} if weakest is None else dict(
+            weakest_model=weakest.model, weakest_strategy=weakest.strategy, weakest_draw=weakest.draw,
+            weakest_edit=weakest.edit, weakest_distance=round(weakest.distance_to_target, 4))
+        return cls(task.image.name, "protected" if outcome.protected else "not protected",
+                   str(task.out) if output is None else output, f"{failed}/{len(attacks)}",
+                   f"{intact}/{len(benign)}", protected_image=task.out.name, model=",".join(outcome.models),
+                   protected=outcome.protected, attacker_edits_failed=failed, attacker_edits=len(attacks),
+                   benign_edits_intact=intact, benign_edits=len(benign), psnr_db=round(inv["psnr"], 2),
+                   ssim=round(inv["ssim"], 5), linf_255=round(inv["linf_255"], 2), mask=task.mask.name,
+                   draws=outcome.draws, **deciding)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+BATCH_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(BatchRow))
+
+
+def write_batch_csv(path: Path, rows: Sequence[BatchRow], protect_inputs: Sequence[Path]) -> Path:
+    """``rows`` sorted by image name as CSV at ``path`` (atomic): a folder run's ``batch.csv``, the app's
+    ``verdicts.csv``."""
+    buffer = _io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=BATCH_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(r.as_dict() for r in sorted(rows, key=lambda r: r.image))
+    io.write_text_atomic(path, buffer.getvalue(), protect_inputs=protect_inputs)
+    return path
 
 
 def write_batch_summary(out_dir: Path, rows: Sequence[BatchRow], protect_inputs: Sequence[Path]) -> Path:
     """``out_dir/batch.csv``: every image of a folder run, protected or skipped and why."""
-    buffer = _io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(BatchRow)], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(asdict(r) for r in sorted(rows, key=lambda r: r.image))
-    path = out_dir / "batch.csv"
-    io.write_text_atomic(path, buffer.getvalue(), protect_inputs=protect_inputs)
-    return path
+    return write_batch_csv(out_dir / "batch.csv", rows, protect_inputs)
 
 
 def write_reports(task: Task, record: dict, image: Tensor, saved: Tensor, fills: list[EditImages]) -> None:
@@ -302,19 +381,22 @@ def edit_task(task: Task, inpainter: Inpainter, max_pixels: int | None, log: Log
     io.save_image(filled, task.out, protect_inputs=task.inputs, grey=image.grey)
 
 
-def verify_files(original: Path, protected: Path, mask: Path, inpainter: Inpainter, target: TargetKind, seed: int,
-                 max_pixels: int | None, log: Log) -> Verdict:
-    """Judge an already protected file against its original."""
-    image = io.read_image(original, max_pixels=max_pixels)
-    saved = io.read_image(protected, max_pixels=max_pixels)
+def verify_files(original: Path, protected: Path, mask: Path, inpainters: Sequence[Inpainter], request: Request,
+                 log: Log) -> Outcome:
+    """Judge an already protected file against its original on the set ``protect`` judges (every model, strategy
+    and draw), both read as ``protect`` reads them; the target is the request's recipe's."""
+    image = io.read_image(original, max_pixels=request.max_pixels, keep_alpha=True)
+    saved = io.read_image(protected, max_pixels=request.max_pixels, keep_alpha=True)
     if saved.size != image.size:
         raise io.InputError(f"{protected} is {saved.size[0]}×{saved.size[1]} but {original} is "
                             f"{image.size[0]}×{image.size[1]}: not a protected copy of it")
-    region = io.read_mask(mask, size=image.size, max_pixels=max_pixels)
+    region = io.read_mask(mask, size=image.size, max_pixels=request.max_pixels)
     for note in (*image.notes, *saved.notes, *region.notes):
         log(f"note: {note}")
-    return judge(image.pixels, saved.pixels, region.mask, inpainter, make_target(image.pixels, target), seed=seed,
-                 target_kind=target)[0]
+    kind = request.recipe.target
+    outcome, _, _ = judge_every(image.pixels, saved.pixels, region.mask, inpainters, make_target(image.pixels, kind),
+                                draws=request.draws, seed=request.seed, target_kind=kind)
+    return outcome
 
 
 def write_json(path: Path, record: dict, protect_inputs) -> None:

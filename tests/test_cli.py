@@ -215,11 +215,11 @@ def test_protect_against_an_ensemble_judges_on_every_model(capsys, files, weight
     assert report["ensemble"][0]["edits"] == report["edits"]
 
 
-@pytest.mark.parametrize("case", ["verify_two", "empty_name", "weights_twice"])
+@pytest.mark.parametrize("case", ["edit_two", "empty_name", "weights_twice"])
 def test_bad_model_lists_are_one_line_errors(capsys, files, weights, tmp_path, case):
     photo, mask = files
-    if case == "verify_two":
-        args = ["verify", photo, photo, "--mask", mask, "--model", f"lama={weights},lama={weights}"]
+    if case == "edit_two":  # an edit is one model's (verify, like protect, takes an ensemble)
+        args = ["edit", photo, "--mask", mask, "-o", tmp_path / "o.png", "--model", f"lama={weights},lama={weights}"]
     elif case == "empty_name":
         args = ["protect", photo, "--mask", mask, "-o", tmp_path / "o.png", "--model", f"lama={weights},"]
     else:

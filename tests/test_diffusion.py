@@ -121,7 +121,8 @@ def test_paper_recipe_lowers_the_surrogate_loss(model, case):
 
 
 def test_cli_protect_and_evaluate_end_to_end(capsys, checkpoint, tmp_path):
-    model = ["--model", "sd-inpaint", "--weights", checkpoint, "--device", "cpu", "--sampler-steps", "2"]
+    model = ["--model", "sd-inpaint", "--weights", checkpoint, "--device", "cpu", "--sampler-steps", "2",
+             "--draws", "2"]
     folder = tmp_path / "photos"
     folder.mkdir()
     image, mask = example_photo(48, 40, seed=0)
@@ -132,6 +133,10 @@ def test_cli_protect_and_evaluate_end_to_end(capsys, checkpoint, tmp_path):
     assert code == 0, err
     report = json.loads((tmp_path / "out.json").read_text())
     assert report["model"] == "sd-inpaint" and "verdict:" in out
+    # the sampler's noise is a draw: two judged, each with its own seed, the worst deciding
+    assert [v["draw"] for v in report["verdicts"]] == [0, 1] and report["draws"] == 2
+    assert report["verdicts"][1]["randomness"]["draw"] == 1
+    assert report["protected"] is all(v["protected"] for v in report["verdicts"])
 
     code, out, err = run_cli(capsys, "evaluate", folder, "--out", tmp_path / "evaluation", *model,
                           "--families", "exact", "ring", "--steps", "1", "--no-fid", "--quiet")

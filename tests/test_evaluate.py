@@ -97,8 +97,10 @@ def test_evaluate_writes_the_four_reports_beside_the_folder_and_keeps_inputs(eva
         assert (result / name).is_file(), name
     folder = evaluation["folder"]
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == evaluation["before"]
-    assert sorted(p.name for p in (result / "images").iterdir()) == [
-        "p0__paper__b6.375.png", "p0__robust__b6.375.png", "p1__paper__b6.375.png", "p1__robust__b6.375.png"]
+    keys = ["p0__paper__b6.375", "p0__robust__b6.375", "p1__paper__b6.375", "p1__robust__b6.375"]
+    # protect's own road: each protected PNG with its JSON and preview
+    assert sorted(p.name for p in (result / "images").iterdir()) == sorted(
+        f"{key}{suffix}" for key in keys for suffix in (".png", ".json", ".preview.png"))
     assert "[1/4] p0.png paper" in evaluation["err"] and "[4/4] p1.png robust" in evaluation["err"]
     assert not [p for p in result.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
 

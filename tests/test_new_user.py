@@ -12,6 +12,7 @@ from PIL import Image
 from backfire import cli, jobs
 from backfire import io as bio
 from backfire.examples import example_photo
+from backfire.judge import outcome
 from backfire.judge.preview import preview
 from backfire.judge.verdict import EditImages
 from backfire.pixels import to_pil
@@ -63,7 +64,7 @@ def test_ctrl_c_during_the_verdict_removes_the_written_set_and_says_so(capsys, f
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(jobs, "judge", interrupted)
+    monkeypatch.setattr(outcome, "judge", interrupted)  # the verdict of each trial (jobs → judge_every → judge)
     code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights),
                            "--steps", "1", "--quiet")
     assert code == 130 and "removed" in err and "out.png" in err

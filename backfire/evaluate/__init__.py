@@ -1,8 +1,8 @@
 """``backfire evaluate``: the folder-level protocol of docs/evaluation.md and its reports.
 
-It sits above :mod:`backfire.jobs` and walks the same road for every image of a folder (protect → save →
-read back → judge, :func:`backfire.jobs.protect_and_judge`): :mod:`backfire.evaluate.run` measures,
-:mod:`backfire.evaluate.report` writes what was measured (``cases.csv``, ``summary.md``, ``report.html``,
+It sits above :mod:`backfire.jobs` and walks the same road for every image of a folder (read → protect →
+save → read back → judge every trial → JSON and preview, :func:`backfire.jobs.protect_task`):
+:mod:`backfire.evaluate.run` measures, :mod:`backfire.evaluate.report` writes what was measured (``cases.csv``, ``summary.md``, ``report.html``,
 ``config.json``).
 """
 

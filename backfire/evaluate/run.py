@@ -1,9 +1,12 @@
 """The folder-level protocol of docs/evaluation.md: the paper's table, on any folder of images.
 
-For every ``NAME.png`` + ``NAME_mask.png`` pair and every recipe (× budget): protect, save the 8-bit PNG,
-read it back, and judge the saved file (:func:`backfire.jobs.protect_and_judge`, the same road as
-``backfire protect``) for every attacker and benign family; with robustness, judge each cleaned copy of
-the saved file again (attacker families only). :mod:`backfire.evaluate.report` writes into ``out_dir``:
+For every ``NAME.png`` + ``NAME_mask.png`` pair and every recipe (× budget): the road ``backfire protect``
+takes, one function (:func:`backfire.jobs.protect_task`: read with its modes kept, protect, save the 8-bit
+file with its JSON and preview, read it back, judge the saved file on every model × strategy × draw) for every
+attacker and benign family; with robustness, judge each cleaned copy of the saved file again on the same
+trials (attacker families only). An edit counts as failed only when it failed on every trial, intact only
+when intact on every trial (:meth:`backfire.judge.outcome.Outcome.decided`: the failure rates are over the
+unit that decides "protected"). :mod:`backfire.evaluate.report` writes into ``out_dir``:
 
 - ``cases.csv``: one row per image × recipe × budget × edit × transform (``none`` = the saved file);
 - ``summary.md``: the paper-style tables (attacker and benign families, invisibility, robustness, FID,
@@ -11,7 +14,7 @@ the saved file again (attacker families only). :mod:`backfire.evaluate.report` w
 - ``report.html``: the same tables and, per case, thumbnails (``thumbs/``) of the original, the protected
   image and their edits; relative links only, so the folder can be moved or zipped;
 - ``config.json``: versions, arguments, model, weights, recipe values;
-- ``images/``: the protected PNGs that were judged.
+- ``images/``: the protected PNGs that were judged, each with the JSON and preview ``backfire protect`` writes.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from backfire import masks as mask_ops
 from backfire.evaluate.report import COLUMNS, Case, row, write_reports, write_thumbs
 from backfire.inpainters.base import Inpainter
 from backfire.judge.fid import FeatureSets
+from backfire.judge.outcome import DEFAULT_DRAWS, Trial, judge_every
 from backfire.judge.transforms import get_transforms
-from backfire.judge.verdict import judge
 from backfire.protect.recipes import Recipe
 
 __all__ = ["COLUMNS", "EvaluationConfig", "evaluate"]
@@ -49,6 +52,7 @@ class EvaluationConfig:
         limit: at most this many images (the first, by name).
         seed: seeds the protection's start and the random mask families.
         steps: overrides the recipes' step count.
+        draws: draws judged per stochastic model (``--draws``).
         with_fid: compute FID over the set (needs the Inception weights, else "unavailable").
         max_pixels: refuse images larger than this (``io.read_image``).
         arguments: extra values recorded in ``config.json`` (the CLI's arguments).
@@ -61,6 +65,7 @@ class EvaluationConfig:
     limit: int | None = None
     seed: int = 0
     steps: int | None = None
+    draws: int = DEFAULT_DRAWS
     with_fid: bool = True
     max_pixels: int | None = io.DEFAULT_MAX_PIXELS
     arguments: dict = field(default_factory=dict)
@@ -98,7 +103,7 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
         folder: ``NAME.png`` + ``NAME_mask.png`` pairs (``io.find_pairs``).
         out_dir: a new or existing folder outside ``folder``.
         inpainter: the model that protects and the model the attacker edits with (the same one); or
-            several: the protection is against all of them (an ensemble), the attacker edits with the first.
+            several: the protection is against all of them (an ensemble), and each is judged.
         config: recipes, budgets, families, cleanings, seed (see :class:`EvaluationConfig`).
         progress: called with one line per case.
     """
@@ -118,13 +123,10 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
     plans = [r.but(budget=b, steps=config.steps) for r in config.recipes for b in config.budgets]
     total = len(pairs) * len(plans)
     for i, (image_path, mask_path) in enumerate(pairs):
-        loaded = io.read_image(image_path, max_pixels=config.max_pixels)
-        region = io.read_mask(mask_path, size=loaded.size, max_pixels=config.max_pixels).mask
-        if features is not None:
-            features.add("originals", loaded.pixels[None])
         for j, recipe in enumerate(plans):
-            case = _evaluate_case(image_path, loaded.pixels, region, ensemble, recipe, config, out_dir, inputs,
-                                  features)
+            task = jobs.Task(image_path, mask_path, out_dir / "images" / f"{_key(image_path, recipe)}.png")
+            case = _evaluate_case(task, ensemble, recipe, config, out_dir, inputs, features, first=j == 0,
+                                  log=progress)
             cases.append(case)
             if progress is not None:
                 progress(_progress_line(i * len(plans) + j + 1, total, case))
@@ -133,36 +135,45 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
     return cases
 
 
-def _evaluate_case(image_path: Path, image: Tensor, region: Tensor, ensemble: list[Inpainter], recipe: Recipe,
-                   config: EvaluationConfig, out_dir: Path, inputs: list[Path],
-                   features: FeatureSets | None) -> Case:
+def _key(image_path: Path, recipe: Recipe) -> str:
+    return f"{image_path.stem}__{recipe.name}__b{round(recipe.budget * 255, 3):g}"
+
+
+def _evaluate_case(task: jobs.Task, ensemble: list[Inpainter], recipe: Recipe, config: EvaluationConfig,
+                   out_dir: Path, inputs: list[Path], features: FeatureSets | None, *, first: bool,
+                   log: jobs.Log | None) -> Case:
     started = time.perf_counter()
-    inpainter = ensemble[0]
     budget_255 = round(recipe.budget * 255, 3)
-    key = f"{image_path.stem}__{recipe.name}__b{budget_255:g}"
-    settings = jobs.Settings(recipe, seed=config.seed, max_pixels=None)
-    judged = jobs.protect_and_judge(image, region, ensemble, settings, out_dir / "images" / f"{key}.png",
-                                    protect_inputs=inputs, judged_by=[inpainter], families=config.families,
-                                    every_strategy=False)
-    verdict, fills = judged.verdicts[0], judged.fills[0]
-    measured = [(e, "none") for e in verdict.edits]
-    clean_fills = [(f.mask, f.original) for f in fills]  # edits of the original do not change with the cleaning
+    request = jobs.Request(recipe, seed=config.seed, draws=config.draws, max_pixels=config.max_pixels)
+    judged = jobs.protect_task(task, ensemble, request, families=config.families, log=log or (lambda message: None))
+    image, region, outcome = judged.image, judged.region, judged.outcome
+    if features is not None and first:
+        features.add("originals", image[None])
+    measured = [(d.edit, "none") for d in outcome.decided()]
+    # the edits of the original do not change with the cleaning: each trial's are reused
+    known = {_trial_key(t): [(f.mask, f.original) for f in fills] for t, fills in zip(judged.trials, judged.fills)}
     for name, transform in get_transforms(config.transforms).items():
         cleaned = transform(judged.saved, seed=config.seed)
-        robust, _ = judge(image, cleaned, region, inpainter, judged.protection.target, config.attacker_families,
-                          seed=config.seed, clean_fills=clean_fills, target_kind=recipe.target)
-        measured.extend((e, name) for e in robust.edits)
+        robust, _, _ = judge_every(image, cleaned, region, ensemble, judged.protection.target, draws=config.draws,
+                                   families=config.attacker_families, seed=config.seed, target_kind=recipe.target,
+                                   clean_fills=lambda trial: known.get(_trial_key(trial), ()))
+        measured.extend((d.edit, name) for d in robust.decided())
+    verdict, fills = outcome.verdicts[0], judged.fills[0]
     if features is not None:
         attacks = [f for e, f in zip(verdict.edits, fills) if e.kind == "attacker"]
         if attacks:
             features.add("original fills", torch.stack([f.original for f in attacks]))
             features.add("protected fills", torch.stack([f.protected for f in attacks]))
-    case = Case(image=image_path.name, recipe=recipe.name, budget_255=budget_255,
+    case = Case(image=task.image.name, recipe=recipe.name, budget_255=budget_255,
                 seconds_protect=judged.protection.seconds, seconds_total=time.perf_counter() - started,
                 invisibility=verdict.invisibility, skipped=verdict.skipped)
     case.rows = [row(case, e, t) for e, t in measured]
-    case.thumbs = write_thumbs(out_dir, key, image, judged.saved, verdict.edits, fills, inputs)
+    case.thumbs = write_thumbs(out_dir, task.out.stem, image, judged.saved, verdict.edits, fills, inputs)
     return case
+
+
+def _trial_key(trial: Trial) -> tuple[int, str, int]:
+    return trial.index, trial.strategy, trial.draw
 
 
 def _progress_line(done: int, total: int, case: Case) -> str:
