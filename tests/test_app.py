@@ -68,7 +68,7 @@ def test_batch_protects_pairs_and_zips_reports_with_a_csv_row_per_photo(files, t
         zf.write(files["photo"], "set/lonely.png")
         zf.writestr("__MACOSX/._second.png", b"junk")
     result = batch.run([files["photo"], files["mask"], archive], tmp_path / "work",
-                       service.Settings(steps=1, device="cpu"))
+                       service.Request.of(steps=1, device="cpu"))
     with zipfile.ZipFile(result.archive) as zf:
         names = sorted(zf.namelist())
         rows = list(csv.DictReader(_io.StringIO(zf.read(batch.CSV_NAME).decode())))
@@ -169,7 +169,7 @@ def test_region_tools_add_to_the_painted_region_and_explain_failures(files, tmp_
 def test_served_beyond_this_machine_the_page_takes_no_server_paths():
     from backfire.app import ui
 
-    assert ui._settings("lama", "/srv/big-lama.pt", "paper", 6.375, 2, "cpu").weights == "/srv/big-lama.pt"
+    assert ui._settings("lama", "/srv/big-lama.pt", "paper", 6.375, 2, "cpu").weights == Path("/srv/big-lama.pt")
     for model, weights in (("lama", "/etc/passwd"), ("backfire-s,lama=/etc/passwd", "")):
         with pytest.raises(io.InputError, match="only when the app serves this machine alone"):
             ui._settings(model, weights, "paper", 6.375, 2, "cpu", local_paths=False)

@@ -1,14 +1,14 @@
 """The Batch tab's work, without the page: uploaded photos (or zips of them) → protected PNGs, their verdict
 JSONs and one CSV, zipped.
 
-Masks come as ``NAME_mask.*`` beside ``NAME.*`` (the CLI's folder rule) or, for photos without one, from a
-detector (faces or text). Zips are unpacked with limits (member count, unpacked bytes, flat names only), so
+Masks come as ``NAME_mask.*`` beside ``NAME.*`` (the CLI's folder rule, :func:`backfire.io.pair_files`) or, for
+photos without one, from a detector (faces or text). The CSV is the CLI's ``batch.csv`` row type
+(:class:`backfire.service.BatchRow`). Zips are unpacked with limits (member count, unpacked bytes, flat names only), so
 an upload cannot write outside the session's folder or fill the disk.
 """
 
 from __future__ import annotations
 
-import csv
 import shutil
 import zipfile
 from collections.abc import Callable, Sequence
@@ -22,14 +22,15 @@ MAX_UNPACKED_BYTES = 4 << 30
 MASK_SUFFIX = "_mask"
 CSV_NAME = "verdicts.csv"
 ZIP_NAME = "backfire-protected.zip"
-CSV_FIELDS = ("image", "protected_image", "model", "protected", "attacker_edits_failed", "attacker_edits",
-              "benign_edits_intact", "benign_edits", "psnr_db", "ssim", "linf_255", "mask", "error")
+CSV_FIELDS = service.BATCH_COLUMNS
 
 OnPhoto = Callable[[int, int, str], None]
 
 
 @dataclass
 class BatchResult:
+    """The zip and the rows of its CSV, as written (one mapping per photo, the columns of ``CSV_FIELDS``)."""
+
     archive: Path
     rows: list[dict]
 
@@ -100,29 +101,20 @@ def _fresh(folder: Path, name: str) -> Path:
     return target
 
 
-def pair(files: Sequence[Path], detector: str | None, log: service.Log) -> tuple[list[tuple[Path, Path]], list[dict]]:
-    """``NAME`` → ``NAME_mask``; a photo without a mask gets one from ``detector`` (``faces``/``text``), or an
-    error row."""
-    masks = {p.stem[: -len(MASK_SUFFIX)]: p for p in files if p.stem.endswith(MASK_SUFFIX) and p.stem != MASK_SUFFIX}
-    photos = [p for p in files if p not in masks.values()]
-    if not photos:
-        raise service.InputError("only masks were uploaded: add the photos (NAME.png beside NAME_mask.png)")
-    stems = [p.stem for p in photos]
-    twice = sorted({s for s in stems if stems.count(s) > 1})
-    if twice:
-        raise service.InputError(f"several photos are named {', '.join(twice)} (different extensions); "
-                                "rename them: each gives NAME.png")
-    pairs, errors = [], []
-    for photo in photos:
-        mask = masks.get(photo.stem)
+def pair(files: Sequence[Path], detector: str | None, log: service.Log) -> tuple[list[tuple[Path, Path]],
+                                                                                list[service.BatchRow]]:
+    """``NAME`` → ``NAME_mask`` (:func:`backfire.io.pair_files`, the CLI's rule); a photo without a mask gets one
+    from ``detector`` (``faces``/``text``), or an error row."""
+    pairs, unpaired = service.pair_files(files, "the upload")
+    errors = []
+    for photo in unpaired:
         try:
-            if mask is None:
-                mask = _detect(photo, detector)
-                log(f"{photo.name}: region found by the {detector} detector")
+            mask = _detect(photo, detector)
+            log(f"{photo.name}: region found by the {detector} detector")
             pairs.append((photo, mask))
         except service.PROBLEMS as error:
-            errors.append(_row(photo, None, "", error=str(error)))
-    return pairs, errors
+            errors.append(service.BatchRow.skipped(photo, str(error)))
+    return sorted(pairs), errors
 
 
 def _detect(photo: Path, detector: str | None) -> Path:
@@ -136,12 +128,12 @@ def _detect(photo: Path, detector: str | None) -> Path:
     return mask
 
 
-def run(uploads: Sequence[Path], work: Path, settings: service.Settings, detector: str | None = None,
+def run(uploads: Sequence[Path], work: Path, request: service.Request, detector: str | None = None,
         on_photo: OnPhoto | None = None, on_step: service.OnStep | None = None,
         log: service.Log | None = None) -> BatchResult:
-    """Protect every uploaded photo; a photo that fails is a CSV row with its error, the others go on."""
+    """Protect every uploaded photo with ``request`` (checked when it was made); a photo that fails is a CSV row
+    with its error, the others go on."""
     log = log or (lambda _: None)
-    service.check_settings(settings)
     inbox, outbox = work / "in", work / "out"
     for folder in (inbox, outbox):
         shutil.rmtree(folder, ignore_errors=True)
@@ -151,35 +143,17 @@ def run(uploads: Sequence[Path], work: Path, settings: service.Settings, detecto
         if on_photo is not None:
             on_photo(i, len(pairs), photo.name)
         try:
-            done = service.protect(photo, mask, outbox / f"{photo.stem}.png", settings, on_step, log)
+            done = service.protect(photo, mask, outbox / f"{photo.stem}.png", request, on_step, log)
         except service.PROBLEMS as error:
-            rows.append(_row(photo, None, mask.name, error=str(error)))
+            rows.append(service.BatchRow.skipped(photo, str(error), mask))
             continue
-        rows.extend(_row(photo, done, mask.name, verdict=v) for v in done.verdicts)
-    rows.sort(key=lambda r: r["image"])
-    return BatchResult(_archive(outbox, rows, work / ZIP_NAME), rows)
+        rows.append(service.BatchRow.of(service.Task(photo, mask, done.protected), done.outcome, done.protected.name))
+    rows.sort(key=lambda r: r.image)
+    return BatchResult(_archive(outbox, rows, work / ZIP_NAME), [r.as_dict() for r in rows])
 
 
-def _row(photo: Path, done: service.ProtectedPhoto | None, mask: str, verdict=None, error: str = "") -> dict:
-    row = dict.fromkeys(CSV_FIELDS, "")
-    row.update(image=photo.name, mask=mask, error=error)
-    if done is not None and verdict is not None:
-        attacks = [e for e in verdict.edits if e.kind == "attacker"]
-        benign = [e for e in verdict.edits if e.kind == "benign"]
-        inv = verdict.invisibility
-        row.update(protected_image=done.protected.name, model=verdict.model, protected=verdict.protected,
-                   attacker_edits_failed=sum(bool(e.failed) for e in attacks), attacker_edits=len(attacks),
-                   benign_edits_intact=sum(bool(e.intact) for e in benign), benign_edits=len(benign),
-                   psnr_db=round(inv["psnr"], 2), ssim=round(inv["ssim"], 5), linf_255=round(inv["linf_255"], 2))
-    return row
-
-
-def _archive(outbox: Path, rows: list[dict], archive: Path) -> Path:
-    table = outbox / CSV_NAME
-    with open(table, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+def _archive(outbox: Path, rows: list[service.BatchRow], archive: Path) -> Path:
+    table = service.write_batch_csv(outbox / CSV_NAME, rows, [])
     keep = sorted(p for p in outbox.iterdir() if p.suffix in (".png", ".json") and not p.name.endswith(".preview.png"))
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in keep:

@@ -1,6 +1,7 @@
 """What the app asks of backfire: every call into backfire's jobs, CLI and verdict API, in one place.
 
-The app runs the CLI's own jobs (:mod:`backfire.jobs`) and loads models the CLI's way (ensembles written
+The app runs the CLI's own jobs (:mod:`backfire.jobs`) on the CLI's own request (:class:`backfire.jobs.Request`,
+made and checked by ``Request.of`` from the page's fields), and loads models the CLI's way (ensembles written
 ``NAME[=WEIGHTS],...``), so a protection made in the browser is the one ``backfire protect`` makes. When
 that API changes, this module is the one to adapt; the UI (:mod:`backfire.app.ui`) and the batch runner
 (:mod:`backfire.app.batch`) only speak to it. Nothing here imports Gradio.
@@ -16,15 +17,19 @@ from pathlib import Path
 from torch import Tensor
 
 from backfire import io, jobs
-from backfire.judge.text import format_verdict
 from backfire.errors import ModelError
 from backfire.inpainters.registry import DEFAULT_MODEL, available_models
+from backfire.jobs import Request
+from backfire.judge.outcome import Outcome
+from backfire.judge.text import format_outcome
 from backfire.judge.verdict import Verdict
-from backfire.protect.recipes import DEFAULT_RECIPE, MIN_BUDGET_255, RECIPES, get_recipe
+from backfire.protect.recipes import DEFAULT_RECIPE, RECIPES, Recipe, get_recipe
 
 MAX_PIXELS = io.DEFAULT_MAX_PIXELS
 InputError = io.InputError
 IMAGE_EXTENSIONS = io.IMAGE_EXTENSIONS
+pair_files = io.pair_files  # the CLI's rule pairing NAME with NAME_mask
+Task, BatchRow, BATCH_COLUMNS, write_batch_csv = jobs.Task, jobs.BatchRow, jobs.BATCH_COLUMNS, jobs.write_batch_csv
 PROBLEMS: tuple[type[Exception], ...] = (io.InputError, ModelError, ValueError)
 """Errors a user can fix (bad file, model, setting): shown as a message, never a crash."""
 
@@ -36,29 +41,19 @@ class Cancelled(Exception):
     """Raised from the step callback when the user pressed Cancel; nothing is written."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The protect/verify settings of the page, in the CLI's units (budget in /255)."""
-
-    model: str = DEFAULT_MODEL
-    weights: str | None = None
-    recipe: str = DEFAULT_RECIPE
-    budget_255: float | None = None
-    steps: int | None = None
-    target: str | None = None
-    seed: int = 0
-    device: str = "auto"
-
-
 @dataclass
 class ProtectedPhoto:
-    """One protected photo: the files written beside it and a verdict per model."""
+    """One protected photo: the files written beside it and its outcome (a verdict per model, strategy, draw)."""
 
     protected: Path
     report: Path
     preview: Path
-    verdicts: list[Verdict]
+    outcome: Outcome
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        return self.outcome.verdicts
 
 
 def available_choices() -> list[str]:
@@ -81,9 +76,10 @@ def recipe_defaults(name: str) -> tuple[float, int]:
     return recipe.budget * 255, recipe.steps
 
 
-def resists_recompression(recipe: str) -> bool:
-    """Whether the recipe trains against JPEG and other cleaning (else: warn against recompressing)."""
-    return bool(get_recipe(recipe).cleaning)
+def resists_recompression(recipe: str | Recipe) -> bool:
+    """Whether the recipe (a name, or a request's recipe) trains against JPEG and other cleaning (else: warn
+    against recompressing)."""
+    return bool((get_recipe(recipe) if isinstance(recipe, str) else recipe).cleaning)
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -131,63 +127,40 @@ _models: dict[tuple, list] = {}
 _models_lock = threading.Lock()
 
 
-def load_models(settings: Settings) -> list:
-    """The models of ``settings.model`` (one, or an ensemble ``a,b``), loaded as ``--model`` loads them;
+def load_models(request: Request) -> list:
+    """The models of ``request.model`` (one, or an ensemble ``a,b``), loaded as ``--model`` loads them;
     kept for the next job."""
-    weights = (settings.weights or "").strip() or None
-    key = (settings.model.strip(), weights, settings.device)
     with _models_lock:
-        if key not in _models:
-            _models[key] = jobs.load_models(key[0], None if weights is None else Path(weights), settings.device)
-        return _models[key]
+        if request.models_key not in _models:
+            _models[request.models_key] = request.load_models()
+        return _models[request.models_key]
 
 
 # ------------------------------------------------------------------------------------------- jobs
 
-def check_settings(settings: Settings) -> None:
-    """The CLI's checks of budget and steps, with its messages."""
-    get_recipe(settings.recipe)
-    if settings.budget_255 is not None and not MIN_BUDGET_255 <= settings.budget_255 <= 255:
-        raise ValueError(f"budget must be in [{MIN_BUDGET_255:g}, 255] (/255; the paper's is 6.4), "
-                         f"got {settings.budget_255}")
-    if settings.steps is not None and settings.steps < 1:
-        raise ValueError(f"steps must be ≥ 1, got {settings.steps}")
-
-
-def protect(image: Path, mask: Path, out: Path, settings: Settings, on_step: OnStep | None = None,
+def protect(image: Path, mask: Path, out: Path, request: Request, on_step: OnStep | None = None,
             log: Log | None = None) -> ProtectedPhoto:
-    """``backfire protect IMAGE --mask MASK -o OUT`` with ``settings``: writes OUT (PNG), OUT.json and
-    OUT.preview.png; the verdicts are computed on the saved file read back."""
-    check_settings(settings)
+    """``backfire protect IMAGE --mask MASK -o OUT`` with ``request`` (:meth:`backfire.jobs.Request.of`, which
+    checked it): writes OUT (PNG), OUT.json and OUT.preview.png; the verdicts are computed on the saved file read
+    back."""
     notes: list[str] = []
     task = jobs.plan(image, mask, out).tasks[0]
-    inpainters = load_models(settings)
-    budget = None if settings.budget_255 is None else settings.budget_255 / 255
-    recipe = get_recipe(settings.recipe).but(budget=budget, steps=settings.steps, target=settings.target)
-    verdicts = jobs.protect_task(task, inpainters, jobs.Settings(recipe, seed=settings.seed, max_pixels=MAX_PIXELS),
-                                 on_step=on_step, log=_both(notes, log))
+    judged = jobs.protect_task(task, load_models(request), request, on_step=on_step, log=_both(notes, log))
     report, preview = jobs.report_paths(task.out)
-    return ProtectedPhoto(task.out, report, preview, verdicts, notes)
+    return ProtectedPhoto(task.out, report, preview, judged.outcome, notes)
 
 
-def attack(image: Path, mask: Path, out: Path, settings: Settings, log: Log | None = None) -> Path:
-    """``backfire edit``: the attacker's plain inpainting of the region, written to ``out``."""
+def attack(image: Path, mask: Path, out: Path, request: Request, log: Log | None = None) -> Path:
+    """``backfire edit``: the attacker's plain inpainting of the region, written to ``out`` (an ensemble's first
+    model's)."""
     task = jobs.plan(image, mask, out).tasks[0]
-    jobs.edit_task(task, _one_model(settings), MAX_PIXELS, log or (lambda _: None))
+    jobs.edit_task(task, load_models(request)[0], request.max_pixels, log or (lambda _: None))
     return task.out
 
 
-def verify(original: Path, protected: Path, mask: Path, settings: Settings, log: Log | None = None) -> Verdict:
-    """``backfire verify ORIGINAL PROTECTED --mask MASK``."""
-    return jobs.verify_files(original, protected, mask, _one_model(settings), settings.target or "solid",
-                             settings.seed, MAX_PIXELS, log or (lambda _: None))
-
-
-def _one_model(settings: Settings):
-    models = load_models(settings)
-    if len(models) > 1:
-        raise ValueError(f"model {settings.model}: verifying takes one model, not an ensemble")
-    return models[0]
+def verify(original: Path, protected: Path, mask: Path, request: Request, log: Log | None = None) -> Outcome:
+    """``backfire verify ORIGINAL PROTECTED --mask MASK``: every model, strategy and draw, as ``protect`` judges."""
+    return jobs.verify_files(original, protected, mask, load_models(request), request, log or (lambda _: None))
 
 
 def _both(notes: list[str], log: Log | None) -> Log:
@@ -200,29 +173,34 @@ def _both(notes: list[str], log: Log | None) -> Log:
 
 # ---------------------------------------------------------------------------------------- verdict
 
-def verdict_numbers(verdict: Verdict) -> str:
-    """The CLI's verdict table."""
-    return format_verdict(verdict)
+def verdict_numbers(outcome: Outcome) -> str:
+    """The CLI's verdict tables and its overall line."""
+    return format_outcome(outcome)
 
 
 _COLOURS = {(1.0, 0.0, 0.0): "red", (0.0, 1.0, 0.0): "green", (0.0, 0.0, 1.0): "blue"}
 
 
-def verdict_words(verdict: Verdict) -> str:
-    """One or two sentences a person reads first: does masking the region and inpainting now fail?"""
-    attacks = [e for e in verdict.edits if e.kind == "attacker"]
-    benign = [e for e in verdict.edits if e.kind == "benign"]
-    failed = sum(bool(e.failed) for e in attacks)
-    intact = sum(bool(e.intact) for e in benign)
-    colour = _colour_name(verdict.target_colour)
+def verdict_words(outcome: Outcome) -> str:
+    """One or two sentences a person reads first: does masking the region and inpainting now fail, however the
+    attacker runs it (every model, strategy and draw judged)?"""
+    attacks, benign = outcome.attacker_edits, outcome.benign_edits
+    failed, intact = sum(d.ok for d in attacks), sum(d.ok for d in benign)
+    first = outcome.verdicts[0]
+    colour = _colour_name(first.target_colour)
     fill = f"a solid {colour} fill" if colour else "the target"
-    inv = verdict.invisibility
-    if verdict.protected:
-        head = (f"PROTECTED against {verdict.model}: masking this region and inpainting now gives {fill} "
-                f"({failed}/{len(attacks)} attacker edits fail).")
+    against = " and ".join(outcome.models)
+    ways = len(outcome.verdicts)
+    every = "" if ways == 1 else f" on every one of the {ways} ways the attacker can run it"
+    inv = first.invisibility
+    if outcome.protected:
+        head = (f"PROTECTED against {against}: masking this region and inpainting now gives {fill} "
+                f"({failed}/{len(attacks)} attacker edits fail{every}).")
     else:
-        head = (f"NOT PROTECTED against {verdict.model}: masking this region and inpainting still works "
-                f"({failed}/{len(attacks)} attacker edits fail; a failed edit gives {fill}).")
+        weakest = outcome.weakest
+        worst = "" if weakest is None or ways == 1 else f"; {weakest.edit} on {weakest.where} inpaints normally"
+        head = (f"NOT PROTECTED against {against}: masking this region and inpainting still works "
+                f"({failed}/{len(attacks)} attacker edits fail{every}; a failed edit gives {fill}{worst}).")
     tail = (f"Edits elsewhere: {intact}/{len(benign)} intact. The change is "
             f"{'invisible' if inv['psnr'] >= 35 else 'faint'} (PSNR {inv['psnr']:.1f} dB, "
             f"at most {inv['linf_255']:.1f}/255 per pixel).")

@@ -159,14 +159,14 @@ def _need_photo(session: Session) -> None:
         raise service.InputError("upload a photo first")
 
 
-def _settings(model, weights, recipe, budget, steps, device: str, local_paths: bool = True) -> service.Settings:
+def _settings(model, weights, recipe, budget, steps, device: str, local_paths: bool = True) -> service.Request:
     if (weights or "=" in (model or "")) and not local_paths:
         raise service.InputError("weights paths are taken only when the app serves this machine alone "
                                 "(backfire app --host 127.0.0.1): a path names a file on the server")
-    return service.Settings(model=(model or service.available_choices()[0]).strip(), weights=weights or None,
-                           recipe=recipe or service.default_recipe(),
-                           budget_255=None if budget in (None, "") else float(budget),
-                           steps=None if steps in (None, "") else int(steps), device=device)
+    return service.Request.of(model=(model or service.available_choices()[0]).strip(), weights=weights or None,
+                              recipe=recipe or service.default_recipe(),
+                              budget_255=None if budget in (None, "") else float(budget),
+                              steps=None if steps in (None, "") else int(steps), device=device)
 
 
 class Sessions:
@@ -314,15 +314,14 @@ class Page:
         settings = _settings(model, weights, recipe, budget, steps, self.device, self.local_paths)
         return self._protect(self.sessions.get(request), Path(photo), Path(mask), settings, progress)
 
-    def _protect(self, session: Session, photo: Path, mask: Path, settings: service.Settings, progress):
+    def _protect(self, session: Session, photo: Path, mask: Path, settings: service.Request, progress):
         progress(0, desc="loading the model…")
         out = session.fresh("result") / f"{photo.stem}.png"
         try:
             done = service.protect(photo, mask, out, settings, on_step=StepClock(session, progress))
         except service.Cancelled:
             return None, None, "", None, "", "", CANCELLED
-        words = "\n\n".join(f"**{service.verdict_words(v)}**" for v in done.verdicts)
-        numbers = "\n\n".join(service.verdict_numbers(v) for v in done.verdicts)
+        words, numbers = f"**{service.verdict_words(done.outcome)}**", service.verdict_numbers(done.outcome)
         warning = "" if service.resists_recompression(settings.recipe) else JPEG_WARNING
         notes = "".join(f"\n\n{n}" for n in done.notes)
         status = f"Done: **{done.protected.name}** and its report.{notes}"

@@ -9,7 +9,8 @@ with values in {0, 1}. The layer has three rooms, whose public names are all her
 - :mod:`backfire.io.write`: :func:`save_image`, :func:`save_mask`, :func:`encode_image` and the one home
   of atomic writes (:func:`write_atomic`, used for every file backfire writes);
 - :mod:`backfire.io.paths`: :class:`InputError` (one-line messages), the checks every write makes
-  first (:func:`check_output`, :func:`check_not_input`), and folder pairing (:func:`pair_images`).
+  first (:func:`check_output`, :func:`check_not_input`), and the one rule pairing ``NAME`` with ``NAME_mask``
+  (:func:`pair_files`; a folder's: :func:`pair_images`).
 """
 
 from backfire.io.paths import (
@@ -19,6 +20,7 @@ from backfire.io.paths import (
     check_output,
     check_writable,
     find_pairs,
+    pair_files,
     pair_images,
 )
 from backfire.io.read import DEFAULT_MAX_PIXELS, LoadedImage, LoadedMask, read_image, read_mask
@@ -46,6 +48,7 @@ __all__ = [
     "check_image_output",
     "check_writable",
     "find_pairs",
+    "pair_files",
     "pair_images",
     "read_image",
     "read_mask",

@@ -124,18 +124,11 @@ def find_pairs(folder: PathLike) -> list[tuple[Path, Path]]:
 
 
 def pair_images(folder: PathLike) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """Pair every image ``NAME.ext`` in ``folder`` with its mask ``NAME_mask.<ext2>``.
+    """Pair every image ``NAME.ext`` in ``folder`` with its mask ``NAME_mask.<ext2>`` (:func:`pair_files`'s rule;
+    sub-folders are ignored). Returns (image, mask) pairs sorted by image file name, then the images without a
+    mask (sorted by name).
 
-    Images and masks are files with an extension in :data:`IMAGE_EXTENSIONS` (any case);
-    the mask may use a different image extension than its image. Files whose stem ends in
-    ``_mask`` are masks, never images; masks without an image, hidden files, other files
-    and sub-folders are ignored. Returns (image, mask) pairs sorted by image file name.
-
-    Raises :class:`InputError` if the folder does not exist, holds no image, if an image
-    has no mask, the images without one are returned second (sorted by name).
-
-    Raises :class:`InputError` if the folder does not exist, holds no image, or if a name is
-    ambiguous (two masks for one image, or two images sharing one mask).
+    Raises :class:`InputError` if the folder does not exist or cannot be listed, and as :func:`pair_files` does.
     """
     shown = _show(folder)
     root = Path(folder)
@@ -144,16 +137,29 @@ def pair_images(folder: PathLike) -> tuple[list[tuple[Path, Path]], list[Path]]:
     if not root.is_dir():
         raise InputError(f"{shown}: is not a folder")
     try:
-        entries = sorted(root.iterdir(), key=lambda p: p.name)
+        entries = [entry for entry in root.iterdir() if entry.is_file()]
     except OSError as exc:
         raise InputError(f"{shown}: cannot list the folder: {exc.strerror or _detail(exc)}") from None
+    return pair_files(entries, f"{shown}: folder")
 
+
+def pair_files(files: Iterable[PathLike], where: str = "") -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """The one pairing rule, for a folder (:func:`pair_images`) and for the app's uploads: every image
+    ``NAME.ext`` with its mask ``NAME_mask.<ext2>``.
+
+    Images and masks are files with an extension in :data:`IMAGE_EXTENSIONS` (any case); the mask may use
+    a different image extension than its image. Files whose stem ends in ``_mask`` are masks, never images;
+    masks without an image, hidden files and other files are ignored. Returns (image, mask) pairs sorted by
+    image file name, then the images without a mask (sorted by name). ``where`` begins the error messages.
+
+    Raises :class:`InputError` if there is no image, or if a name is ambiguous: two masks for one image, or two
+    images sharing one name (each would be written as ``NAME.png`` and masked by ``NAME_mask``).
+    """
+    lead = f"{where} " if where else ""
     images: dict[str, list[Path]] = {}
     masks: dict[str, list[Path]] = {}
-    for entry in entries:
+    for entry in sorted((Path(f) for f in files), key=lambda p: p.name):
         if entry.name.startswith(".") or entry.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        if not entry.is_file():
             continue
         stem = entry.stem
         if stem.endswith(_MASK_SUFFIX) and len(stem) > len(_MASK_SUFFIX):
@@ -163,7 +169,7 @@ def pair_images(folder: PathLike) -> tuple[list[tuple[Path, Path]], list[Path]]:
 
     if not images:
         exts = ", ".join(IMAGE_EXTENSIONS)
-        raise InputError(f"{shown}: folder contains no image ({exts}) other than masks")
+        raise InputError(f"{lead}contains no image ({exts}) other than masks")
 
     pairs: list[tuple[Path, Path]] = []
     missing: list[Path] = []
@@ -172,13 +178,11 @@ def pair_images(folder: PathLike) -> tuple[list[tuple[Path, Path]], list[Path]]:
         found = masks.get(stem, [])
         if len(found) > 1:
             names = ", ".join(m.name for m in found)
-            raise InputError(f"{shown}: several masks for {stem} ({names}); keep only one")
-        if len(imgs) > 1 and found:
+            raise InputError(f"{lead}has several masks for {stem} ({names}); keep only one")
+        if len(imgs) > 1:
             names = ", ".join(i.name for i in imgs)
-            raise InputError(
-                f"{shown}: images {names} share the name {stem}, so the mask {found[0].name} "
-                "is ambiguous; rename all but one"
-            )
+            raise InputError(f"{lead}has images {names} that share the name {stem}: each would be written as "
+                             f"{stem}.png and masked by {stem}{_MASK_SUFFIX}.*; rename all but one")
         if not found:
             missing.extend(imgs)
             continue
