@@ -21,7 +21,7 @@ from torch import Tensor
 
 from backfire import io
 from backfire.inpainters.base import Inpainter
-from backfire.inpainters.pipelines import AUTO, PIPELINES, default_pipeline, wrap
+from backfire.inpainters.pipelines import AUTO, default_pipeline, wrap
 from backfire.inpainters.registry import CHOICES, DEFAULT_MODEL, load_inpainter, resolve_models
 from backfire.judge.outcome import DEFAULT_DRAWS, Outcome, Trial, check_draws, judge_every
 from backfire.judge.preview import preview
@@ -92,16 +92,11 @@ class Request:
     max_pixels: int | None = io.DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
-        weights = self.weights
-        if isinstance(weights, str):
-            weights = Path(weights.strip()) if weights.strip() else None
-        object.__setattr__(self, "weights", weights)
-        object.__setattr__(self, "model", (self.model or DEFAULT_MODEL).strip())
+        # a page's text fields: blank weights are none, a path is a Path
+        weights = self.weights.strip() or None if isinstance(self.weights, str) else self.weights
+        object.__setattr__(self, "weights", None if weights is None else Path(weights))
+        object.__setattr__(self, "model", self.model.strip())
         object.__setattr__(self, "draws", check_draws(self.draws))
-        if self.pipeline not in (AUTO, *PIPELINES):
-            raise ValueError(f"unknown pipeline {self.pipeline!r}; choose from {', '.join((AUTO, *PIPELINES))}")
-        if self.max_pixels is not None and self.max_pixels < 1:
-            raise ValueError(f"max pixels must be ≥ 1, got {self.max_pixels}")
 
     @classmethod
     def of(cls, *, recipe: str = DEFAULT_RECIPE, budget_255: float | None = None, steps: int | None = None,

@@ -35,11 +35,12 @@ def _margins(record: dict) -> list[tuple[float, dict, dict]]:
 
 @pytest.fixture
 def wide(tmp_path) -> tuple[Path, Path]:
-    """An 840×64 photo (over IOPaint's 800 px Crop trigger) and its mask, in a folder of their own."""
+    """A 1300×64 photo (over IOPaint's 800 px Crop trigger and its 1280 px Resize limit: Crop, Original and Resize
+    all apply) and its mask, in a folder of their own."""
     folder = tmp_path / "in"
     folder.mkdir()
-    image, _ = example_photo(840, 64, seed=0)
-    region = torch.zeros(64, 840)
+    image, _ = example_photo(1300, 64, seed=0)
+    region = torch.zeros(64, 1300)
     region[22:42, 100:150] = 1
     bio.save_image(image, folder / "wide.png")
     bio.save_mask(region, folder / "wide_mask.png")
@@ -49,21 +50,22 @@ def wide(tmp_path) -> tuple[Path, Path]:
 def test_a_photo_over_800_px_gets_one_answer_in_json_strict_verify_and_batch_csv(capsys, wide, weights, tmp_path,
                                                                                  one_thread):
     """Before: the JSON's ``protected`` was Crop's alone, ``--strict`` and ``batch.csv`` required every strategy,
-    ``verify`` judged Crop only. Now each says the outcome over Crop and Original, the same one."""
+    ``verify`` judged Crop only. Now each says the outcome over Crop, Original and Resize, the same one."""
     photo, mask = wide
     model = [*lama_args(weights), "--pipeline", "iopaint"]
     code, out, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png", *model,
                              "--steps", "1", "--quiet", "--strict")
     report = json.loads((tmp_path / "out.json").read_text())
     assert [(v["model"], v["strategy"], v["default_strategy"]) for v in report["verdicts"]] == [
-        ("lama", "Crop", True), ("lama", "Original", False)]
+        ("lama", "Crop", True), ("lama", "Original", False), ("lama", "Resize", False)]
     every = all(v["protected"] for v in report["verdicts"])
     assert report["protected"] is every and code == (0 if every else 3), err
 
     code, out_verify, _ = run_cli(capsys, "verify", photo, tmp_path / "out.png", "--mask", mask, *model,
                                   "--json", tmp_path / "verify.json")
     again = json.loads((tmp_path / "verify.json").read_text())
-    assert [(v["model"], v["strategy"]) for v in again["verdicts"]] == [("lama", "Crop"), ("lama", "Original")]
+    assert [(v["model"], v["strategy"]) for v in again["verdicts"]] == [("lama", "Crop"), ("lama", "Original"),
+                                                                        ("lama", "Resize")]
     assert [[e["target_distance_protected"] for e in v["edits"]] for v in again["verdicts"]] == \
         [[e["target_distance_protected"] for e in v["edits"]] for v in report["verdicts"]]
     assert again["protected"] is every and code == (0 if every else 3)
@@ -77,7 +79,7 @@ def test_a_photo_over_800_px_gets_one_answer_in_json_strict_verify_and_batch_csv
     # what decided it, said the same way everywhere: the attacker edit least inside the failure rule
     from backfire.judge.outcome import DEFAULT_DRAWS
 
-    assert [v["draw"] for v in report["verdicts"]] == [0, 0] and report["draws"] == DEFAULT_DRAWS  # LaMa: 1 draw
+    assert [v["draw"] for v in report["verdicts"]] == [0, 0, 0] and report["draws"] == DEFAULT_DRAWS  # LaMa: 1 draw
     assert f"overall: {'PROTECTED' if every else 'NOT PROTECTED'}" in out and "overall:" in out_verify
     assert report["summary"].startswith("PROTECTED" if every else "NOT PROTECTED")
     failed_everywhere = [all(e["failed"] for v in report["verdicts"] for e in v["edits"] if e["name"] == name)
@@ -172,6 +174,8 @@ def test_every_trial_is_listed_once_models_then_strategies_then_draws(tiny_mat):
     assert [(t.index, t.strategy, t.default_strategy, t.draw) for t in found] == [
         (0, "Crop", True, 0), (0, "Original", False, 0), (1, "", True, 0), (1, "", True, 1)]
     assert found[0].tool is lama and found[2].tool is found[2].model
+    assert [t.strategy for t in trials([lama], (40, 1300))] == ["Crop", "Original", "Resize"]
+    assert [t.strategy for t in trials([lama], (64, 64))] == ["Original"]
     with pytest.raises(ValueError, match="draws"):
         trials([lama], (64, 64), draws=0)
 
@@ -229,7 +233,7 @@ def test_evaluates_failure_rate_counts_an_edit_failed_only_on_every_trial(capsys
                            "--robustness", "jpeg-75", "--no-fid", "--quiet")
     assert code == 0, err
     record = json.loads((tmp_path / "ev" / "images" / "wide__paper__b6.375.json").read_text())
-    assert [v["strategy"] for v in record["verdicts"]] == ["Crop", "Original"]
+    assert [v["strategy"] for v in record["verdicts"]] == ["Crop", "Original", "Resize"]
     rows = [r for r in csv.DictReader(open(tmp_path / "ev" / "cases.csv")) if r["transform"] == "none"]
     assert [r["edit"] for r in rows] == ["exact", "dilate-8", "ring"]
     for r in rows:
