@@ -96,6 +96,7 @@ class Weakest:
     strategy: str
     default_strategy: bool
     draw: int
+    stochastic: bool
     edit: str
     family: str
     failed: bool
@@ -105,18 +106,19 @@ class Weakest:
     @classmethod
     def of(cls, verdict: Verdict, edit: AttackerEdit) -> Weakest:
         return cls(verdict.model, verdict.pipeline, verdict.strategy, verdict.default_strategy, verdict.draw,
-                   edit.name, edit.family, edit.failed, edit.metrics["target_distance_protected"],
+                   verdict.stochastic, edit.name, edit.family, edit.failed, edit.metrics["target_distance_protected"],
                    verdict.fail_distance(edit))
 
     @property
     def where(self) -> str:
-        """The trial in words: model, strategy, draw."""
+        """The trial in words: model, strategy, draw (of a stochastic model)."""
         strategy = f", strategy {self.strategy}" if self.strategy else ""
-        return f"{self.model}{strategy}, draw {self.draw}"
+        return f"{self.model}{strategy}" + (f", draw {self.draw}" if self.stochastic else "")
 
     def as_dict(self) -> dict:
         return {"model": self.model, "pipeline": self.pipeline, "strategy": self.strategy,
-                "default_strategy": self.default_strategy, "draw": self.draw, "edit": self.edit,
+                "default_strategy": self.default_strategy, "draw": self.draw, "stochastic": self.stochastic,
+                "edit": self.edit,
                 "family": self.family, "failed": self.failed, "distance_to_target": self.distance_to_target,
                 "fail_distance": self.fail_distance}
 
@@ -172,21 +174,23 @@ class Outcome:
         attacks, benign = self.attacker_edits, self.benign_edits
         failed, intact = sum(d.ok for d in attacks), sum(d.ok for d in benign)
         against = " and ".join(self.models) or "no model"
-        over = f"{len(self.verdicts)} way{'s' if len(self.verdicts) != 1 else ''} of running the edit " \
-               f"(models × strategies × draws)"
-        weakest = self.weakest
+        ways = len(self.verdicts)
         if self.protected:
-            head = (f"PROTECTED against {against}: all {len(attacks)} attacker edits of the region fail on each of "
-                    f"{over} (the inpainting shows the target instead of removing the region)")
+            every = "" if ways == 1 else f" on every one of the {ways} ways it can be run (model × strategy × draw)"
+            head = (f"PROTECTED against {against}: all {len(attacks)} attacker edits of the region fail{every} (the "
+                    f"inpainting shows the target instead of removing the region)")
             deciding = "closest to not failing"
         else:
+            some = "" if ways == 1 else f" on at least one of the {ways} ways it can be run (model × strategy × draw)"
             head = (f"NOT PROTECTED against {against}: {len(attacks) - failed} of {len(attacks)} attacker edits "
-                    f"still inpaint the region normally on at least one of {over}")
+                    f"still inpaint the region normally{some}")
             deciding = "farthest from failing"
+        weakest = self.weakest
         if weakest is not None:
             head += (f"; {deciding}: {weakest.edit} on {weakest.where} (distance to the target "
-                     f"{weakest.distance_to_target:.3f}, failed at ≤ {weakest.fail_distance:.3f})")
-        tail = (f"{intact} of {len(benign)} edits elsewhere work as before on every one" if benign
+                     f"{weakest.distance_to_target:.3f}; it fails at ≤ {weakest.fail_distance:.3f})")
+        everywhere = "" if ways == 1 else " on every one"
+        tail = (f"{intact} of {len(benign)} edits elsewhere work as before{everywhere}" if benign
                 else "no benign edit judged")
         return f"{head}; {tail}."
 
