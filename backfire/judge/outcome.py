@@ -26,7 +26,7 @@ DEFAULT_DRAWS = 8
 un-protect the photo, K draws all look protected with chance (1 − p)^K: with 8, one in ten for p = 0.25 and
 under one in two hundred for p = 0.5 (docs/evaluation.md, "Draws"). Deterministic models are judged once."""
 
-__all__ = ["DEFAULT_DRAWS", "Decided", "Outcome", "Trial", "Weakest", "check_draws", "judge_every", "trials"]
+__all__ = ["DEFAULT_DRAWS", "Decided", "Outcome", "Trial", "Weakest", "check_draws", "each", "judge_every", "trials"]
 
 
 def check_draws(draws: int) -> int:
