@@ -15,6 +15,7 @@ from backfire.inpainters import registry
 from backfire.inpainters.pipelines import AUTO, PIPELINES
 from backfire.inpainters.registry import available_models, takes_options
 from backfire.judge.text import format_verdict
+from backfire.metric_weights import METRIC_WEIGHTS
 from backfire.progress import Progress
 from backfire.protect.recipes import DEFAULT_RECIPE, MIN_BUDGET_255, RECIPES, get_recipe
 from backfire.protect.targets import TARGET_KINDS
@@ -397,15 +398,21 @@ def run_models(args: argparse.Namespace) -> int:
     if args.action == "list":
         rows = models.list_models()
         print(f"cache: {models.cache_dir()}  (set BACKFIRE_HOME to move it)")
-        print(f"{'NAME':<11} {'PULLED':<7} {'SIZE':<10} {'LICENCE':<30} WHAT")
-        for row in rows:
+        print(f"{'NAME':<13} {'PULLED':<7} {'SIZE':<10} {'LICENCE':<30} WHAT")
+        for row in (r for r in rows if r.release.name not in METRIC_WEIGHTS):
             r = row.release
-            print(f"{r.name:<11} {'yes' if row.pulled else 'no':<7} {r.size:<10} {r.licence:<30} {r.description}")
-            print(f"{'':<11} {row.path}")
+            print(f"{r.name:<13} {'yes' if row.pulled else 'no':<7} {r.size:<10} {r.licence:<30} {r.description}")
+            print(f"{'':<13} {row.path}")
         for shipped in registry.shipped().values():  # inside the package: nothing to pull
             size = f"{shipped.weights.stat().st_size / 1e6:.1f} MB" if shipped.weights.is_file() else "missing"
-            print(f"{shipped.name:<11} {'shipped':<7} {size:<10} {shipped.licence:<30} {shipped.description}")
-            print(f"{'':<11} {shipped.weights}  (model card: {shipped.card})")
+            print(f"{shipped.name:<13} {'shipped':<7} {size:<10} {shipped.licence:<30} {shipped.description}")
+            print(f"{'':<13} {shipped.weights}  (model card: {shipped.card})")
+        print("\nthe measures' networks (backfire evaluate's CLIP-FID and LPIPS; not inpainting models):")
+        for row in (r for r in rows if r.release.name in METRIC_WEIGHTS):
+            r = row.release
+            print(f"{r.name:<13} {'yes' if row.pulled else 'no':<7} {r.size:<10} {r.licence:<30} {r.description}")
+            files = "".join(f"\n{'':<13}   {part.file}: {part.licence}, {part.description}" for part in r.parts)
+            print(f"{'':<13} {row.path}{files}")
     elif args.action == "pull":
         for path in models.pull(args.names, progress=not args.quiet, timeout=args.timeout, log=_log):
             print(path)
