@@ -158,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=_steps, default=None, help="optimisation steps, ≥ 1 (default: the recipe's)")
     p.add_argument("--no-fid", action="store_true", help="skip FID (saves the Inception passes)")
+    p.add_argument("--clip-weights", type=Path, default=None, metavar="PATH",
+                   help="CLIP ViT-B/32 weights for CLIP-FID: OpenAI's ViT-B-32.pt (default: the pulled ones, "
+                        "`backfire models pull clip-vit-b-32`; none: CLIP-FID is reported unavailable)")
+    p.add_argument("--lpips-weights", type=Path, action="append", default=[], metavar="PATH",
+                   help="LPIPS weights: a folder holding them, or give the flag twice, for torchvision's "
+                        "alexnet-owt-7be5be79.pth (or vgg16-397923af.pth) and lpips's alex.pth (vgg.pth) "
+                        "(default: the pulled ones, `backfire models pull lpips-alex`)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run_evaluate)
 
@@ -366,6 +373,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     config = EvaluationConfig(recipes=tuple(get_recipe(r) for r in args.recipe), budgets=budgets,
                               families=tuple(args.families), transforms=transforms, limit=args.limit,
                               seed=args.seed, steps=args.steps, with_fid=not args.no_fid,
+                              clip_weights=args.clip_weights, lpips_weights=tuple(args.lpips_weights),
                               max_pixels=args.max_pixels, arguments=arguments)
     config.check()
     inpainters = _load_models(args)

@@ -515,3 +515,32 @@ def test_an_override_of_a_release_of_several_files_names_each_file(tmp_path, mon
     assert linear.url == "http://mirror/alex.pth" and linear.sha256 == "a" * 64 and linear.name == "lpips-alex"
     assert backbone == models.RELEASES["lpips-alex"].parts[0]
 
+
+def test_cli_pull_then_evaluate_computes_clip_fid_and_lpips(capsys, metric_mirror, tmp_path, weights, one_thread):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in (0, 1):
+        image, mask = example_photo(48, 40, seed=seed)
+        bio.save_image(image, folder / f"p{seed}.png")
+        bio.save_mask(mask, folder / f"p{seed}_mask.png")
+    code, out, err = run_cli(capsys, "models", "pull", "clip-vit-b-32", "lpips-alex", "--quiet")
+    assert code == 0, err
+    assert out.split() == [str(models.path("clip-vit-b-32")), str(models.path("lpips-alex"))]
+    assert "pulling lpips-alex: alex.pth" in err
+    code, out, _ = run_cli(capsys, "models", "list")
+    measures = out.split("\n\n")[1]
+    assert {line.split()[0]: line.split()[1] for line in measures.splitlines()[1:] if not line.startswith(" ")} == \
+        {"clip-vit-b-32": "yes", "lpips-alex": "yes", "lpips-vgg": "no"}
+    code, _, err = run_cli(capsys, "evaluate", folder, "--model", "lama", "--weights", weights, "--device", "cpu",
+                           "--steps", "1", "--families", "exact", "ring", "--no-fid", "--quiet")
+    assert code == 0, err
+    result = tmp_path / "photos-evaluation"
+    summary = (result / "summary.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in summary.splitlines() if line.startswith(("| CLIP-FID", "| LPIPS"))}
+    clip = next(v for k, v in rows.items() if k.startswith("CLIP-FID"))
+    assert float(clip[1]) >= 0 and float(rows["LPIPS (AlexNet)"][1]) > 0, rows
+    used = json.loads((result / "config.json").read_text())["set_metrics"]["used"]
+    assert used["LPIPS (AlexNet)"]["linear"]["from"] == "pulled lpips-alex"
+    assert used["LPIPS (AlexNet)"]["linear"]["published"] is False  # the mirror's file is not lpips's
+    assert next(v for k, v in used.items() if k.startswith("CLIP-FID"))["path"] == str(models.path("clip-vit-b-32"))

@@ -10,7 +10,7 @@ the saved file again (attacker families only). :mod:`backfire.evaluate.report` w
   CLIP-FID, LPIPS, cost, the machine);
 - ``report.html``: the same tables and, per case, thumbnails (``thumbs/``) of the original, the protected
   image and their edits; relative links only, so the folder can be moved or zipped;
-- ``config.json``: versions, arguments, model, weights, recipe values;
+- ``config.json``: versions, arguments, model, weights, recipe values, the set-level measures' weights;
 - ``images/``: the protected PNGs that were judged.
 """
 
@@ -28,7 +28,7 @@ from backfire import io, jobs
 from backfire import masks as mask_ops
 from backfire.evaluate.report import COLUMNS, Case, row, write_reports, write_thumbs
 from backfire.inpainters.base import Inpainter
-from backfire.judge.fid import FeatureSets
+from backfire.judge.sets import FeatureSets
 from backfire.judge.transforms import get_transforms
 from backfire.judge.verdict import judge
 from backfire.protect.recipes import Recipe
@@ -50,6 +50,10 @@ class EvaluationConfig:
         seed: seeds the protection's start and the random mask families.
         steps: overrides the recipes' step count.
         with_fid: compute FID over the set (needs the Inception weights, else "unavailable").
+        clip_weights: CLIP ViT-B/32 weights for CLIP-FID (OpenAI's ``ViT-B-32.pt``); None: the pulled ones,
+            else CLIP-FID is "unavailable".
+        lpips_weights: files or folders with LPIPS's backbone and linear layers; empty: the pulled ones,
+            else LPIPS is "unavailable".
         max_pixels: refuse images larger than this (``io.read_image``).
         arguments: extra values recorded in ``config.json`` (the CLI's arguments).
     """
@@ -62,6 +66,8 @@ class EvaluationConfig:
     seed: int = 0
     steps: int | None = None
     with_fid: bool = True
+    clip_weights: Path | None = None
+    lpips_weights: tuple[Path, ...] = ()
     max_pixels: int | None = io.DEFAULT_MAX_PIXELS
     arguments: dict = field(default_factory=dict)
 
@@ -108,9 +114,10 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
     _check_out_dir(folder, out_dir)
     pairs = io.find_pairs(folder)[:config.limit]
     inputs = [p for pair in pairs for p in pair]
+    features = FeatureSets(ensemble[0].device, fid=config.with_fid, clip_weights=config.clip_weights,
+                           lpips_weights=config.lpips_weights, log=progress)  # named weights checked before work
     for sub in ("", "images", "thumbs"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    features = FeatureSets(ensemble[0].device) if config.with_fid else None
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
@@ -120,8 +127,7 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
     for i, (image_path, mask_path) in enumerate(pairs):
         loaded = io.read_image(image_path, max_pixels=config.max_pixels)
         region = io.read_mask(mask_path, size=loaded.size, max_pixels=config.max_pixels).mask
-        if features is not None:
-            features.add("originals", loaded.pixels[None])
+        features.add("originals", loaded.pixels[None])
         for j, recipe in enumerate(plans):
             case = _evaluate_case(image_path, loaded.pixels, region, ensemble, recipe, config, out_dir, inputs,
                                   features)
@@ -135,7 +141,7 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
 
 def _evaluate_case(image_path: Path, image: Tensor, region: Tensor, ensemble: list[Inpainter], recipe: Recipe,
                    config: EvaluationConfig, out_dir: Path, inputs: list[Path],
-                   features: FeatureSets | None) -> Case:
+                   features: FeatureSets) -> Case:
     started = time.perf_counter()
     inpainter = ensemble[0]
     budget_255 = round(recipe.budget * 255, 3)
@@ -152,11 +158,10 @@ def _evaluate_case(image_path: Path, image: Tensor, region: Tensor, ensemble: li
         robust, _ = judge(image, cleaned, region, inpainter, judged.protection.target, config.attacker_families,
                           seed=config.seed, clean_fills=clean_fills, target_kind=recipe.target)
         measured.extend((e, name) for e in robust.edits)
-    if features is not None:
-        attacks = [f for e, f in zip(verdict.edits, fills) if e.kind == "attacker"]
-        if attacks:
-            features.add("original fills", torch.stack([f.original for f in attacks]))
-            features.add("protected fills", torch.stack([f.protected for f in attacks]))
+    attacks = [f for e, f in zip(verdict.edits, fills) if e.kind == "attacker"]
+    if attacks:
+        features.add("original fills", torch.stack([f.original for f in attacks]), reference=image)
+        features.add("protected fills", torch.stack([f.protected for f in attacks]), reference=image)
     case = Case(image=image_path.name, recipe=recipe.name, budget_255=budget_255,
                 seconds_protect=judged.protection.seconds, seconds_total=time.perf_counter() - started,
                 invisibility=verdict.invisibility, skipped=verdict.skipped)
