@@ -16,6 +16,7 @@ from backfire.inpainters.pipelines import AUTO, PIPELINES
 from backfire.inpainters.registry import available_models, takes_options
 from backfire.judge.outcome import DEFAULT_DRAWS, check_draws
 from backfire.judge.text import format_outcome
+from backfire.metric_weights import METRIC_WEIGHTS
 from backfire.progress import Progress
 from backfire.protect.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 from backfire.protect.targets import TARGET_KINDS
@@ -176,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_steps, default=None, help="optimisation steps, ≥ 1 (default: the recipe's)")
     _add_draws(p)
     p.add_argument("--no-fid", action="store_true", help="skip FID (saves the Inception passes)")
+    p.add_argument("--clip-weights", type=Path, default=None, metavar="PATH",
+                   help="CLIP ViT-B/32 weights for CLIP-FID: OpenAI's ViT-B-32.pt (default: the pulled ones, "
+                        "`backfire models pull clip-vit-b-32`; none: CLIP-FID is reported unavailable)")
+    p.add_argument("--lpips-weights", type=Path, action="append", default=[], metavar="PATH",
+                   help="LPIPS weights: a folder holding them, or give the flag twice, for torchvision's "
+                        "alexnet-owt-7be5be79.pth (or vgg16-397923af.pth) and lpips's alex.pth (vgg.pth) "
+                        "(default: the pulled ones, `backfire models pull lpips-alex`)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=run_evaluate)
 
@@ -399,6 +407,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     config = EvaluationConfig(recipes=tuple(get_recipe(r) for r in args.recipe), budgets=budgets,
                               families=tuple(args.families), transforms=transforms, limit=args.limit,
                               seed=args.seed, steps=args.steps, draws=args.draws, with_fid=not args.no_fid,
+                              clip_weights=args.clip_weights, lpips_weights=tuple(args.lpips_weights),
                               max_pixels=args.max_pixels, arguments=arguments)
     config.check()
     inpainters = _request(args).load_models(_log, _status)
@@ -431,15 +440,21 @@ def run_models(args: argparse.Namespace) -> int:
     if args.action == "list":
         rows = models.list_models()
         print(f"cache: {models.cache_dir()}  (set BACKFIRE_HOME to move it)")
-        print(f"{'NAME':<11} {'PULLED':<7} {'SIZE':<10} {'LICENCE':<30} WHAT")
-        for row in rows:
+        print(f"{'NAME':<13} {'PULLED':<7} {'SIZE':<10} {'LICENCE':<30} WHAT")
+        for row in (r for r in rows if r.release.name not in METRIC_WEIGHTS):
             r = row.release
-            print(f"{r.name:<11} {'yes' if row.pulled else 'no':<7} {r.size:<10} {r.licence:<30} {r.description}")
-            print(f"{'':<11} {row.path}")
+            print(f"{r.name:<13} {'yes' if row.pulled else 'no':<7} {r.size:<10} {r.licence:<30} {r.description}")
+            print(f"{'':<13} {row.path}")
         for shipped in registry.shipped().values():  # inside the package: nothing to pull
             size = f"{shipped.weights.stat().st_size / 1e6:.1f} MB" if shipped.weights.is_file() else "missing"
-            print(f"{shipped.name:<11} {'shipped':<7} {size:<10} {shipped.licence:<30} {shipped.description}")
-            print(f"{'':<11} {shipped.weights}  (model card: {shipped.card})")
+            print(f"{shipped.name:<13} {'shipped':<7} {size:<10} {shipped.licence:<30} {shipped.description}")
+            print(f"{'':<13} {shipped.weights}  (model card: {shipped.card})")
+        print("\nthe measures' networks (backfire evaluate's CLIP-FID and LPIPS; not inpainting models):")
+        for row in (r for r in rows if r.release.name in METRIC_WEIGHTS):
+            r = row.release
+            print(f"{r.name:<13} {'yes' if row.pulled else 'no':<7} {r.size:<10} {r.licence:<30} {r.description}")
+            files = "".join(f"\n{'':<13}   {part.file}: {part.licence}, {part.description}" for part in r.parts)
+            print(f"{'':<13} {row.path}{files}")
     elif args.action == "pull":
         for path in models.pull(args.names, progress=not args.quiet, timeout=args.timeout, log=_log):
             print(path)

@@ -2,7 +2,9 @@
 
 Which models have published weights, and where, is each model's spec
 (:data:`backfire.inpainters.registry.SPECS`, a :class:`~backfire.inpainters.specs.Release`: what the model
-is, which attackers' tools run it, its size and licence, its URL and checksum). Release files (``big-lama.pt``, MAT, MI-GAN) are
+is, which attackers' tools run it, its size and licence, its URL and checksum); the measures' networks
+(CLIP-FID's CLIP, LPIPS's backbones) are listed in :data:`backfire.metric_weights.METRIC_WEIGHTS` and pulled
+the same way. Release files (``big-lama.pt``, MAT, MI-GAN) are
 fetched with pooch: streamed to a temporary name, checked against the published md5/sha256, and
 only then moved into place, so the cache never holds a partial or wrong file. A connection cut
 mid-way is retried and resumed with an HTTP Range request. Hub repositories (Stable Diffusion
@@ -15,6 +17,10 @@ checksum of the entries it names, for mirrors and air-gapped sites::
     [lama]
     url = "http://mirror.example/big-lama.pt"
     md5 = "e3aa4aaa15225a33ec84f9f4bc47e500"
+
+    [lpips-alex."alex.pth"]          # a release of several files: one table per file
+    url = "http://mirror.example/alex.pth"
+    sha256 = "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"
 
 A file downloaded by other means is adopted with :func:`add`, which checks it like a download.
 """
@@ -35,6 +41,7 @@ from pathlib import Path
 from backfire.errors import ModelError, NotPulledError
 from backfire.inpainters.registry import released
 from backfire.inpainters.specs import Release, cache_dir
+from backfire.metric_weights import METRIC_WEIGHTS
 
 __all__ = [
     "DEFAULT_RETRIES",
@@ -73,9 +80,9 @@ SD_INPAINT_FILES = ["*.ckpt", "sd-v1-5-inpainting*", "safety_checker/*", "*.fp16
 """Left out of the sd-inpaint pull: the single-file checkpoints at the repository's root, the safety
 checker (backfire's loader runs without it, as an attacker does), fp16 duplicates and other frameworks."""
 
-RELEASES: dict[str, Release] = released()
-"""The built-in releases, read from the model specs: IOPaint's pinned URLs and md5s, and the hub repository
-diffusers users load."""
+RELEASES: dict[str, Release] = {**released(), **METRIC_WEIGHTS}
+"""The built-in releases, read from the model specs (IOPaint's pinned URLs and md5s, and the hub repository
+diffusers users load), then the measures' networks."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,6 +116,15 @@ def _apply_override(releases: dict[str, Release], file: Path) -> dict[str, Relea
 
 
 def _override_entry(release: Release, table: dict, where: str) -> Release:
+    if release.parts:  # one table per file, named by the file
+        files = {str(part.file): part for part in release.parts}
+        unknown = sorted(set(table) - set(files))
+        if unknown or not all(isinstance(v, dict) for v in table.values()):
+            raise ModelError(f"{where}: [{release.name}] is several files; give one table per file, "
+                             f"[{release.name}.\"FILE\"] with FILE one of {', '.join(files)}")
+        parts = tuple(_override_entry(part, table.get(str(part.file), {}), where) if str(part.file) in table
+                      else part for part in release.parts)
+        return replace(release, parts=parts)
     keys = {"repo", "revision"} if release.on_hub else {"url", "md5", "sha256"}
     unknown = sorted(set(table) - keys)
     if unknown:
@@ -201,18 +217,19 @@ def pull(names: Iterable[str], progress: bool = True, timeout: float = DEFAULT_T
     releases = [get_release(name) for name in names]
     paths = []
     for release in releases:
-        location = release.location
-        if _cached(release, location):
+        for part in release.files:
+            what = release.name if part is release else f"{release.name}: {part.file}"
+            if _cached(part, part.location):
+                if log is not None:
+                    log(f"{what}: already pulled")
+                continue
             if log is not None:
-                log(f"{release.name}: already pulled")
-        else:
-            if log is not None:
-                log(f"pulling {release.name} ({release.size}) from {release.source}")
-            if release.on_hub:
-                _pull_hub(release, location, progress)
+                log(f"pulling {what} ({part.size}) from {part.source}")
+            if part.on_hub:
+                _pull_hub(part, part.location, progress)
             else:
-                _pull_file(release, location, progress, timeout, retries)
-        paths.append(location)
+                _pull_file(part, part.location, progress, timeout, retries)
+        paths.append(release.location)
     return paths
 
 
@@ -220,14 +237,14 @@ def _cached(release: Release, location: Path) -> bool:
     """Pulled and, for a release file, still matching its checksum (a damaged file is pulled again)."""
     if release.on_hub or not location.is_file():
         return release.complete(location)
-    return _file_hash(location, release) == release.known_hash.partition(":")[2]
+    return release.matches(_file_hash(location, release))
 
 
 def _file_hash(file: Path, release: Release) -> str:
     """``file``'s checksum in the algorithm of ``release``'s published one (lowercase hex)."""
     import pooch
 
-    return pooch.file_hash(str(file), alg=release.known_hash.partition(":")[0]).lower()
+    return pooch.file_hash(str(file), alg=release.checksum[0]).lower()
 
 
 def _pull_file(release: Release, location: Path, progress: bool, timeout: float, retries: int) -> None:
@@ -239,7 +256,11 @@ def _pull_file(release: Release, location: Path, progress: bool, timeout: float,
     partial = folder / f".{location.name}.part"
     fetcher = pooch.create(path=folder, base_url="", registry={location.name: release.known_hash},
                            urls={location.name: str(release.url)}, retry_if_failed=retries)
-    downloader = _ResumingDownloader(partial, timeout, progress, release.name)
+    # pooch checks whole digests; a published prefix is checked by the downloader, before pooch moves the file
+    check = None if release.known_hash else release
+    if check is not None:
+        location.unlink(missing_ok=True)  # here only when it failed the check; pooch would keep it as it is
+    downloader = _ResumingDownloader(partial, timeout, progress, release.name, check)
     try:
         with _quiet_pooch():
             fetcher.fetch(location.name, downloader=downloader)
@@ -258,7 +279,7 @@ def _pull_file(release: Release, location: Path, progress: bool, timeout: float,
         raise _failed(release, f"download failed ({type(exc).__name__})") from exc
     except ValueError as exc:  # pooch: the hash of the downloaded file is not the published one
         got = re.search(r"but got (\w+)", str(exc))
-        alg, _, expected = release.known_hash.partition(":")
+        alg, expected = release.checksum
         raise _failed(release, f"checksum mismatch ({alg} expected {expected}, got "
                                f"{got.group(1) if got else 'another'})") from exc
     except OSError as exc:  # the cache itself: not writable, disk full
@@ -311,8 +332,9 @@ class _ResumingDownloader:
     Range (answers 200) is downloaded again from the start.
     """
 
-    def __init__(self, partial: Path, timeout: float, progress: bool, label: str):
+    def __init__(self, partial: Path, timeout: float, progress: bool, label: str, check: Release | None = None):
         self.partial, self.timeout, self.progress, self.label = partial, timeout, progress, label
+        self.check = check  # a release whose published checksum pooch cannot compare (a prefix)
 
     def __call__(self, url: str, output_file: str, pooch) -> None:  # noqa: ARG002 (pooch's signature)
         import requests
@@ -340,6 +362,12 @@ class _ResumingDownloader:
         got = self.partial.stat().st_size
         if total is not None and got != total:
             raise requests.exceptions.ChunkedEncodingError(f"connection closed after {got} of {total} bytes")
+        if self.check is not None:
+            digest = _file_hash(self.partial, self.check)
+            if not self.check.matches(digest):
+                self.partial.unlink()  # complete but wrong: a retry starts afresh
+                raise ValueError(f"{self.check.checksum[0]} of the download does not start with "
+                                 f"{self.check.checksum[1]}, but got {digest}")  # pooch's wording, retried like its own
         os.replace(self.partial, output_file)
 
 
@@ -390,6 +418,8 @@ def add(name: str, file: str | Path) -> Path:
     source = Path(file).expanduser()
     if not source.is_file():
         raise ModelError(f"{source}: no such file")
+    if release.parts:
+        release = _part_of(release, source)
     location = release.location
     existed = location.parent.exists()
     tmp = location.parent / f".{location.name}.{os.getpid()}.adding"
@@ -397,9 +427,9 @@ def add(name: str, file: str | Path) -> Path:
         location.parent.mkdir(parents=True, exist_ok=True)
         tmp.unlink(missing_ok=True)
         shutil.copyfile(source, tmp)  # a copy, not a hard link: the user's file may later be rewritten in place
-        alg, _, expected = release.known_hash.partition(":")
+        alg, expected = release.checksum
         got = _file_hash(tmp, release)
-        if got != expected:
+        if not release.matches(got):
             raise ModelError(f"{source}: {alg} {got} is not the published {alg} of {release.name}'s "
                              f"{release.file} ({expected}, {release.source}); nothing was changed")
         os.replace(tmp, location)
@@ -409,3 +439,12 @@ def add(name: str, file: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         _tidy(location.parent, existed)
     return location
+
+
+def _part_of(release: Release, source: Path) -> Release:
+    """The file of a release of several that ``source`` is, told by its checksum (people rename files)."""
+    for part in release.parts:
+        if part.matches(_file_hash(source, part)):
+            return part
+    files = "; ".join(f"{part.file} ({part.checksum[0]} {part.checksum[1]}…)" for part in release.parts)
+    raise ModelError(f"{source} is none of {release.name}'s files by its checksum ({files}); nothing was changed")

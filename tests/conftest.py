@@ -72,3 +72,37 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     code = cli.main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+TINY_CLIP = dict(input_resolution=32, patch_size=8, width=64, layers=2, heads=1, output_dim=16)
+"""A small CLIP image encoder of OpenAI's architecture (ViT-B/32 is 224 px, patch 32, width 768, 12 blocks)."""
+
+
+@pytest.fixture(scope="session")
+def clip_file(tmp_path_factory) -> Path:
+    """Random CLIP weights in OpenAI's layout (a state dict of its ``visual.*`` keys, float16 values)."""
+    from backfire.judge.clip import VisionTransformer
+    from tests.fixtures.make_clip_fixture import seeded
+
+    shapes = {f"visual.{k}": v.shape for k, v in VisionTransformer(**TINY_CLIP).state_dict().items()}
+    path = tmp_path_factory.mktemp("clip") / "tiny-clip.pt"
+    torch.save(seeded(shapes, seed=1), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lpips_files(tmp_path_factory) -> dict[str, Path]:
+    """Random LPIPS AlexNet weights at the true sizes, in the published layouts: torchvision's state dict
+    (its ``features``; the classifier, which LPIPS never reads, left out) and lpips's linear layers (a legacy
+    ``torch.save`` file, as lpips ships them)."""
+    from backfire.judge.lpips import LPIPS
+    from tests.fixtures.make_lpips_fixture import seeded
+
+    net = LPIPS("alex")
+    folder = tmp_path_factory.mktemp("lpips")
+    files = {"backbone": folder / "alexnet-owt-7be5be79.pth", "linear": folder / "alex.pth"}
+    torch.save(seeded({f"features.{k}": v.shape for k, v in net.features.state_dict().items()}, seed=1),
+               files["backbone"])
+    torch.save(seeded({f"lin{k}.model.1.weight": (1, c, 1, 1) for k, c in enumerate(net.net.channels)}, seed=1),
+               files["linear"], _use_new_zipfile_serialization=False)
+    return files

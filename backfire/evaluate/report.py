@@ -25,7 +25,7 @@ from torch import Tensor
 
 from backfire import __version__, io
 from backfire import masks as mask_ops
-from backfire.judge.fid import FeatureSets, clip_fid_status, lpips_status
+from backfire.judge.sets import FeatureSets
 from backfire.judge.verdict import ATTACKER_METRICS, BENIGN_METRICS, EditImages, EditResult
 from backfire.pixels import to_pil
 
@@ -141,7 +141,7 @@ def _pct(rows: list[dict], key: str) -> str:
 
 
 def tables(cases: list[Case], families: Sequence[str], transforms: list[str],
-           features: FeatureSets | None, device: torch.device) -> list[Table]:
+           features: FeatureSets, device: torch.device) -> list[Table]:
     """Every table of the summary, per recipe × budget where it depends on them."""
     out: list[Table] = []
     groups: dict[tuple[str, float], list[Case]] = {}
@@ -238,18 +238,14 @@ def _side_by_side(groups: dict[tuple[str, float], list[Case]], transforms: list[
                  "(JPEG 50 may be lower), benign ≥ 0.98, PSNR ≥ 38 dB, cost ≤ 3 × paper.")
 
 
-def _set_table(features: FeatureSets | None) -> Table:
-    if features is None:
-        fid_original = fid_protected = ("unavailable: not computed (--no-fid)", 0)
-    else:
-        fid_original, fid_protected = features.fid("original fills"), features.fid("protected fills")
-    rows = [["FID (Inception-v3 pool, 2048-d)", f"{fid_original[0]}", f"{fid_protected[0]}",
-             str(fid_original[1])],
-            ["CLIP-FID (CLIP ViT-B/32)", clip_fid_status(), "", ""],
-            ["LPIPS", lpips_status(), "", ""]]
+def _set_table(features: FeatureSets) -> Table:
+    rows = [[m.label, *m.values, str(m.fills), str(m.originals)] for m in features.results()]
     return Table("Set-level metrics (all recipes pooled)",
-                 ["metric", "attacker fills of x vs x", "attacker fills of x̃ vs x", "fills"], rows,
-                 "FID from a few dozen images is noisy and biased upward; compare values only within one run.")
+                 ["metric", "attacker fills of x vs x", "attacker fills of x̃ vs x", "fills", "originals"], rows,
+                 "FID and CLIP-FID: Fréchet distances of the fills' features to the originals' (CLIP-FID as "
+                 "clean-fid computes it); LPIPS: the mean distance of each fill to its original. From a few dozen "
+                 "images they are noisy and FID is biased upward: compare values only within one run. "
+                 "The weights used: config.json.")
 
 
 def markdown(table: Table) -> str:
@@ -273,7 +269,7 @@ def html_table(table: Table) -> str:
 # ------------------------------------------------------------------------------------------ files
 
 
-def write_reports(out_dir: Path, cases: list[Case], config, inputs: list[Path], features: FeatureSets | None,
+def write_reports(out_dir: Path, cases: list[Case], config, inputs: list[Path], features: FeatureSets,
                   inpainter) -> None:
     """``cases.csv``, ``summary.md``, ``report.html`` and ``config.json`` of an evaluation
     (``config``: its :class:`~backfire.evaluate.run.EvaluationConfig`)."""
@@ -304,6 +300,7 @@ def write_reports(out_dir: Path, cases: list[Case], config, inputs: list[Path], 
         "steps": config.steps, "budgets_255": [None if b is None else b * 255 for b in config.budgets],
         "recipes": [r.but(steps=config.steps).as_dict() for r in config.recipes],
         "images": [c.image for c in cases], "arguments": config.arguments,
+        "set_metrics": features.record(),
     }
     io.write_text_atomic(out_dir / "config.json", json.dumps(record, indent=2, default=str) + "\n",
                          protect_inputs=inputs)

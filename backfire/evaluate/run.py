@@ -13,7 +13,7 @@ unit that decides "protected"). :mod:`backfire.evaluate.report` writes into ``ou
   CLIP-FID, LPIPS, cost, the machine);
 - ``report.html``: the same tables and, per case, thumbnails (``thumbs/``) of the original, the protected
   image and their edits; relative links only, so the folder can be moved or zipped;
-- ``config.json``: versions, arguments, model, weights, recipe values;
+- ``config.json``: versions, arguments, model, weights, recipe values, the set-level measures' weights;
 - ``images/``: the protected PNGs that were judged, each with the JSON and preview ``backfire protect`` writes.
 """
 
@@ -30,8 +30,8 @@ from backfire import io, jobs
 from backfire import masks as mask_ops
 from backfire.evaluate.report import COLUMNS, Case, row, write_reports, write_thumbs
 from backfire.inpainters.base import Inpainter
-from backfire.judge.fid import FeatureSets
 from backfire.judge.outcome import DEFAULT_DRAWS, Trial, judge_every
+from backfire.judge.sets import FeatureSets
 from backfire.judge.transforms import get_transforms
 from backfire.protect.recipes import Recipe
 
@@ -53,6 +53,10 @@ class EvaluationConfig:
         steps: overrides the recipes' step count.
         draws: draws judged per stochastic model (``--draws``).
         with_fid: compute FID over the set (needs the Inception weights, else "unavailable").
+        clip_weights: CLIP ViT-B/32 weights for CLIP-FID (OpenAI's ``ViT-B-32.pt``); None: the pulled ones,
+            else CLIP-FID is "unavailable".
+        lpips_weights: files or folders with LPIPS's backbone and linear layers; empty: the pulled ones,
+            else LPIPS is "unavailable".
         max_pixels: refuse images larger than this (``io.read_image``).
         arguments: extra values recorded in ``config.json`` (the CLI's arguments).
     """
@@ -66,6 +70,8 @@ class EvaluationConfig:
     steps: int | None = None
     draws: int = DEFAULT_DRAWS
     with_fid: bool = True
+    clip_weights: Path | None = None
+    lpips_weights: tuple[Path, ...] = ()
     max_pixels: int | None = io.DEFAULT_MAX_PIXELS
     arguments: dict = field(default_factory=dict)
 
@@ -112,9 +118,10 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
     _check_out_dir(folder, out_dir)
     pairs = io.find_pairs(folder)[:config.limit]
     inputs = [p for pair in pairs for p in pair]
+    features = FeatureSets(ensemble[0].device, fid=config.with_fid, clip_weights=config.clip_weights,
+                           lpips_weights=config.lpips_weights, log=progress)  # named weights checked before work
     for sub in ("", "images", "thumbs"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    features = FeatureSets(ensemble[0].device) if config.with_fid else None
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
@@ -139,14 +146,14 @@ def _key(image_path: Path, recipe: Recipe) -> str:
 
 
 def _evaluate_case(task: jobs.Task, ensemble: list[Inpainter], recipe: Recipe, config: EvaluationConfig,
-                   out_dir: Path, inputs: list[Path], features: FeatureSets | None, *, first: bool,
+                   out_dir: Path, inputs: list[Path], features: FeatureSets, *, first: bool,
                    log: jobs.Log | None) -> Case:
     started = time.perf_counter()
     budget_255 = round(recipe.budget * 255, 3)
     request = jobs.Request(recipe, seed=config.seed, draws=config.draws, max_pixels=config.max_pixels)
     judged = jobs.protect_task(task, ensemble, request, families=config.families, log=log or (lambda message: None))
     image, region, outcome = judged.image, judged.region, judged.outcome
-    if features is not None and first:
+    if first:  # each original once, whatever the recipes
         features.add("originals", image[None])
     measured = [(d.edit, "none") for d in outcome.decided()]
     # the edits of the original do not change with the cleaning: each trial's are reused
@@ -157,12 +164,11 @@ def _evaluate_case(task: jobs.Task, ensemble: list[Inpainter], recipe: Recipe, c
                                    families=config.attacker_families, seed=config.seed, target_kind=recipe.target,
                                    clean_fills=lambda trial: known.get(_trial_key(trial), ()))
         measured.extend((d.edit, name) for d in robust.decided())
-    verdict, fills = outcome.verdicts[0], judged.fills[0]
-    if features is not None:
-        attacks = [f for e, f in zip(verdict.edits, fills) if e.kind == "attacker"]
-        if attacks:
-            features.add("original fills", torch.stack([f.original for f in attacks]))
-            features.add("protected fills", torch.stack([f.protected for f in attacks]))
+    verdict, fills = outcome.verdicts[0], judged.fills[0]  # the set measures: the first model's default edit
+    attacks = [f for e, f in zip(verdict.edits, fills) if e.kind == "attacker"]
+    if attacks:
+        features.add("original fills", torch.stack([f.original for f in attacks]), reference=image)
+        features.add("protected fills", torch.stack([f.protected for f in attacks]), reference=image)
     case = Case(image=task.image.name, recipe=recipe.name, budget_255=budget_255,
                 seconds_protect=judged.protection.seconds, seconds_total=time.perf_counter() - started,
                 invisibility=verdict.invisibility, skipped=verdict.skipped)

