@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from backfire.errors import ModelError, WeightsNotFoundError
 from backfire.inpainters.base import ModuleInpainter, build_with_weights
-from backfire.inpainters.ffc import BIG_LAMA, STEMFED_FORMAT, FFCConfig, FFCResNetGenerator, build_generator
+from backfire.inpainters.ffc import (BIG_LAMA, STEMFED_FORMAT, FFCConfig, FFCResNetGenerator, build_generator,
+                                     fold_batchnorm)
 from backfire.inpainters.weights import (
     half_precision,
     load_torch,
@@ -93,6 +94,11 @@ class LamaInpainter(ModuleInpainter):
     """An :class:`~backfire.inpainters.base.Inpainter` around a :class:`LamaModule` or a LaMa TorchScript.
 
     ``config`` is the generator's :class:`FFCConfig`, or ``None`` for a TorchScript module.
+
+    ``module`` stays the network as loaded (its state dict is the weight file's, exports trace it); fills of
+    an eager generator are computed by a copy made for inference on first use (:meth:`compute_network`:
+    BatchNorm folded into the convolutions) and, on the CPU, only where the hole's composite reads them
+    (``local``, see :meth:`FFCResNetGenerator.forward`). Both are exact up to float rounding.
     """
 
     def __init__(self, module: nn.Module, device: torch.device | str = "cpu",
@@ -105,6 +111,29 @@ class LamaInpainter(ModuleInpainter):
             self.config = module.generator.config
             multiple = 2 ** self.config.n_downsampling
         super().__init__(name, module, device, dtype, multiple)
+        self._compute: nn.Module | None = None
+
+    @property
+    def local(self) -> bool:
+        """Whether fills are computed on the box around the hole only: data-dependent shapes, read on the
+        host, which pay on the CPU and would stall a GPU's queue (and break its fixed-shape graphs)."""
+        return self.device.type == "cpu"
+
+    def compute_network(self) -> nn.Module | None:
+        """The generator that computes the fills: a BatchNorm-folded copy of ``module``'s (made once); None
+        for a TorchScript module, which runs as it is."""
+        if self._compute is None and isinstance(self.module, LamaModule):
+            with torch.inference_mode(False):  # first use may be a clean pass: the weights must be ordinary tensors
+                self._compute = fold_batchnorm(self.module.generator)
+        return self._compute
+
+    def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
+        network = self.compute_network()
+        if network is None:
+            return self.module(masked_image, mask)
+        prediction = network(torch.cat([masked_image, mask], dim=1), local=self.local)
+        # LamaModule's composite (``masked_image`` is already erased in the hole)
+        return mask * prediction + (1 - mask) * masked_image
 
 
 # --------------------------------------------------------------------------------------------
