@@ -137,6 +137,10 @@ class Inpainter(abc.ABC):
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
         """A differentiable, affordable stand-in for the edit, on prepared inputs (as :meth:`inpaint`).
 
+        The optimisation's clean passes call it under ``torch.inference_mode()``: a model that keeps tensors it
+        makes on first use (a cache) makes them under ``torch.inference_mode(False)``, so that later passes,
+        which autograd records, may read them.
+
         Feed-forward models are their own surrogate. Models whose real edit is too costly to
         backpropagate through (a whole diffusion sampling run) override this and
         :attr:`surrogate_is_edit`; the verdict always uses ``__call__``, the edit an attacker really runs.
