@@ -39,11 +39,14 @@ def _generator(config, seed=1):
 
 
 def _fill_and_gradient(network, image, masks, **kwargs):
-    x = image[None].expand(len(masks), -1, -1, -1).clone().requires_grad_(True)
+    """The fills of ``image`` under each mask and the gradient of their weighted sum with respect to the image
+    (one image under several holes, as the engine's edits of a photo)."""
+    image = image.clone().requires_grad_(True)
+    x = image[None].expand(len(masks), -1, -1, -1)
     out = network(torch.cat([x * (1 - masks), masks], dim=1), **kwargs)
     out = masks * out + (1 - masks) * x
     weights = torch.linspace(0, 1, out.shape[-1])
-    gradient, = torch.autograd.grad((out * weights).sum(), x)
+    gradient, = torch.autograd.grad((out * weights).sum(), image)
     return out.detach(), gradient
 
 
@@ -62,16 +65,19 @@ def test_folded_batchnorm_computes_the_same_fill_and_gradient(config):
 
 
 @pytest.mark.parametrize("config", [PREFILL, THREE], ids=["prefill", "three-downsamplings"])
-@pytest.mark.parametrize("size", [(96, 160), (72, 200), (176, 136)])
+@pytest.mark.parametrize("size", [(160, 240), (96, 320), (256, 176)])
 def test_local_fills_equal_the_whole_frames_inside_the_hole(config, size):
     generator = fold_batchnorm(_generator(config))
     image, masks = _paper_masks(*size)
-    decoded = []
+    decoded, encoded = [], []
     first_upsampling = next(m for m in generator.modules() if isinstance(m, nn.ConvTranspose2d))
     first_upsampling.register_forward_hook(lambda module, args, out: decoded.append(args[0].shape[-2:]))
+    generator.model[1].register_forward_hook(lambda module, args, out: encoded.append(args[0].shape))
     whole, whole_gradient = _fill_and_gradient(generator, image, masks)
     local, local_gradient = _fill_and_gradient(generator, image, masks, local=True)
     assert decoded[1].numel() < decoded[0].numel()  # the decoder ran on a cut of the bottleneck
+    # the stem saw the first edit whole and the two others on a cut around the hole
+    assert encoded[0][0] == 3 and [e[0] for e in encoded[1:]] == [1, 2] and encoded[2][-2:].numel() < encoded[1][-2:].numel()
     assert (local - whole).abs().max() < 1e-5  # measured ≤ 2e-6: the same sums, cut to other shapes
     assert (local_gradient - whole_gradient).norm() / whole_gradient.norm() < 1e-5
 

@@ -323,6 +323,23 @@ def _box_of(selected: Tensor) -> Box | None:
     return left, top, right, bottom
 
 
+def _rows_sharing_context(x: Tensor, box: Box) -> list[list[int]]:
+    """The rows of ``x`` (N, C, H, W) in groups equal outside ``box`` (host-side comparisons of the four strips
+    around it), each group in the batch's order."""
+    left, top, right, bottom = box
+    strips = [(..., slice(0, top), slice(None)), (..., slice(bottom, None), slice(None)),
+              (..., slice(top, bottom), slice(0, left)), (..., slice(top, bottom), slice(right, None))]
+    groups: list[list[int]] = []
+    for row in range(len(x)):
+        for group in groups:
+            if all(torch.equal(x[row][s], x[group[0]][s]) for s in strips):
+                group.append(row)
+                break
+        else:
+            groups.append([row])
+    return groups
+
+
 def _level_box(hole: Box, level: int, size: tuple[int, int]) -> Box:
     """The hole's box at pyramid level ``level`` (each pixel a 2**level block, the last ones clipped) with a
     one-pixel margin: every pixel that level does not fully know lies inside it, at least one pixel from an
@@ -396,8 +413,11 @@ class FFCResNetGenerator(nn.Module):
 
         ``local``: compute the prediction only where a composite reads it, on the box around the hole (the
         mask channel, over the batch) — the decoder and the coarse fill are local operations, so inside that
-        box the result is the whole frame's up to float rounding — and return 0 outside it. The box is read
-        on the host (a data-dependent shape: for the CPU path, not for traces or CUDA graphs)."""
+        box the result is the whole frame's up to float rounding — and return 0 outside it; rows equal outside
+        that box are taken for one image under several holes (one photo's edits): their shared context is
+        encoded once, so its gradient reaches the first of them (the sum over those rows, what an
+        optimisation of that one image reads, is exact). The box is read on the host (a data-dependent shape:
+        for the CPU path, not for traces or CUDA graphs)."""
         coarse = None
         hole = _box_of(x[:, -1].amax(dim=0) > 0.5) if local else None
         if self.config.prefill:
@@ -406,14 +426,16 @@ class FFCResNetGenerator(nn.Module):
             x = torch.cat([coarse, mask], dim=1)
         split = 2 + self.config.n_downsampling  # pad, stem, downsamplings → the (local, global) pair
         end = split + self.config.n_blocks + 1  # … the residual blocks, the concat: the decoder's input
-        if bottleneck_extra is None:
+        shared = None if hole is None or hole[2] <= hole[0] or len(x) < 2 else self._shared_encoding(x, hole)
+        if bottleneck_extra is None and shared is None:
             features = self.model[:end](x)
         else:
-            x_l, x_g = self.model[:split](x)
-            n_local = x_l.shape[1] if isinstance(x_l, Tensor) else 0
-            pair = (x_l + bottleneck_extra[:, :n_local] if n_local else x_l,
-                    x_g + bottleneck_extra[:, n_local:] if isinstance(x_g, Tensor) else x_g)
-            features = self.model[split:end](pair)
+            x_l, x_g = self.model[:split](x) if shared is None else shared
+            if bottleneck_extra is not None:
+                n_local = x_l.shape[1] if isinstance(x_l, Tensor) else 0
+                x_l = x_l + bottleneck_extra[:, :n_local] if n_local else x_l
+                x_g = x_g + bottleneck_extra[:, n_local:] if isinstance(x_g, Tensor) else x_g
+            features = self.model[split:end]((x_l, x_g))
         window = None if hole is None or hole[2] <= hole[0] else self._decoder_window(hole, tuple(features.shape[-2:]))
         if window is None:
             logits = self.model[end:-1](features)
@@ -433,6 +455,51 @@ class FFCResNetGenerator(nn.Module):
             return out
         height, width = x.shape[-2:]
         return F.pad(out, (left, width - right, top, height - bottom))  # 0 where no composite reads it
+
+    def _shared_encoding(self, x: Tensor, hole: Box) -> tuple[MaybeTensor, MaybeTensor] | None:
+        """The encoder's (local, global) pair for a batch whose rows are one image under different holes (the
+        edits of one step): rows equal outside a box around ``hole`` are encoded once in full, the others only
+        on that box; None when no two rows share their context, or the box is most of the frame.
+
+        The encoder (stem and downsamplings) is local: an output pixel reads 2**n + 2 input pixels around its
+        block at most, so outside the hole's box widened by two bottleneck pixels every row of a group equals
+        its first, and inside it a row's encoding of the box widened by four equals its whole frame's."""
+        scale = 2 ** self.config.n_downsampling
+        height, width = x.shape[-2] // scale, x.shape[-1] // scale
+        left, top, right, bottom = hole
+        cut = (max(left // scale - 4, 0), max(top // scale - 4, 0),
+               min(-(-right // scale) + 4, width), min(-(-bottom // scale) + 4, height))
+        if (cut[2] - cut[0]) * (cut[3] - cut[1]) > _WHOLE_FRAME * height * width:
+            return None
+        pixels = tuple(v * scale for v in cut)
+        groups = _rows_sharing_context(x, pixels)
+        if all(len(g) == 1 for g in groups):
+            return None
+        # the part of the cut whose encoding is exact: two pixels in from every side that is not the frame's
+        keep = (cut[0] + (2 if cut[0] > 0 else 0), cut[1] + (2 if cut[1] > 0 else 0),
+                cut[2] - (2 if cut[2] < width else 0), cut[3] - (2 if cut[3] < height else 0))
+        inner = (..., slice(keep[1] - cut[1], keep[3] - cut[1]), slice(keep[0] - cut[0], keep[2] - cut[0]))
+        paste = (slice(None), slice(None), slice(keep[1], keep[3]), slice(keep[0], keep[2]))
+        encoder = self.model[:2 + self.config.n_downsampling]
+        sides: list[list[Tensor]] = [[], []]
+        order = []
+        for group in groups:
+            first = encoder(x[group[:1]])
+            rest = encoder(x[group[1:], :, pixels[1]:pixels[3], pixels[0]:pixels[2]]) if len(group) > 1 else None
+            for side, whole in enumerate(first):
+                if not isinstance(whole, Tensor):
+                    continue
+                rows = whole.expand(len(group), -1, -1, -1)
+                if rest is not None:
+                    rows = rows.clone()
+                    rows[1:][paste] = rest[side][inner]
+                sides[side].append(rows)
+            order += group
+        pair = [torch.cat(side) if side else 0 for side in sides]
+        if order != sorted(order):  # back in the batch's order
+            back = torch.argsort(torch.tensor(order, device=x.device))
+            pair = [p.index_select(0, back) if isinstance(p, Tensor) else p for p in pair]
+        return pair[0], pair[1]
 
     _DECODER_MARGIN = 3
     """Bottleneck pixels of context the decoder needs around a window: each of its transposed convolutions

@@ -333,13 +333,16 @@ _Rows = tuple["_Job", Tensor]
 def _passes(jobs: list[_Job], pick: Callable[[_Job], list[tuple[Inpainter, Tensor]]]
             ) -> list[tuple[Inpainter, list[_Rows]]]:
     """The passes that cover every job's edits: ``pick(job)`` says which model runs which rows of it, and rows
-    share a pass when their model is the same object at the same size and draws nothing per call (a stochastic
-    model's draws would otherwise depend on who shares the batch). In the order the first job names them."""
+    share a pass when their model is the same object at the same size, draws nothing per call (a stochastic
+    model's draws would otherwise depend on who shares the batch) and runs on an accelerator: on the CPU a
+    pass holds one photo's edits (batching photos does not pay there, and the LaMa-family CPU path encodes
+    the context the edits of one photo share once). In the order the first job names them."""
     passes: dict[tuple, tuple[Inpainter, list[_Rows]]] = {}
     for index, job in enumerate(jobs):
         for model, rows in pick(job):
             if len(rows):
-                key = (id(model), tuple(job.x.shape[-2:]), index if model.stochastic else None)
+                alone = model.stochastic or model.device.type == "cpu"
+                key = (id(model), tuple(job.x.shape[-2:]), index if alone else None)
                 passes.setdefault(key, (model, []))[1].append((job, rows))
     return list(passes.values())
 
