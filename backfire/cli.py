@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from backfire import __version__, io, jobs, models
+from backfire import __version__, io, jobs, models, runners
 from backfire import masks as mask_ops
 from backfire.errors import ModelError
 from backfire.inpainters import registry
@@ -16,6 +16,7 @@ from backfire.inpainters.pipelines import AUTO, PIPELINES
 from backfire.inpainters.registry import available_models, takes_options
 from backfire.judge.text import format_verdict
 from backfire.progress import Progress
+from backfire.protect.engine import OutOfMemory
 from backfire.protect.recipes import DEFAULT_RECIPE, MIN_BUDGET_255, RECIPES, get_recipe
 from backfire.protect.targets import TARGET_KINDS
 
@@ -37,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"backfire: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (MemoryError, torch.OutOfMemoryError) as error:
-        print(f"backfire: error: out of memory ({type(error).__name__}); try a smaller image or another device; "
-              "nothing half-written was left behind", file=sys.stderr)
+        what = str(error) if isinstance(error, OutOfMemory) else (
+            f"out of memory ({type(error).__name__}); try a smaller image or another device")
+        print(f"backfire: error: {what}; nothing half-written was left behind", file=sys.stderr)
         return EXIT_ERROR
     except jobs.Interrupted as stop:
         removed = ", ".join(str(p) for p in stop.removed)
@@ -90,6 +92,11 @@ _pixels = _number(int, 1)
 _count = _number(int, 1)
 
 
+def _batch(text: str) -> int | None:
+    """``--batch``: ``auto`` (None: sized from the device) or a number of photos ≥ 1."""
+    return None if text.strip().lower() == "auto" else _count(text)
+
+
 def _output_path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("the output path is empty")
@@ -117,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="exit with code 3 when the verdict is NOT PROTECTED (as verify does); default: 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_batch(p)
     p.set_defaults(run=run_protect)
 
     p = commands.add_parser("edit", help="inpaint the masked region, exactly as an attacker would")
@@ -158,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_steps, default=None, help="optimisation steps, ≥ 1 (default: the recipe's)")
     p.add_argument("--no-fid", action="store_true", help="skip FID (saves the Inception passes)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_batch(p)
     p.set_defaults(run=run_evaluate)
 
     p = commands.add_parser("mask", help="make a mask: faces, text or a box")
@@ -205,6 +214,12 @@ def _add_io(p: argparse.ArgumentParser, mask_help: str) -> None:
     p.add_argument("image", type=Path, help="an image, or a folder of NAME.png + NAME_mask.png")
     p.add_argument("--mask", type=Path, default=None, help=mask_help)
     p.add_argument("-o", "--out", type=_output_path, required=True, help="output file (a folder for a folder)")
+
+
+def _add_batch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=_batch, default=None, metavar="N",
+                   help="a folder's photos of one size are protected N at a time, in shared passes (default auto: "
+                        "1 on the CPU, where batching does not pay; on a GPU as many as its free memory holds)")
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -283,18 +298,28 @@ def run_protect(args: argparse.Namespace) -> int:
     settings = jobs.Settings(recipe, seed=args.seed, max_pixels=args.max_pixels)
     results: list[jobs.BatchRow] = [jobs.BatchRow.skipped(p, "no mask") for p in plan.unpaired]
     tasks = plan.tasks
-    for i, task in enumerate(tasks, 1):
-        label = f"[{i}/{len(tasks)}] {task.image.name}" if len(tasks) > 1 else task.image.name
-        steps = Progress(label, enabled=not args.quiet)
-        checking = Progress(f"{label} verdict", unit="edit", enabled=not args.quiet)
-        try:
-            verdicts = jobs.protect_task(task, inpainters, settings, on_step=steps,
-                                         on_judge=lambda model, done, total: checking(done, total), log=_log)
-        except io.InputError as error:
+    number = {task: i for i, task in enumerate(tasks, 1)}
+
+    def label(group) -> str:
+        names = ", ".join(t.image.name for t in group)
+        if len(tasks) == 1:
+            return names
+        first, last = number[group[0]], number[group[-1]]
+        return f"[{first}/{len(tasks)}] {names}" if len(group) == 1 else f"[{first}–{last}/{len(tasks)}] {names}"
+
+    def checking(task):
+        bar = Progress(f"{label([task])} verdict", unit="edit", enabled=not args.quiet)
+        return lambda model, done, total: bar(done, total)
+
+    work = runners.ProtectWork(inpainters, settings, log=_log, on_judge=checking,
+                               on_step=lambda group: Progress(label(group), enabled=not args.quiet))
+    for done in runners.LocalRunner(batch=args.batch).run(work, tasks):
+        task, verdicts = done.task, done.result
+        if done.error is not None:
             if not batch:
-                raise
-            results.append(jobs.BatchRow.skipped(task.image, str(error)))
-            _log(f"backfire: error: {error}")
+                raise done.error
+            results.append(jobs.BatchRow.skipped(task.image, str(done.error)))
+            _log(f"backfire: error: {done.error}")
             continue
         results.append(jobs.BatchRow.of(task, verdicts))
         print(f"{task.out}  (report: {jobs.report_paths(task.out)[0]})")
@@ -368,7 +393,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                               max_pixels=args.max_pixels, arguments=arguments)
     config.check()
     inpainters = _load_models(args)
-    evaluate(folder, out, inpainters, config, None if args.quiet else _log)
+    evaluate(folder, out, inpainters, config, None if args.quiet else _log, runners.LocalRunner(batch=args.batch))
     print(f"{out / 'summary.md'}\n{out / 'report.html'}\n{out / 'cases.csv'}\n{out / 'config.json'}")
     return EXIT_OK
 

@@ -166,7 +166,7 @@ def protect_and_judge(image: Tensor | io.LoadedImage, region: Tensor, inpainters
                       settings: Settings, out: Path, *, protect_inputs: Sequence[Path],
                       judged_by: Sequence[Inpainter] | None = None, families: Sequence[str] = VERDICT_FAMILIES,
                       on_step: StepCallback | None = None, on_judge: JudgeProgress | None = None,
-                      every_strategy: bool = True) -> Judged:
+                      every_strategy: bool = True, protection: Protection | None = None) -> Judged:
     """Protect ``image`` against ``inpainters``, save it to ``out``, read it back and judge the saved file.
 
     The one home of protect-and-judge (``backfire protect`` and ``backfire evaluate`` both call it).
@@ -174,12 +174,14 @@ def protect_and_judge(image: Tensor | io.LoadedImage, region: Tensor, inpainters
     perturbation and is written greyscale, a transparent one keeps its alpha untouched.
     ``judged_by``: the models whose edits are judged (default: every model of the ensemble), each with every
     strategy its tool applies to a photo this size (``every_strategy``; else the default one only). The
-    clean fills the optimisation already computed are reused by the verdict, never run twice.
+    clean fills the optimisation already computed are reused by the verdict, never run twice. ``protection``:
+    the optimisation already ran (a runner protected a batch of photos at once): save and judge its result.
     """
     loaded = image if isinstance(image, io.LoadedImage) else None
     pixels = image.pixels if loaded is not None else image
     grey, alpha = (loaded.grey, loaded.alpha) if loaded is not None else (False, None)
-    result = protect(pixels, region, inpainters, settings.recipe, seed=settings.seed, grey=grey, on_step=on_step)
+    result = protection or protect(pixels, region, inpainters, settings.recipe, seed=settings.seed, grey=grey,
+                                   on_step=on_step)
     io.save_image(result.protected, out, protect_inputs=protect_inputs, grey=grey, alpha=alpha)
     # every verdict is about the file as written
     saved = io.read_image(out, max_pixels=settings.max_pixels, keep_alpha=alpha is not None).pixels
@@ -207,22 +209,25 @@ def _strategies(model: Inpainter, size: tuple[int, int]) -> list[tuple[str | Non
 
 def protect_task(task: Task, inpainters: Sequence[Inpainter], settings: Settings, *,
                  on_step: StepCallback | None = None, on_judge: JudgeProgress | None = None,
-                 log: Log = lambda message: None) -> list[Verdict]:
+                 log: Log = lambda message: None, loaded: tuple[io.LoadedImage, Tensor] | None = None,
+                 protection: Protection | None = None) -> list[Verdict]:
     """Protect one image against every model of ``inpainters``, save it, and judge the saved file read back
     on each model; write ``.json`` (the first model's verdict, the others under ``ensemble``) and preview.
+    ``loaded`` (:func:`load`'s image and region) and ``protection``: a runner (:mod:`backfire.runners`) already
+    read the task and protected it in a batch.
 
     Interrupted (Ctrl-C) after the image was saved, the task's outputs are removed again: a protected
     file never stands without its verdict.
     """
-    loaded, region = load(task, settings.max_pixels, log, keep_alpha=True)
+    loaded, region = loaded or load(task, settings.max_pixels, log, keep_alpha=True)
     image = loaded.pixels
     if task.out.suffix.lower() in io.LOSSY_SUFFIXES:
         log(f"warning: {task.out.suffix} is lossy; the compression weakens the protection (PNG keeps it)")
-    if on_step is not None:
+    if on_step is not None and protection is None:
         on_step(0, settings.recipe.steps, None)  # the wait for the first step shows too
     try:
         judged = protect_and_judge(loaded, region, inpainters, settings, task.out, protect_inputs=task.inputs,
-                                   on_step=on_step, on_judge=on_judge)
+                                   on_step=on_step, on_judge=on_judge, protection=protection)
         record = {
             "image": str(task.image), "mask": str(task.mask), "protected_image": str(task.out),
             "recipe": judged.protection.recipe.as_dict(), "budget_255": judged.protection.recipe.budget * 255,

@@ -31,7 +31,9 @@ from backfire.inpainters.base import Inpainter
 from backfire.judge.fid import FeatureSets
 from backfire.judge.transforms import get_transforms
 from backfire.judge.verdict import judge
+from backfire.protect.engine import Photo, Protection, protect_batch
 from backfire.protect.recipes import Recipe
+from backfire.runners import LocalRunner, Prepared, Runner
 
 __all__ = ["COLUMNS", "EvaluationConfig", "evaluate"]
 
@@ -91,7 +93,7 @@ def _check_out_dir(folder: Path, out_dir: Path) -> None:
 
 
 def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpainter], config: EvaluationConfig,
-             progress: jobs.Log | None = None) -> list[Case]:
+             progress: jobs.Log | None = None, runner: Runner | None = None) -> list[Case]:
     """Run the protocol on ``folder`` and write the reports into ``out_dir``; return the cases.
 
     Arguments:
@@ -101,6 +103,9 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
             several: the protection is against all of them (an ensemble), the attacker edits with the first.
         config: recipes, budgets, families, cleanings, seed (see :class:`EvaluationConfig`).
         progress: called with one line per case.
+        runner: where the photos run (default: this process, one photo at a time on the CPU; batches of
+            photos of one size on a GPU, :class:`backfire.runners.LocalRunner`). The cases come out in the
+            folder's order whatever the order they finish in.
     """
     folder, out_dir = Path(folder), Path(out_dir)
     ensemble = [inpainter] if isinstance(inpainter, Inpainter) else list(inpainter)
@@ -114,36 +119,66 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
-    cases: list[Case] = []
     plans = [r.but(budget=b, steps=config.steps) for r in config.recipes for b in config.budgets]
     total = len(pairs) * len(plans)
-    for i, (image_path, mask_path) in enumerate(pairs):
-        loaded = io.read_image(image_path, max_pixels=config.max_pixels)
-        region = io.read_mask(mask_path, size=loaded.size, max_pixels=config.max_pixels).mask
-        if features is not None:
-            features.add("originals", loaded.pixels[None])
-        for j, recipe in enumerate(plans):
-            case = _evaluate_case(image_path, loaded.pixels, region, ensemble, recipe, config, out_dir, inputs,
-                                  features)
-            cases.append(case)
+    runner = runner or LocalRunner()
+    found: dict[tuple[int, int], Case] = {}
+    for j, recipe in enumerate(plans):
+        work = _CaseWork(ensemble, recipe, config, out_dir, inputs, features if j == 0 else None, features)
+        for done in runner.run(work, list(enumerate(pairs))):
+            if done.error is not None:
+                raise done.error
+            found[done.task[0], j] = done.result
             if progress is not None:
-                progress(_progress_line(i * len(plans) + j + 1, total, case))
-
+                progress(_progress_line(len(found), total, done.result))
+    cases = [found[key] for key in sorted(found)]
     write_reports(out_dir, cases, config, inputs, features, ensemble[0])
     return cases
 
 
+class _CaseWork:
+    """One recipe plan over the folder, as a runner's work (:class:`backfire.runners.Work`): read a pair,
+    protect a batch of photos, judge each case. ``originals``: where the originals' FID features go (the
+    first plan only); ``features``: the fills'."""
+
+    def __init__(self, ensemble: list[Inpainter], recipe: Recipe, config: EvaluationConfig, out_dir: Path,
+                 inputs: list[Path], originals: FeatureSets | None, features: FeatureSets | None):
+        self.ensemble, self.recipe, self.config = ensemble, recipe, config
+        self.out_dir, self.inputs, self.originals, self.features = out_dir, inputs, originals, features
+
+    @property
+    def device(self) -> torch.device:
+        return self.ensemble[0].device
+
+    def read(self, task: tuple[int, tuple[Path, Path]]) -> Prepared:
+        _, (image_path, mask_path) = task
+        loaded = io.read_image(image_path, max_pixels=self.config.max_pixels)
+        region = io.read_mask(mask_path, size=loaded.size, max_pixels=self.config.max_pixels).mask
+        if self.originals is not None:
+            self.originals.add("originals", loaded.pixels[None])
+        return Prepared(task, Photo(loaded.pixels, region, self.config.seed))
+
+    def protect(self, batch: Sequence[Prepared]) -> list[Protection]:
+        return protect_batch([p.photo for p in batch], self.ensemble, self.recipe)
+
+    def finish(self, prepared: Prepared, protection: Protection) -> Case:
+        _, (image_path, _) = prepared.task
+        return _evaluate_case(image_path, prepared.photo.image, prepared.photo.region, self.ensemble, self.recipe,
+                              self.config, self.out_dir, self.inputs, self.features, protection)
+
+
 def _evaluate_case(image_path: Path, image: Tensor, region: Tensor, ensemble: list[Inpainter], recipe: Recipe,
                    config: EvaluationConfig, out_dir: Path, inputs: list[Path],
-                   features: FeatureSets | None) -> Case:
-    started = time.perf_counter()
+                   features: FeatureSets | None, protection: Protection | None = None) -> Case:
+    # a batch's protection was timed with the batch: its share counts toward the case's total
+    started = time.perf_counter() - (protection.seconds if protection is not None else 0.0)
     inpainter = ensemble[0]
     budget_255 = round(recipe.budget * 255, 3)
     key = f"{image_path.stem}__{recipe.name}__b{budget_255:g}"
     settings = jobs.Settings(recipe, seed=config.seed, max_pixels=None)
     judged = jobs.protect_and_judge(image, region, ensemble, settings, out_dir / "images" / f"{key}.png",
                                     protect_inputs=inputs, judged_by=[inpainter], families=config.families,
-                                    every_strategy=False)
+                                    every_strategy=False, protection=protection)
     verdict, fills = judged.verdicts[0], judged.fills[0]
     measured = [(e, "none") for e in verdict.edits]
     clean_fills = [(f.mask, f.original) for f in fills]  # edits of the original do not change with the cleaning

@@ -168,6 +168,7 @@ def protect_batch(
     steps: int | None = None,
     target: str | None = None,
     max_batch: int | None = None,
+    shared_passes: bool | None = None,
     on_step: StepCallback | None = None,
     on_image: Callable[[int, int, Tensor], None] | None = None,
 ) -> list[Protection]:
@@ -175,12 +176,14 @@ def protect_batch(
 
     Each photo keeps its own region, δ, seed-derived start, goals and optimiser, so its result is the one
     :func:`protect` gives it alone up to float rounding (Adam is elementwise; the networks compute each row
-    of a batch on its own). Edits share a pass when they go to the same model at the same size; a model
-    that draws something per call (``stochastic``: MAT's dropout, a sampler's noise) and a photo the
-    attacker's tool crops (IOPaint's Crop) get passes of their own, as do the attack edits of a recipe that
-    cleans them (the cleaning is drawn per photo). ``on_step(step, steps, loss)`` gets the mean loss of the
-    photos; ``on_image(step, index, x + δ)`` the photo ``index``'s image. Every photo's ``seconds`` is the
-    batch's time shared equally.
+    of a batch on its own). Edits of several photos share a pass when they go to the same model at the same
+    size (``shared_passes``; by default on an accelerator only: on the CPU a batch costs what its photos cost
+    one by one, docs/benchmarks.md, and the LaMa-family CPU path encodes the context one photo's edits share
+    once); a model that draws something per call (``stochastic``: MAT's dropout, a sampler's noise) and a
+    photo the attacker's tool crops (IOPaint's Crop) get passes of their own, as do the attack edits of a
+    recipe that cleans them (the cleaning is drawn per photo). ``on_step(step, steps, loss)`` gets the mean
+    loss of the photos; ``on_image(step, index, x + δ)`` the photo ``index``'s image. Every photo's
+    ``seconds`` is the batch's time shared equally.
     """
     recipe = (get_recipe(recipe) if isinstance(recipe, str) else recipe).but(
         budget=budget, steps=steps, target=target)
@@ -194,8 +197,9 @@ def protect_batch(
     started = time.perf_counter()
     try:
         jobs = [_Job(photo, members, recipe) for photo in photos]
-        _clean_goals(jobs, recipe)
-        _optimise(jobs, recipe, max_batch=max_batch, on_step=on_step, on_image=on_image)
+        share = members[0].device.type != "cpu" if shared_passes is None else shared_passes
+        _clean_goals(jobs, recipe, share)
+        _optimise(jobs, recipe, share=share, max_batch=max_batch, on_step=on_step, on_image=on_image)
     except torch.OutOfMemoryError as error:
         raise _out_of_memory(error, photos, members) from None
     seconds = (time.perf_counter() - started) / len(jobs)
@@ -330,37 +334,36 @@ _Rows = tuple["_Job", Tensor]
 """A job and the indices (on its device) of its edits that go into one pass."""
 
 
-def _passes(jobs: list[_Job], pick: Callable[[_Job], list[tuple[Inpainter, Tensor]]]
+def _passes(jobs: list[_Job], pick: Callable[[_Job], list[tuple[Inpainter, Tensor]]], share: bool
             ) -> list[tuple[Inpainter, list[_Rows]]]:
     """The passes that cover every job's edits: ``pick(job)`` says which model runs which rows of it, and rows
-    share a pass when their model is the same object at the same size, draws nothing per call (a stochastic
-    model's draws would otherwise depend on who shares the batch) and runs on an accelerator: on the CPU a
-    pass holds one photo's edits (batching photos does not pay there, and the LaMa-family CPU path encodes
-    the context the edits of one photo share once). In the order the first job names them."""
+    of several jobs share a pass when ``share`` and their model is the same object at the same size that draws
+    nothing per call (a stochastic model's draws would otherwise depend on who shares the batch). In the order
+    the first job names them."""
     passes: dict[tuple, tuple[Inpainter, list[_Rows]]] = {}
     for index, job in enumerate(jobs):
         for model, rows in pick(job):
             if len(rows):
-                alone = model.stochastic or model.device.type == "cpu"
+                alone = model.stochastic or not share
                 key = (id(model), tuple(job.x.shape[-2:]), index if alone else None)
                 passes.setdefault(key, (model, []))[1].append((job, rows))
     return list(passes.values())
 
 
-def _clean_goals(jobs: list[_Job], recipe: Recipe) -> None:
+def _clean_goals(jobs: list[_Job], recipe: Recipe, share: bool) -> None:
     """The goals of the fixed benign terms: each model's clean fills of the original, computed once, in shared
     passes."""
     benign = torch.tensor([i for i in jobs[0].edits.fixed if recipe.terms[i].role == "benign"], dtype=torch.long)
     if not len(benign):
         return
     for j in range(len(jobs[0].models)):
-        for model, group in _passes(jobs, lambda job: [(job.models[j], benign.to(job.x.device))]):
+        for model, group in _passes(jobs, lambda job: [(job.models[j], benign.to(job.x.device))], share):
             fills = _clean_fills(model, [(job.x, job.edits.fixed_masks()[rows]) for job, rows in group])
             for (job, rows), fill in zip(group, fills):
                 job.edits.goals[j][rows] = fill
 
 
-def _optimise(jobs: list[_Job], recipe: Recipe, *, max_batch: int | None, on_step: StepCallback | None,
+def _optimise(jobs: list[_Job], recipe: Recipe, *, share: bool, max_batch: int | None, on_step: StepCallback | None,
               on_image: Callable[[int, int, Tensor], None] | None) -> None:
     """The loop: every job's δ, stepped together; each job's loss before every step lands in ``job.losses``."""
     device = jobs[0].x.device
@@ -375,13 +378,13 @@ def _optimise(jobs: list[_Job], recipe: Recipe, *, max_batch: int | None, on_ste
             job.masks = job.edits.draw()
             job.goals_now = [goal.clone() if job.edits.sampled_benign else goal for goal in job.edits.goals]
         for j in range(len(jobs[0].members)):
-            _sampled_goals(jobs, j)
+            _sampled_goals(jobs, j, share)
             # without cleaning every edit goes to the same model: one batched pass per step; attack edits
             # that see their own (cleaned, redrawn) attacker go first, as they always have
             own = _passes(jobs, lambda job: [] if job.attackers[j] is job.models[j] else
-                          [(job.attackers[j], job.edits.attacker_index)])
+                          [(job.attackers[j], job.edits.attacker_index)], share)
             shared = _passes(jobs, lambda job: [(job.models[j], job.edits.all_index if job.attackers[j] is
-                                                 job.models[j] else job.edits.benign_index)])
+                                                 job.models[j] else job.edits.benign_index)], share)
             for model, group in own + shared:
                 _accumulate_gradient(model, group, j, len(jobs[0].members), max_batch, step)
         for job in jobs:
@@ -405,11 +408,11 @@ def _optimise(jobs: list[_Job], recipe: Recipe, *, max_batch: int | None, on_ste
         job.perturbed = job.masks = job.goals_now = None  # the last step's graph goes
 
 
-def _sampled_goals(jobs: list[_Job], j: int) -> None:
+def _sampled_goals(jobs: list[_Job], j: int, share: bool) -> None:
     """The goals of this step's sampled benign edits for model ``j``: clean fills of the original, in shared passes."""
     if not jobs[0].edits.sampled_benign:
         return
-    for model, group in _passes(jobs, lambda job: [(job.models[j], job.edits.sampled_benign_index)]):
+    for model, group in _passes(jobs, lambda job: [(job.models[j], job.edits.sampled_benign_index)], share):
         fills = _clean_fills(model, [(job.x, job.masks[rows]) for job, rows in group])
         for (job, rows), fill in zip(group, fills):
             job.goals_now[j][rows] = fill
