@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("app", help="protect, verify and batch in a local web page (extra: backfire[app])")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the models run")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where the models run")
     p.set_defaults(run=run_app)
     return parser
 
@@ -233,7 +233,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
                         "or plain (the bare model on the whole photo; the default for sd-inpaint)")
     p.add_argument("--weights", type=Path, default=None,
                    help="model weights file (sd-inpaint: a local diffusers folder or an id in the local HF cache)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--max-pixels", type=_pixels, default=io.DEFAULT_MAX_PIXELS,
                    help="refuse images larger than this many pixels (default 40 MP)")
     diffusion = p.add_argument_group("diffusion models (sd-inpaint)")

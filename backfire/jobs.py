@@ -100,6 +100,8 @@ def load_models(spec: str, weights: Path | None = None, device: str = "auto", *,
     for name, file in named:
         status(f"loading model {name.strip()}…")
         model = load_inpainter(name, weights=file, device=device, **(options or {}))
+        for notice in model.notices:
+            log(f"note: {notice}")
         loaded.append(model if pipeline is None else
                       wrap(model, default_pipeline(model.name) if pipeline == AUTO else pipeline))
     return loaded

@@ -35,6 +35,7 @@ __all__ = [
     "SpectralTransform",
     "build_generator",
     "coarse_fill",
+    "fft_device",
     "fold_batchnorm",
 ]
 
@@ -100,17 +101,46 @@ class FourierUnit(nn.Module):
         # Tracing notes (export_torchscript traces this in float32 and the archive may later be
         # converted to another dtype): the cast to float32 must copy, because a no-op x.float()
         # returns x itself and the tracer would then substitute the cast for x everywhere after it;
-        # casts back go to the weight's dtype, which follows module.to(dtype).
+        # the result goes back to the input's dtype (the weights' after module.to(dtype); under autocast
+        # the half-precision features' — the spectrum's convolution autocasts like any other).
         compute = self.conv_layer.weight
         size = x.shape[-2:]
-        spectrum = torch.fft.rfftn(x.to(torch.float32, copy=True), dim=(-2, -1), norm="ortho")
+        # a device without these FFTs (some MPS builds) hands them, and the complex values, to the CPU
+        fft_on = fft_device(x.device)
+        source = x.to(torch.float32, copy=True) if fft_on == x.device else x.to(fft_on, torch.float32)
+        spectrum = torch.fft.rfftn(source, dim=(-2, -1), norm="ortho")
         # (N, C, H, W') complex -> (N, C, 2, H, W') -> (N, 2C, H, W'): real, imag adjacent per channel.
-        y = torch.stack((spectrum.real, spectrum.imag), dim=2).flatten(1, 2).type_as(compute)
+        y = torch.stack((spectrum.real, spectrum.imag), dim=2).flatten(1, 2)
+        y = (y if fft_on == x.device else y.to(x.device)).type_as(compute)
         y = self.relu(self.bn(self.conv_layer(y)))
         y = y.float().unflatten(1, (-1, 2))
+        y = y if fft_on == x.device else y.to(fft_on)
         spectrum = torch.complex(y[:, :, 0], y[:, :, 1])
         out = torch.fft.irfftn(spectrum, s=size, dim=(-2, -1), norm="ortho")
-        return out.type_as(compute)
+        return (out if fft_on == x.device else out.to(x.device)).type_as(x)
+
+
+def fft_device(device: torch.device) -> torch.device:
+    """Where the Fourier units' FFTs run for features on ``device``: there, or on the CPU when its backend lacks
+    them (PyTorch's MPS backend has only part of ``torch.fft`` in some releases: checked once, on a tiny
+    transform). A per-operation fallback: the rest of the network stays on the device."""
+    if device.type == "mps" and not _mps_has_fft():
+        return torch.device("cpu")
+    return device
+
+
+_MPS_FFT: list[bool] = []  # the probe's answer, once
+
+
+def _mps_has_fft() -> bool:
+    if not _MPS_FFT:
+        try:
+            probe = torch.fft.rfftn(torch.ones(1, 1, 6, 5, device="mps"), dim=(-2, -1), norm="ortho")
+            torch.fft.irfftn(probe, s=(6, 5), dim=(-2, -1), norm="ortho").cpu()
+            _MPS_FFT.append(True)
+        except (RuntimeError, NotImplementedError, TypeError):
+            _MPS_FFT.append(False)
+    return _MPS_FFT[0]
 
 
 class SpectralTransform(nn.Module):
