@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from backfire import __version__, io, jobs, models
+from backfire import __version__, io, jobs, models, runners
 from backfire import masks as mask_ops
 from backfire.errors import ModelError
 from backfire.inpainters import registry
@@ -18,6 +18,7 @@ from backfire.judge.outcome import DEFAULT_DRAWS, check_draws
 from backfire.judge.text import format_outcome
 from backfire.metric_weights import METRIC_WEIGHTS
 from backfire.progress import Progress
+from backfire.protect.engine import OutOfMemory
 from backfire.protect.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 from backfire.protect.targets import TARGET_KINDS
 
@@ -39,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"backfire: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (MemoryError, torch.OutOfMemoryError) as error:
-        print(f"backfire: error: out of memory ({type(error).__name__}); try a smaller image or another device; "
-              "nothing half-written was left behind", file=sys.stderr)
+        what = str(error) if isinstance(error, OutOfMemory) else (
+            f"out of memory ({type(error).__name__}); try a smaller image or another device")
+        print(f"backfire: error: {what}; nothing half-written was left behind", file=sys.stderr)
         return EXIT_ERROR
     except jobs.Interrupted as stop:
         removed = ", ".join(str(p) for p in stop.removed)
@@ -107,6 +109,11 @@ _pixels = _number(int, 1)
 _count = _number(int, 1)
 
 
+def _batch(text: str) -> int | None:
+    """``--batch``: ``auto`` (None: sized from the device) or a number of photos ≥ 1."""
+    return None if text.strip().lower() == "auto" else _count(text)
+
+
 def _output_path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("the output path is empty")
@@ -135,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="exit with code 3 when the verdict is NOT PROTECTED (as verify does); default: 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_batch(p)
     p.set_defaults(run=run_protect)
 
     p = commands.add_parser("edit", help="inpaint the masked region, exactly as an attacker would")
@@ -185,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "alexnet-owt-7be5be79.pth (or vgg16-397923af.pth) and lpips's alex.pth (vgg.pth) "
                         "(default: the pulled ones, `backfire models pull lpips-alex`)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_batch(p)
     p.set_defaults(run=run_evaluate)
 
     p = commands.add_parser("mask", help="make a mask: faces, text or a box")
@@ -223,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("app", help="protect, verify and batch in a local web page (extra: backfire[app])")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the models run")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where the models run")
     p.set_defaults(run=run_app)
     return parser
 
@@ -241,6 +250,12 @@ def _add_draws(p: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_DRAWS}; deterministic models are judged once)")
 
 
+def _add_batch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=_batch, default=None, metavar="N",
+                   help="a folder's photos of one size are protected N at a time, in shared passes (default auto: "
+                        "1 on the CPU, where batching does not pay; on a GPU as many as its free memory holds)")
+
+
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"inpainting model: {', '.join(available_models())}, or auto (big-LaMa when pulled, else "
@@ -253,7 +268,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
                         "or plain (the bare model on the whole photo; the default for sd-inpaint)")
     p.add_argument("--weights", type=Path, default=None,
                    help="model weights file (sd-inpaint: a local diffusers folder or an id in the local HF cache)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--max-pixels", type=_pixels, default=io.DEFAULT_MAX_PIXELS,
                    help="refuse images larger than this many pixels (default 40 MP)")
     diffusion = p.add_argument_group("diffusion models (sd-inpaint)")
@@ -324,18 +339,28 @@ def run_protect(args: argparse.Namespace) -> int:
     inpainters = request.load_models(_log, _status)
     results: list[jobs.BatchRow] = [jobs.BatchRow.skipped(p, "no mask") for p in plan.unpaired]
     tasks = plan.tasks
-    for i, task in enumerate(tasks, 1):
-        label = f"[{i}/{len(tasks)}] {task.image.name}" if len(tasks) > 1 else task.image.name
-        steps = Progress(label, enabled=not args.quiet)
-        checking = Progress(f"{label} verdict", unit="edit", enabled=not args.quiet)
-        try:
-            judged = jobs.protect_task(task, inpainters, request, on_step=steps,
-                                       on_judge=lambda model, done, total: checking(done, total), log=_log)
-        except io.InputError as error:
+    number = {task: i for i, task in enumerate(tasks, 1)}
+
+    def label(group) -> str:
+        names = ", ".join(t.image.name for t in group)
+        if len(tasks) == 1:
+            return names
+        first, last = number[group[0]], number[group[-1]]
+        return f"[{first}/{len(tasks)}] {names}" if len(group) == 1 else f"[{first}–{last}/{len(tasks)}] {names}"
+
+    def checking(task):
+        bar = Progress(f"{label([task])} verdict", unit="edit", enabled=not args.quiet)
+        return lambda model, done, total: bar(done, total)
+
+    work = runners.ProtectWork(inpainters, request, log=_log, on_judge=checking,
+                               on_step=lambda group: Progress(label(group), enabled=not args.quiet))
+    for done in runners.LocalRunner(batch=args.batch).run(work, tasks):
+        task, judged = done.task, done.result
+        if done.error is not None:
             if not batch:
-                raise
-            results.append(jobs.BatchRow.skipped(task.image, str(error), task.mask))
-            _log(f"backfire: error: {error}")
+                raise done.error
+            results.append(jobs.BatchRow.skipped(task.image, str(done.error), task.mask))
+            _log(f"backfire: error: {done.error}")
             continue
         results.append(jobs.BatchRow.of(task, judged.outcome))
         print(f"{task.out}  (report: {jobs.report_paths(task.out)[0]})")
@@ -411,7 +436,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                               max_pixels=args.max_pixels, arguments=arguments)
     config.check()
     inpainters = _request(args).load_models(_log, _status)
-    evaluate(folder, out, inpainters, config, None if args.quiet else _log)
+    evaluate(folder, out, inpainters, config, None if args.quiet else _log, runners.LocalRunner(batch=args.batch))
     print(f"{out / 'summary.md'}\n{out / 'report.html'}\n{out / 'cases.csv'}\n{out / 'config.json'}")
     return EXIT_OK
 

@@ -164,6 +164,8 @@ def load_models(spec: str, weights: Path | None = None, device: str = "auto", *,
     for name, file in named:
         status(f"loading model {name.strip()}…")
         model = load_inpainter(name, weights=file, device=device, **(options or {}))
+        for notice in model.notices:
+            log(f"note: {notice}")
         loaded.append(model if pipeline is None else
                       wrap(model, default_pipeline(model.name) if pipeline == AUTO else pipeline))
     return loaded
@@ -228,25 +230,29 @@ JudgeProgress = Callable[[str, int, int], None]
 
 def protect_task(task: Task, inpainters: Sequence[Inpainter], request: Request, *,
                  families: Sequence[str] = VERDICT_FAMILIES, on_step: StepCallback | None = None,
-                 on_judge: JudgeProgress | None = None, log: Log = lambda message: None) -> Judged:
+                 on_judge: JudgeProgress | None = None, log: Log = lambda message: None,
+                 loaded: tuple[io.LoadedImage, Tensor] | None = None, protection: Protection | None = None) -> Judged:
     """The road of one image: read it (modes kept: a greyscale photo gets a greyscale perturbation and is written
     greyscale, a transparent one keeps its alpha untouched), protect it against every model of ``inpainters``,
     save it, read it back, judge the saved file on every trial (:func:`backfire.judge.outcome.judge_every`:
     every model × every strategy its tool applies × every draw of a stochastic model), and write ``.json`` and
     the preview beside it. ``backfire protect``, ``backfire evaluate`` and the app all take this road.
 
+    ``loaded`` (:func:`load`'s image and region) and ``protection``: a runner (:mod:`backfire.runners`) already
+    read the task and protected it in a batch with others.
+
     The clean fills the optimisation already computed are reused by the verdict, never run twice. Interrupted
     (Ctrl-C) after the image was saved, the task's outputs are removed again: a protected file never stands
     without its verdict.
     """
-    loaded, region = load(task, request.max_pixels, log, keep_alpha=True)
+    loaded, region = loaded or load(task, request.max_pixels, log, keep_alpha=True)
     image, recipe = loaded.pixels, request.recipe
     if task.out.suffix.lower() in io.LOSSY_SUFFIXES:
         log(f"warning: {task.out.suffix} is lossy; the compression weakens the protection (PNG keeps it)")
-    if on_step is not None:
+    if on_step is not None and protection is None:
         on_step(0, recipe.steps, None)  # the wait for the first step shows too
     try:
-        result = protect(image, region, inpainters, recipe, seed=request.seed, grey=loaded.grey, on_step=on_step)
+        result = protection or protect(image, region, inpainters, recipe, seed=request.seed, grey=loaded.grey, on_step=on_step)
         io.save_image(result.protected, task.out, protect_inputs=task.inputs, grey=loaded.grey, alpha=loaded.alpha)
         # every verdict is about the file as written
         saved = io.read_image(task.out, max_pixels=request.max_pixels, keep_alpha=loaded.alpha is not None).pixels

@@ -322,8 +322,12 @@ def test_bfloat16_generator_and_converted_torchscript(weight_files, reference):
     out = eager(image, mask)
     assert out.dtype == torch.bfloat16
     assert (out.float() - reference(image, mask)).abs().max() < 0.1
-    # The archive was traced in float32; converting it must not leave float32 casts baked in.
-    assert (script(image, mask).float() - out.float()).abs().max() < 1e-2
+    # The archive was traced in float32; converting it must not leave float32 casts baked in: it computes what
+    # the module as loaded computes in bfloat16 (the eager fills come from its BatchNorm-folded copy, which
+    # rounds differently in bfloat16)
+    x, m = eager.prepare(image, mask)
+    as_loaded = eager.module(eager._pad(x * (1 - m)), eager._pad(m))[..., :H, :W]
+    assert (script(image, mask).float() - as_loaded.float()).abs().max() < 1e-2
 
 
 # --------------------------------------------------------------------------------------------

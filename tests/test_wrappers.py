@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from backfire import masks as mask_ops
 from backfire.examples import example_photo
 from backfire.inpainters import mat
 from backfire.inpainters.base import Inpainter, Network, Wrapper, draw_seed
@@ -13,7 +14,7 @@ from backfire.inpainters.cleaning import CleaningSampler, with_cleaning
 from backfire.inpainters import fixtures
 from backfire.inpainters.fixtures import TINY_LAMA, random_lama_generator
 from backfire.inpainters.lama import LamaInpainter
-from backfire.inpainters.pipelines import EveryStrategy, IOPaintPipeline, wrap
+from backfire.inpainters.pipelines import EveryStrategy, IOPaintPipeline, IOPaintSettings, wrap
 from backfire.inpainters.specs import Conventions
 from backfire.judge.verdict import judge
 from backfire.protect import PAPER, make_target, protect
@@ -135,3 +136,54 @@ def test_clean_fills_of_a_tool_whose_surrogate_is_its_edit_are_reused_by_the_ver
     for a, b in zip(reused.edits, fresh.edits, strict=True):
         assert (a.name, a.kind) == (b.name, b.kind) and a.metrics == pytest.approx(b.metrics, rel=1e-5)
     assert reused.benign_intact == fresh.benign_intact and reused.protected == fresh.protected
+
+
+class _Counting(Network):
+    """A real network that records the masks of every fill it is asked for (the model's forward calls)."""
+
+    def __init__(self, inner: LamaInpainter):
+        super().__init__("lama", inner.device, inner.dtype, inner.multiple)
+        self.inner, self.masks = inner, []
+
+    def fill(self, masked_image, mask):
+        self.masks.append(mask.detach().clone())
+        return self.inner.fill(masked_image, mask)
+
+
+@pytest.mark.parametrize("pipeline, settings", [
+    ("plain", None), ("iopaint", IOPaintSettings()), ("iopaint", IOPaintSettings(crop_trigger_size=40))],
+    ids=["plain", "iopaint-original", "iopaint-crop"])
+def test_protect_and_judge_runs_the_clean_ring_edit_once_through_every_pipeline(lama, pipeline, settings, tmp_path):
+    """The optimisation's clean fill of the ring (its goal) is the verdict's edit of the original: the model is
+    asked for it once (the bug this catches: a pipeline that handed none back, so the verdict ran it again)."""
+    from backfire.io import read_image
+    from backfire.jobs import Settings, protect_and_judge
+
+    image, mask = _case(SMALL)
+    region = mask[0, 0]
+    counting = _Counting(lama)
+    tool = wrap(counting, "plain") if settings is None else IOPaintPipeline(counting, settings=settings)
+    if settings is not None:
+        assert tool.strategy_for(SMALL) == ("Crop" if settings.crop_trigger_size < 64 else "Original")
+    ring = mask_ops.ring(region, 8, shape="square")
+    judged = protect_and_judge(image[0], region, [tool], Settings(PAPER.but(steps=2)), tmp_path / "out.png",
+                               protect_inputs=[], families=("exact", "ring"), every_strategy=False)
+    assert judged.protection.clean_fills[0], "the pipeline handed no clean fill to the verdict"
+
+    def ring_rows(masks):
+        # a Crop window's fill sees the ring cut to the window: count the calls whose masks hold the ring's pixels
+        return sum(int(m[:, 0].flatten(1).sum(1).eq(ring.sum()).sum()) for m in masks)
+
+    calls = counting.masks
+    steps = 2
+    per_step = 1  # one batched pass of the three edits (the ring among them) per step
+    # the clean ring fill (the goal), the ring in each step's pass, and the verdict's ring edit of the saved
+    # file only (its edit of the original is the optimisation's); the verdict judges the tool's default setting
+    # only here (another setting is another edit, which the optimisation never made)
+    assert ring_rows(calls) == 1 + steps * per_step + 1
+    reused = next(f for f in judged.fills[0] if f.name == "ring")
+    with torch.no_grad():
+        fresh = tool(image, ring[None, None])[0]
+    assert read_image(tmp_path / "out.png").pixels.shape == image[0].shape
+    # what the verdict reused is the edit of the original, to float precision (a Crop fill pasted into the photo)
+    assert (reused.original - (ring * fresh + (1 - ring) * image[0])).abs().max() < 1e-5

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from backfire import io, jobs
 from backfire import masks as mask_ops
@@ -33,7 +34,9 @@ from backfire.inpainters.base import Inpainter
 from backfire.judge.outcome import DEFAULT_DRAWS, Trial, judge_every
 from backfire.judge.sets import FeatureSets
 from backfire.judge.transforms import get_transforms
+from backfire.protect.engine import Photo, Protection, protect_batch
 from backfire.protect.recipes import Recipe
+from backfire.runners import LocalRunner, Prepared, Runner
 
 __all__ = ["COLUMNS", "EvaluationConfig", "evaluate"]
 
@@ -101,7 +104,7 @@ def _check_out_dir(folder: Path, out_dir: Path) -> None:
 
 
 def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpainter], config: EvaluationConfig,
-             progress: jobs.Log | None = None) -> list[Case]:
+             progress: jobs.Log | None = None, runner: Runner | None = None) -> list[Case]:
     """Run the protocol on ``folder`` and write the reports into ``out_dir``; return the cases.
 
     Arguments:
@@ -111,6 +114,9 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
             several: the protection is against all of them (an ensemble), and each is judged.
         config: recipes, budgets, families, cleanings, seed (see :class:`EvaluationConfig`).
         progress: called with one line per case.
+        runner: where the photos run (default: this process, one photo at a time on the CPU; batches of
+            photos of one size on a GPU, :class:`backfire.runners.LocalRunner`). The cases come out in the
+            folder's order whatever the order they finish in.
     """
     folder, out_dir = Path(folder), Path(out_dir)
     ensemble = [inpainter] if isinstance(inpainter, Inpainter) else list(inpainter)
@@ -125,18 +131,20 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
-    cases: list[Case] = []
     plans = [r.but(budget=b, steps=config.steps) for r in config.recipes for b in config.budgets]
     total = len(pairs) * len(plans)
-    for i, (image_path, mask_path) in enumerate(pairs):
-        for j, recipe in enumerate(plans):
-            task = jobs.Task(image_path, mask_path, out_dir / "images" / f"{_key(image_path, recipe)}.png")
-            case = _evaluate_case(task, ensemble, recipe, config, out_dir, inputs, features, first=j == 0,
-                                  log=progress)
-            cases.append(case)
+    runner = runner or LocalRunner()
+    found: dict[tuple[int, int], Case] = {}
+    for j, recipe in enumerate(plans):
+        work = _CaseWork(ensemble, recipe, config, out_dir, inputs, features if j == 0 else None, features,
+                         progress)
+        for done in runner.run(work, list(enumerate(pairs))):
+            if done.error is not None:
+                raise done.error
+            found[done.task[0], j] = done.result
             if progress is not None:
-                progress(_progress_line(i * len(plans) + j + 1, total, case))
-
+                progress(_progress_line(len(found), total, done.result))
+    cases = [found[key] for key in sorted(found)]
     write_reports(out_dir, cases, config, inputs, features, ensemble[0])
     return cases
 
@@ -145,16 +153,47 @@ def _key(image_path: Path, recipe: Recipe) -> str:
     return f"{image_path.stem}__{recipe.name}__b{round(recipe.budget * 255, 3):g}"
 
 
-def _evaluate_case(task: jobs.Task, ensemble: list[Inpainter], recipe: Recipe, config: EvaluationConfig,
-                   out_dir: Path, inputs: list[Path], features: FeatureSets, *, first: bool,
-                   log: jobs.Log | None) -> Case:
-    started = time.perf_counter()
+class _CaseWork:
+    """One recipe plan over the folder, as a runner's work (:class:`backfire.runners.Work`): read a pair,
+    protect a batch of photos, judge each case. ``originals``: where the originals' features go (the first
+    plan only: each original once, whatever the recipes); ``features``: the fills'."""
+
+    def __init__(self, ensemble: list[Inpainter], recipe: Recipe, config: EvaluationConfig, out_dir: Path,
+                 inputs: list[Path], originals: FeatureSets | None, features: FeatureSets, log: jobs.Log | None):
+        self.ensemble, self.recipe, self.config = ensemble, recipe, config
+        self.out_dir, self.inputs, self.originals, self.features = out_dir, inputs, originals, features
+        self.log = log or (lambda message: None)
+
+    @property
+    def device(self) -> torch.device:
+        return self.ensemble[0].device
+
+    def read(self, task: tuple[int, tuple[Path, Path]]) -> Prepared:
+        _, (image_path, mask_path) = task
+        job = jobs.Task(image_path, mask_path, self.out_dir / "images" / f"{_key(image_path, self.recipe)}.png")
+        loaded, region = jobs.load(job, self.config.max_pixels, self.log, keep_alpha=True)
+        if self.originals is not None:
+            self.originals.add("originals", loaded.pixels[None])
+        return Prepared(task, Photo(loaded.pixels, region, self.config.seed), extra=(job, loaded, region))
+
+    def protect(self, batch: Sequence[Prepared]) -> list[Protection]:
+        return protect_batch([p.photo for p in batch], self.ensemble, self.recipe)
+
+    def finish(self, prepared: Prepared, protection: Protection) -> Case:
+        job, loaded, region = prepared.extra
+        return _evaluate_case(job, (loaded, region), protection, self)
+
+
+def _evaluate_case(task: jobs.Task, loaded: tuple[io.LoadedImage, Tensor], protection: Protection,
+                   work: _CaseWork) -> Case:
+    ensemble, recipe, config, features = work.ensemble, work.recipe, work.config, work.features
+    # a batch's protection was timed with the batch: its share counts toward the case's total
+    started = time.perf_counter() - protection.seconds
     budget_255 = round(recipe.budget * 255, 3)
     request = jobs.Request(recipe, seed=config.seed, draws=config.draws, max_pixels=config.max_pixels)
-    judged = jobs.protect_task(task, ensemble, request, families=config.families, log=log or (lambda message: None))
+    judged = jobs.protect_task(task, ensemble, request, families=config.families, log=work.log, loaded=loaded,
+                               protection=protection)
     image, region, outcome = judged.image, judged.region, judged.outcome
-    if first:  # each original once, whatever the recipes
-        features.add("originals", image[None])
     measured = [(d.edit, "none") for d in outcome.decided()]
     # the edits of the original do not change with the cleaning: each trial's are reused
     known = {_trial_key(t): [(f.mask, f.original) for f in fills] for t, fills in zip(judged.trials, judged.fills)}
@@ -173,7 +212,7 @@ def _evaluate_case(task: jobs.Task, ensemble: list[Inpainter], recipe: Recipe, c
                 seconds_protect=judged.protection.seconds, seconds_total=time.perf_counter() - started,
                 invisibility=verdict.invisibility, skipped=verdict.skipped)
     case.rows = [row(case, e, t) for e, t in measured]
-    case.thumbs = write_thumbs(out_dir, task.out.stem, image, judged.saved, verdict.edits, fills, inputs)
+    case.thumbs = write_thumbs(work.out_dir, task.out.stem, image, judged.saved, verdict.edits, fills, work.inputs)
     return case
 
 

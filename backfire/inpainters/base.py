@@ -10,8 +10,9 @@ holds an inner inpainter, changes part of the edit and forwards the rest.
 from __future__ import annotations
 
 import abc
+import contextlib
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,16 +31,47 @@ _DTYPES = {
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else as ``torch.device`` understands it."""
+    """``"auto"`` → CUDA when available, else CPU; anything else as ``torch.device`` understands it (``mps``:
+    an Apple GPU, chosen explicitly; its gaps are filled per operation, see
+    :func:`backfire.inpainters.ffc.fft_device`)."""
     if isinstance(device, str) and device.strip().lower() == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ModelError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda[:N]'") from exc
+        raise ModelError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda[:N]' or 'mps'") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} requested but CUDA is not available; use the CPU")
+    if resolved.type == "mps" and not mps_available():
+        raise ModelError(f"device {device!r} requested but this PyTorch has no usable Apple GPU (MPS); use the CPU")
     return resolved
+
+
+def mps_available() -> bool:
+    """Whether this PyTorch can run on an Apple GPU (the Metal Performance Shaders backend)."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+@contextlib.contextmanager
+def tuned(device: torch.device, autocast: torch.dtype | None = None) -> Iterator[None]:
+    """The settings an optimisation's passes run under on ``device``, restored afterwards.
+
+    On CUDA: cuDNN picks the fastest algorithm for the shape (``benchmark``; an optimisation repeats one shape
+    20 times and more), convolutions and matrix products in TF32 (≈ 3e-4 relative, Ampere and later), and,
+    when ``autocast`` is given, the network in that dtype where PyTorch's autocast allows (its weight cache
+    off: CUDA graphs capture these passes). Elsewhere only ``autocast`` applies (CPU, MPS).
+    """
+    with contextlib.ExitStack() as stack:
+        if device.type == "cuda":
+            stack.enter_context(torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False,
+                                                            allow_tf32=True))
+            before = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = True
+            stack.callback(setattr, torch.backends.cuda.matmul, "allow_tf32", before)
+        if autocast is not None:
+            stack.enter_context(torch.autocast(device.type, dtype=autocast, cache_enabled=False))
+        yield
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
@@ -137,6 +169,10 @@ class Inpainter(abc.ABC):
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
         """A differentiable, affordable stand-in for the edit, on prepared inputs (as :meth:`inpaint`).
 
+        The optimisation's clean passes call it under ``torch.inference_mode()``: a model that keeps tensors it
+        makes on first use (a cache) makes them under ``torch.inference_mode(False)``, so that later passes,
+        which autograd records, may read them.
+
         Feed-forward models are their own surrogate. Models whose real edit is too costly to
         backpropagate through (a whole diffusion sampling run) override this and
         :attr:`surrogate_is_edit`; the verdict always uses ``__call__``, the edit an attacker really runs.
@@ -230,6 +266,12 @@ class Inpainter(abc.ABC):
         return {"model": self.name, "pipeline": "plain", "strategy": self.strategy_for(size),
                 "randomness": self.randomness}
 
+    @property
+    def notices(self) -> tuple[str, ...]:
+        """One-line notes a user should read about how this model runs here (a device's missing operation
+        computed elsewhere …); the command line prints them once, when the model is loaded."""
+        return ()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={self.device}, dtype={self.dtype})"
 
@@ -249,6 +291,25 @@ class Network(Inpainter):
         self.device = torch.device(device)
         self.dtype = dtype
         self.multiple = multiple
+        self.autocast: torch.dtype | None = None
+        """The dtype the optimisation's passes (:meth:`surrogate`) compute in under autocast, or None (the
+        network's own dtype). The edit itself (:meth:`inpaint`) never autocasts: it is what the attacker's tool
+        computes, so a model that autocasts its surrogate is not its own surrogate for the verdict."""
+
+    def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
+        """The edit, under the optimisation's settings (:meth:`tuned`); the result in the input's float dtype."""
+        with self.tuned():
+            out = self.inpaint(image, mask)
+        return out if self.autocast is None else out.to(image.dtype)
+
+    def tuned(self) -> contextlib.AbstractContextManager:
+        """The settings this network's optimisation passes run under (:func:`tuned`: cuDNN autotuning and TF32
+        on CUDA, :attr:`autocast`); a wrapper that calls :meth:`fill` itself enters it for its surrogate."""
+        return tuned(self.device, self.autocast)
+
+    @property
+    def surrogate_is_edit(self) -> bool:
+        return self.autocast is None
 
     @abc.abstractmethod
     def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
@@ -357,6 +418,10 @@ class Wrapper(Inpainter):
 
     def describe(self, size: Size) -> dict[str, Any]:
         return {**self.inner.describe(size), "model": self.name, "strategy": self.strategy_for(size)}
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        return self.inner.notices
 
     def _around(self, inner: Inpainter) -> Inpainter:
         """This wrapper around ``inner`` instead (a shallow copy: the wrapper's own state is shared)."""

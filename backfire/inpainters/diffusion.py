@@ -303,7 +303,8 @@ class DiffusionInpainter(Network):
         key = tuple(shape)
         if key not in self._noise:
             generator = torch.Generator().manual_seed(self.seed)
-            self._noise[key] = torch.randn((1, *shape), generator=generator).to(self.device, self.dtype)
+            with torch.inference_mode(False):  # made in a clean pass, read by later ones that autograd records
+                self._noise[key] = torch.randn((1, *shape), generator=generator).to(self.device, self.dtype)
         return self.surrogate_timestep, self._noise[key]
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from backfire.errors import ModelError, WeightsNotFoundError
+from backfire.errors import ModelError, WeightsNotFoundError, first_line
 from backfire.inpainters.base import ModuleInpainter, build_with_weights
-from backfire.inpainters.ffc import BIG_LAMA, STEMFED_FORMAT, FFCConfig, FFCResNetGenerator, build_generator
+from backfire.inpainters.ffc import (BIG_LAMA, STEMFED_FORMAT, FFCConfig, FFCResNetGenerator, build_generator,
+                                     fft_device, fold_batchnorm)
 from backfire.inpainters.weights import (
     half_precision,
     load_torch,
@@ -93,6 +95,13 @@ class LamaInpainter(ModuleInpainter):
     """An :class:`~backfire.inpainters.base.Inpainter` around a :class:`LamaModule` or a LaMa TorchScript.
 
     ``config`` is the generator's :class:`FFCConfig`, or ``None`` for a TorchScript module.
+
+    ``module`` stays the network as loaded (its state dict is the weight file's, exports trace it); fills of
+    an eager generator are computed by a copy made for inference on first use (:meth:`compute_network`:
+    BatchNorm folded into the convolutions; channels-last on the CPU) and, on the CPU, only where the hole's
+    composite reads them (``local``, see :meth:`FFCResNetGenerator.forward`). All exact up to float rounding.
+    On CUDA the optimisation's passes (:meth:`surrogate`) run in float16 under autocast (the FFTs in float32)
+    and replay CUDA graphs (:attr:`cuda_graphs`); the edit the verdict judges stays in the model's dtype.
     """
 
     def __init__(self, module: nn.Module, device: torch.device | str = "cpu",
@@ -105,6 +114,90 @@ class LamaInpainter(ModuleInpainter):
             self.config = module.generator.config
             multiple = 2 ** self.config.n_downsampling
         super().__init__(name, module, device, dtype, multiple)
+        self._compute: nn.Module | None = None
+        self._graphs: dict[tuple, Any] = {}
+        cuda = self.device.type == "cuda"
+        self.channels_last = self.device.type == "cpu"
+        """Whether the fills are computed in channels-last memory order (set before the first fill): on the
+        CPU oneDNN's convolutions take it without reordering (measured: docs/benchmarks.md)."""
+        self.cuda_graphs = cuda
+        """Whether the optimisation's passes (fixed shapes, autograd on) replay CUDA graphs, one per shape
+        (:func:`torch.cuda.make_graphed_callables`: a forward and a backward graph) instead of launching every
+        kernel from Python: at batch 1 an eager pass is launch-bound (../shared/reference/)."""
+        if cuda and dtype == torch.float32:
+            # the FFTs stay float32 (FourierUnit casts them); measured against float32 on the CPU: fills within
+            # 1e-3 (mean, big-LaMa architecture), docs/benchmarks.md. bfloat16 is 7× coarser.
+            self.autocast = torch.float16
+
+    @property
+    def local(self) -> bool:
+        """Whether fills are computed on the box around the hole only: data-dependent shapes, read on the
+        host, which pay on the CPU and would stall a GPU's queue (and break its fixed-shape graphs)."""
+        return self.device.type == "cpu"
+
+    def compute_network(self) -> nn.Module | None:
+        """The generator that computes the fills: a BatchNorm-folded copy of ``module``'s (made once); None
+        for a TorchScript module, which runs as it is."""
+        if self._compute is None and isinstance(self.module, LamaModule):
+            with torch.inference_mode(False):  # first use may be a clean pass: the weights must be ordinary tensors
+                self._compute = fold_batchnorm(self.module.generator)
+                if self.channels_last:
+                    self._compute = self._compute.to(memory_format=torch.channels_last)
+        return self._compute
+
+    def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
+        network = self.compute_network()
+        if network is None:
+            return self.module(masked_image, mask)
+        x = torch.cat([masked_image, mask], dim=1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.cuda_graphs and x.is_cuda and x.requires_grad and torch.is_grad_enabled():
+            prediction = self._graphed(network, x)
+        else:
+            prediction = network(x, local=self.local)
+        # LamaModule's composite (``masked_image`` is already erased in the hole)
+        return mask * prediction + (1 - mask) * masked_image
+
+    _GRAPHS_KEPT = 2
+    """Graphs kept, the latest shapes' (each holds its pass's memory)."""
+
+    def _graphed(self, network: nn.Module, x: Tensor) -> Tensor:
+        """``network(x)`` through the CUDA graphs of its forward and backward at this shape (captured on first
+        use, after warm-up passes on a side stream); eager, with a warning, where capture fails."""
+        autocast = torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")
+        key = (tuple(x.shape), x.stride(), x.dtype, autocast)
+        graphed = self._graphs.get(key)
+        if graphed is None:
+            try:
+                graphed = torch.cuda.make_graphed_callables(_OneTensor(network), (x.detach().clone().requires_grad_(),))
+            except RuntimeError as error:
+                warnings.warn(f"{self.name}: CUDA graph capture failed ({first_line(error)}); running eagerly",
+                              RuntimeWarning, stacklevel=2)
+                self.cuda_graphs = False
+                return network(x)
+            if len(self._graphs) >= self._GRAPHS_KEPT:
+                self._graphs.pop(next(iter(self._graphs)))
+            self._graphs[key] = graphed
+        return graphed(x)
+
+    @property
+    def notices(self) -> tuple[str, ...]:
+        if self.config is not None and fft_device(self.device) != self.device:
+            return (f"{self.name}: this PyTorch's {self.device.type.upper()} backend lacks the FFTs of LaMa's "
+                    f"Fourier units: they run on the CPU, the rest of the network on the {self.device.type} device",)
+        return ()
+
+
+class _OneTensor(nn.Module):
+    """A generator's forward as CUDA graph capture takes it: one tensor in, one out (the whole frame)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(x)
 
 
 # --------------------------------------------------------------------------------------------

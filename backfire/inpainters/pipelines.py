@@ -424,7 +424,7 @@ class IOPaintPipeline(Pipeline):
                              f"use the plain pipeline (IOPaint's: {', '.join(known)})")
         if not isinstance(model, Network):
             raise ModelError(f"IOPaint's pipeline runs a network, not {model!r}; wrap the bare model")
-        if not model.surrogate_is_edit:
+        if not model.surrogate_is_edit and model.autocast is None:  # autocast alone keeps it feed-forward
             raise ModelError(f"model {model.name!r} is not feed-forward; use the plain pipeline")
         if conventions.pad_mod % model.multiple:
             raise ModelError(f"model {model.name!r} needs a multiple of {model.multiple}, "
@@ -502,11 +502,11 @@ class IOPaintPipeline(Pipeline):
         return torch.cat([self._crop(image[i:i + 1], mask[i:i + 1]) for i in range(len(image))])
 
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
-        return self.inpaint(image, mask)
+        return _tuned_edit(self, image, mask)
 
     @property
     def surrogate_is_edit(self) -> bool:
-        return True
+        return self.inner.surrogate_is_edit  # the tool's edit, through the network's own optimisation settings
 
     def _pad_forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """IOPaint's ``_pad_forward`` + the model's ``forward``: symmetric pad, threshold the mask,
@@ -561,6 +561,15 @@ class IOPaintPipeline(Pipeline):
         return f"IOPaintPipeline({self.inner!r}, strategy={self.strategy!r})"
 
 
+def _tuned_edit(tool: Inpainter, image: Tensor, mask: Tensor) -> Tensor:
+    """A tool's edit that calls its network's ``fill`` itself, under the network's optimisation settings
+    (:meth:`Network.tuned`): the tool's surrogate."""
+    network = tool.inner if isinstance(tool.inner, Network) else tool.inner.inner  # Framed → pipeline → network
+    with network.tuned():
+        out = tool.inpaint(image, mask)
+    return out if network.autocast is None else out.to(image.dtype)
+
+
 def _check_strategy(strategy: str) -> str:
     """``strategy`` spelt as :data:`STRATEGIES` spell it (any case), or ``auto``."""
     names = {name.lower(): name for name in (AUTO, *STRATEGIES)}
@@ -609,11 +618,11 @@ class Framed(Wrapper):
         return torch.cat([self._crop(image[i:i + 1], mask[i:i + 1]) for i in range(len(image))])
 
     def surrogate(self, image: Tensor, mask: Tensor) -> Tensor:
-        return self.inpaint(image, mask)
+        return _tuned_edit(self, image, mask)
 
     @property
     def surrogate_is_edit(self) -> bool:
-        return True
+        return self.inner.surrogate_is_edit
 
     def support(self, mask: Tensor) -> Tensor:
         """The photo's windows for a box-sized ``mask``, in the box's coordinates."""

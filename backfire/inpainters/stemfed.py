@@ -136,13 +136,14 @@ class StemFedGenerator(nn.Module):
         """The state without the frozen stem: what a weight file holds."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("stem.")}
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, local: bool = False) -> Tensor:
+        """``local``: as :meth:`FFCResNetGenerator.forward`'s (the stem sees the whole frame either way)."""
         masked = x[:, :-1]
         features = self.stem(masked)
         down = 2 ** self.config.n_downsampling
         grid = (x.shape[-2] // down, x.shape[-1] // down)
         features = F.interpolate(features, size=grid, mode="bilinear", align_corners=False)
-        return self.generator(x, bottleneck_extra=self.inject(features.to(self.inject.weight.dtype)))
+        return self.generator(x, bottleneck_extra=self.inject(features.to(self.inject.weight.dtype)), local=local)
 
 
 def build_stemfed(config: FFCConfig, encoder: str, stem: InceptionStem | None = None) -> StemFedGenerator:

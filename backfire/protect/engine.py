@@ -100,6 +100,17 @@ def masked_mse(output: Tensor, goal: Tensor, mask: Tensor) -> Tensor:
     return squared / (mask.sum(dim=(1, 2, 3)) * output.shape[1]).clamp_min(1)
 
 
+@dataclass(frozen=True)
+class Photo:
+    """One photo of a batch for :func:`protect_batch`: the image (3, H, W) in [0, 1], its region (H, W) in
+    {0, 1}, the seed of its random start and sampled edits, and whether it is greyscale (see :func:`protect`)."""
+
+    image: Tensor
+    region: Tensor
+    seed: int = 0
+    grey: bool = False
+
+
 def protect(
     image: Tensor,
     region: Tensor,
@@ -129,7 +140,9 @@ def protect(
             is the same); ``None`` puts all of a step's edits of one role in one batch.
         grey: the photo is greyscale (equal channels): optimise one δ shared by the three channels, so the
             protected photo stays greyscale instead of gaining colour noise.
-        on_step: called as ``on_step(step, steps, loss)`` after every step.
+        on_step: called as ``on_step(step, steps, loss)`` after every step; ``loss`` is a float on the CPU
+            and, on an accelerator, every :data:`LOSS_EVERY` steps and at the last (None between: reading
+            it waits for the device).
         on_image: called as ``on_image(step, x + δ)`` (float, not yet quantised) after every step, for
             studies that follow the protection as it grows.
 
@@ -141,42 +154,155 @@ def protect(
         >>> result = protect(image, region, load_inpainter("lama", weights="big-lama.pt"))
         >>> save_image(result.protected, "protected.png")
     """
+    watch = None if on_image is None else (lambda step, index, current: on_image(step, current))
+    return protect_batch([Photo(image, region, seed, grey)], inpainter, recipe, budget=budget, steps=steps,
+                         target=target, max_batch=max_batch, on_step=on_step, on_image=watch)[0]
+
+
+def protect_batch(
+    photos: Sequence[Photo],
+    inpainter: Inpainter | Sequence[Inpainter],
+    recipe: Recipe | str = DEFAULT_RECIPE,
+    *,
+    budget: float | None = None,
+    steps: int | None = None,
+    target: str | None = None,
+    max_batch: int | None = None,
+    shared_passes: bool | None = None,
+    on_step: StepCallback | None = None,
+    on_image: Callable[[int, int, Tensor], None] | None = None,
+) -> list[Protection]:
+    """:func:`protect` for several photos at once: one optimisation each, their edits in shared passes.
+
+    Each photo keeps its own region, δ, seed-derived start, goals and optimiser, so its result is the one
+    :func:`protect` gives it alone up to float rounding (Adam is elementwise; the networks compute each row
+    of a batch on its own). Edits of several photos share a pass when they go to the same model at the same
+    size (``shared_passes``; by default on an accelerator only: on the CPU a batch costs what its photos cost
+    one by one, docs/benchmarks.md, and the LaMa-family CPU path encodes the context one photo's edits share
+    once); a model that draws something per call (``stochastic``: MAT's dropout, a sampler's noise) and a
+    photo the attacker's tool crops (IOPaint's Crop) get passes of their own, as do the attack edits of a
+    recipe that cleans them (the cleaning is drawn per photo). ``on_step(step, steps, loss)`` gets the mean
+    loss of the photos; ``on_image(step, index, x + δ)`` the photo ``index``'s image. Every photo's
+    ``seconds`` is the batch's time shared equally.
+    """
     recipe = (get_recipe(recipe) if isinstance(recipe, str) else recipe).but(
         budget=budget, steps=steps, target=target)
     members = [inpainter] if isinstance(inpainter, Inpainter) else list(inpainter)
     if not members:
         raise ValueError("protect needs at least one inpainter")
-    _check_inputs(image, region, recipe)
+    if not photos:
+        return []
+    for photo in photos:
+        _check_inputs(photo.image, photo.region, recipe)
     started = time.perf_counter()
-    # δ and the loss stay in fp32 whatever the model computes in: Adam on fp16 values loses small steps.
-    device, dtype = members[0].device, torch.float32
-    x = image.to(device, dtype)
-    region = (region.to(device) > 0.5).to(dtype)  # binary once: the hot loop's masks are built from it
-    goal_image = make_target(x, recipe.target)
-    frame = _crop_frame(members, region, recipe)
-    framed = None if frame is None else [m.framed(x, frame[0]) for m in members]
-    if framed is None or any(f is None for f in framed):
-        protected, losses, clean = _optimise(x, region, goal_image, members, recipe, seed, grey=grey,
-                                             max_batch=max_batch, on_step=on_step, on_image=on_image)
+    try:
+        jobs = [_Job(photo, members, recipe) for photo in photos]
+        share = members[0].device.type != "cpu" if shared_passes is None else shared_passes
+        _clean_goals(jobs, recipe, share)
+        _optimise(jobs, recipe, share=share, max_batch=max_batch, on_step=on_step, on_image=on_image)
+    except torch.OutOfMemoryError as error:
+        raise _out_of_memory(error, photos, members) from None
+    seconds = (time.perf_counter() - started) / len(jobs)
+    return [job.result(recipe, seconds) for job in jobs]
+
+
+LOSS_EVERY = 5
+"""On an accelerator, the loss reaches ``on_step`` every this many steps (and at the last): reading it waits
+for the device's queue to drain, so the loop does not read it at every step."""
+
+
+class _Job:
+    """One photo's optimisation: its pixels on the models' device, the models it sees (the members, or their
+    framed twins when the attacker's tool crops), its edits and goals, δ, bound and optimiser."""
+
+    def __init__(self, photo: Photo, members: list[Inpainter], recipe: Recipe):
+        # δ and the loss stay in fp32 whatever the model computes in: Adam on fp16 values loses small steps.
+        device, dtype = members[0].device, torch.float32
+        self.members, self.grey, self.seed = members, photo.grey, photo.seed
+        self.full = photo.image.to(device, dtype)
+        region = (photo.region.to(device) > 0.5).to(dtype)  # binary once: the hot loop's masks are built from it
+        self.target = make_target(self.full, recipe.target)
+        frame = _crop_frame(members, region, recipe)
+        framed = None if frame is None else [m.framed(self.full, frame[0]) for m in members]
+        self.window: tuple[slice, slice, slice] | None = None
+        seen = None
+        self.models = members
+        if framed is not None and all(f is not None for f in framed):
+            # The attacker's tool inpaints crop windows only: δ lives in them, and the optimisation runs on
+            # the box around them (a 12 MP photo then costs what its crops cost).
+            (left, top, right, bottom), seen = frame
+            self.window = (slice(None), slice(top, bottom), slice(left, right))
+            self.models = framed
+        self.x = self.full if self.window is None else self.full[self.window]
+        self.region = region if self.window is None else region[self.window[1:]]
+        goal_image = self.target if self.window is None else self.target[self.window]
+        if seen is not None:
+            seen = seen[self.window[1:]]
+        bound = texture_budget(self.x, recipe.budget) if recipe.budget_shape == "texture" else recipe.budget
+        if seen is not None:
+            bound = bound * seen  # a zero bound outside the windows: δ is exactly zero there
+        self.bound = bound
+        # what the projection clips to, made once (not per step: each would be a copy to the device)
+        self.clip = bound if isinstance(bound, Tensor) else torch.tensor(bound, device=device, dtype=dtype)
+        self.largest = float(bound.max()) if isinstance(bound, Tensor) else bound
+        self.edits = _EditSource(self.x, self.region, goal_image, recipe, len(self.models), photo.seed)
+        cleaning = CleaningSampler(recipe.cleaning, recipe.cleaning_rate, seed=photo.seed) if recipe.cleaning else None
+        attackers = [m.redrawn() for m in self.models] if recipe.redraw else list(self.models)
+        if recipe.tool_strategies == "every":  # attack edits through every setting of the attacker's tool, in turn
+            attackers = [a.every_strategy(tuple(self.x.shape[-2:])) for a in attackers]
+        self.attackers = [with_cleaning(a, cleaning) if cleaning else a for a in attackers]
+
+        generator = torch.Generator().manual_seed(photo.seed)
+        shape = _parameter_shape(self.x[:1] if photo.grey else self.x, recipe.stride)
+        param = (torch.rand(shape, generator=generator) * recipe.init_high).to(device, dtype)
+        self.param = _project(param, self.x, self.clip, self.largest).requires_grad_(True)
+        self.optimiser = make_optimiser(recipe.optimiser, self.param, lr=recipe.lr, betas=recipe.betas,
+                                        budget=recipe.budget, steps=recipe.steps)
+        self.losses = torch.zeros(recipe.steps, device=device, dtype=dtype)
+
+    def current(self) -> Tensor:
+        """x + δ, clamped to the image range (differentiable in δ)."""
+        return (self.x + _delta(self.param, self.x, self.bound)).clamp(0, 1)
+
+    def step(self) -> None:
+        self.optimiser.step()
+        with torch.no_grad():
+            self.param.copy_(_project(self.param, self.x, self.clip, self.largest))
+
+    def result(self, recipe: Recipe, seconds: float) -> Protection:
+        with torch.no_grad():
+            # 8 bits, as the file will hold it, without rounding past the budget (a 16-bit photo's x is off-grid)
+            part = quantize(self.x + _delta(self.param, self.x, self.bound),
+                            low=self.x - self.bound, high=self.x + self.bound)
+        protected = part
+        if self.window is not None:
+            protected = quantize(self.full)
+            protected[self.window] = part
+        return Protection(protected=protected.cpu(), target=self.target.cpu(), recipe=recipe, seconds=seconds,
+                          losses=self.losses.tolist(), clean_fills=self.edits.clean_fills(self.models, self.full,
+                                                                                          self.window))
+
+
+def _out_of_memory(error: torch.OutOfMemoryError, photos: Sequence[Photo], members: list[Inpainter]) -> Exception:
+    """The one line a user reads when a batch does not fit on the device (instead of the allocator's report)."""
+    h, w = photos[0].image.shape[-2:]
+    device = members[0].device
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        where = f"{device} ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free)"
     else:
-        # The attacker's tool inpaints crop windows only: δ lives in them, and the optimisation runs on
-        # the box around them (a 12 MP photo then costs what its crops cost).
-        (left, top, right, bottom), seen = frame
-        window = (slice(None), slice(top, bottom), slice(left, right))
+        where = str(device)
+    batch = f"{len(photos)} photos of {w}×{h}" if len(photos) > 1 else f"a {w}×{h} photo"
+    if len(photos) > 1:
+        advice = f"use a smaller --batch (1 fits less than {len(photos)})"
+    else:
+        side = max(8, int(max(h, w) / math.sqrt(2)) // 8 * 8)
+        advice = (f"try a photo of about {side} px on its long side (half the pixels), or --device cpu")
+    return OutOfMemory(f"out of memory on {where} protecting {batch} against {members[0].name}: {advice}")
 
-        def pasted(step: int, image_part: Tensor) -> None:
-            whole = x.clone()
-            whole[window] = image_part
-            on_image(step, whole)
 
-        part, losses, _ = _optimise(x[window], region[window[1:]], goal_image[window], framed, recipe, seed,
-                                    grey=grey, max_batch=max_batch, on_step=on_step,
-                                    on_image=pasted if on_image else None, seen=seen[window[1:]])
-        protected = quantize(x)
-        protected[window] = part
-        clean = [[] for _ in members]  # the framed fills are not the full-frame edits the verdict runs
-    return Protection(protected=protected.cpu(), target=goal_image.cpu(), recipe=recipe,
-                      seconds=time.perf_counter() - started, losses=losses, clean_fills=clean)
+class OutOfMemory(MemoryError):
+    """A batch of photos did not fit on the device; the message says what would."""
 
 
 def _crop_frame(members: list[Inpainter], region: Tensor, recipe: Recipe) -> tuple[Box, Tensor] | None:
@@ -204,57 +330,92 @@ def _crop_frame(members: list[Inpainter], region: Tensor, recipe: Recipe) -> tup
     return frame, seen
 
 
-def _optimise(x: Tensor, region: Tensor, goal_image: Tensor, members: list[Inpainter], recipe: Recipe, seed: int,
-              *, grey: bool, max_batch: int | None, on_step: StepCallback | None, on_image: ImageCallback | None,
-              seen: Tensor | None = None) -> tuple[Tensor, list[float], list[list[tuple[Tensor, Tensor]]]]:
-    """The loop: the protected image (8-bit), the loss before each step, the clean fills computed as goals.
-    ``seen`` (H×W {0, 1}): δ is kept zero outside it."""
-    bound = texture_budget(x, recipe.budget) if recipe.budget_shape == "texture" else recipe.budget
-    if seen is not None:
-        bound = bound * seen  # a zero bound outside the windows: δ is exactly zero there
-    edits = _EditSource(x, region, goal_image, recipe, members, seed)
-    cleaning = CleaningSampler(recipe.cleaning, recipe.cleaning_rate, seed=seed) if recipe.cleaning else None
-    attackers = [m.redrawn() for m in members] if recipe.redraw else list(members)
-    if recipe.tool_strategies == "every":  # attack edits through every setting of the attacker's tool, in turn
-        attackers = [a.every_strategy(tuple(x.shape[-2:])) for a in attackers]
-    attackers = [with_cleaning(a, cleaning) if cleaning else a for a in attackers]
+_Rows = tuple["_Job", Tensor]
+"""A job and the indices (on its device) of its edits that go into one pass."""
 
-    generator = torch.Generator().manual_seed(seed)
-    shape = _parameter_shape(x[:1] if grey else x, recipe.stride)
-    param = (torch.rand(shape, generator=generator) * recipe.init_high).to(x.device, x.dtype)
-    param = _project(param, x, bound).requires_grad_(True)
-    optimiser = make_optimiser(recipe.optimiser, param, lr=recipe.lr, betas=recipe.betas,
-                               budget=recipe.budget, steps=recipe.steps)
-    losses: list[float] = []
+
+def _passes(jobs: list[_Job], pick: Callable[[_Job], list[tuple[Inpainter, Tensor]]], share: bool
+            ) -> list[tuple[Inpainter, list[_Rows]]]:
+    """The passes that cover every job's edits: ``pick(job)`` says which model runs which rows of it, and rows
+    of several jobs share a pass when ``share`` and their model is the same object at the same size that draws
+    nothing per call (a stochastic model's draws would otherwise depend on who shares the batch). In the order
+    the first job names them."""
+    passes: dict[tuple, tuple[Inpainter, list[_Rows]]] = {}
+    for index, job in enumerate(jobs):
+        for model, rows in pick(job):
+            if len(rows):
+                alone = model.stochastic or not share
+                key = (id(model), tuple(job.x.shape[-2:]), index if alone else None)
+                passes.setdefault(key, (model, []))[1].append((job, rows))
+    return list(passes.values())
+
+
+def _clean_goals(jobs: list[_Job], recipe: Recipe, share: bool) -> None:
+    """The goals of the fixed benign terms: each model's clean fills of the original, computed once, in shared
+    passes."""
+    benign = torch.tensor([i for i in jobs[0].edits.fixed if recipe.terms[i].role == "benign"], dtype=torch.long)
+    if not len(benign):
+        return
+    for j in range(len(jobs[0].models)):
+        for model, group in _passes(jobs, lambda job: [(job.models[j], benign.to(job.x.device))], share):
+            fills = _clean_fills(model, [(job.x, job.edits.fixed_masks()[rows]) for job, rows in group])
+            for (job, rows), fill in zip(group, fills):
+                job.edits.goals[j][rows] = fill
+
+
+def _optimise(jobs: list[_Job], recipe: Recipe, *, share: bool, max_batch: int | None, on_step: StepCallback | None,
+              on_image: Callable[[int, int, Tensor], None] | None) -> None:
+    """The loop: every job's δ, stepped together; each job's loss before every step lands in ``job.losses``."""
+    device = jobs[0].x.device
     for step in range(recipe.steps):
-        optimiser.zero_grad(set_to_none=True)
-        perturbed = (x + _delta(param, x, bound)).clamp(0, 1)
-        if step >= recipe.steps - recipe.quantise_steps:
-            # the file holds 8 bits: the last steps see exactly what the saved PNG will hold
-            perturbed = straight_through_round(perturbed)
-        masks, goals, weights, attacker_rows = edits.draw()
-        loss = 0.0
-        for j, (member, attacker) in enumerate(zip(members, attackers)):
-            # without cleaning every edit goes to the same model: one batched pass per step
-            groups = ([(member, torch.ones_like(attacker_rows))] if attacker is member
-                      else [(attacker, attacker_rows), (member, ~attacker_rows)])
-            for model, rows in groups:
-                loss += _accumulate_gradient(perturbed, masks[rows], goals[j][rows], weights[rows] / len(members),
-                                             model, max_batch)
-        optimiser.step()
-        with torch.no_grad():
-            param.copy_(_project(param, x, bound))
-        losses.append(loss)
+        for job in jobs:
+            job.optimiser.zero_grad(set_to_none=True)
+            perturbed = job.current()
+            if step >= recipe.steps - recipe.quantise_steps:
+                # the file holds 8 bits: the last steps see exactly what the saved PNG will hold
+                perturbed = straight_through_round(perturbed)
+            job.perturbed = perturbed
+            job.masks = job.edits.draw()
+            job.goals_now = [goal.clone() if job.edits.sampled_benign else goal for goal in job.edits.goals]
+        for j in range(len(jobs[0].members)):
+            _sampled_goals(jobs, j, share)
+            # without cleaning every edit goes to the same model: one batched pass per step; attack edits
+            # that see their own (cleaned, redrawn) attacker go first, as they always have
+            own = _passes(jobs, lambda job: [] if job.attackers[j] is job.models[j] else
+                          [(job.attackers[j], job.edits.attacker_index)], share)
+            shared = _passes(jobs, lambda job: [(job.models[j], job.edits.all_index if job.attackers[j] is
+                                                 job.models[j] else job.edits.benign_index)], share)
+            for model, group in own + shared:
+                _accumulate_gradient(model, group, j, len(jobs[0].members), max_batch, step)
+        for job in jobs:
+            job.step()
         if on_step is not None:
+            last = step + 1 == recipe.steps
+            loss = None
+            if device.type == "cpu" or last or (step + 1) % LOSS_EVERY == 0:
+                loss = float(torch.stack([job.losses[step] for job in jobs]).mean())
             on_step(step + 1, recipe.steps, loss)
         if on_image is not None:
             with torch.no_grad():
-                on_image(step + 1, (x + _delta(param, x, bound)).clamp(0, 1))
+                for index, job in enumerate(jobs):
+                    current = job.current()
+                    if job.window is not None:
+                        whole = job.full.clone()
+                        whole[job.window] = current
+                        current = whole
+                    on_image(step + 1, index, current)
+    for job in jobs:
+        job.perturbed = job.masks = job.goals_now = None  # the last step's graph goes
 
-    with torch.no_grad():
-        # 8 bits, as the file will hold it, without rounding past the budget (a 16-bit photo's x is off-grid)
-        protected = quantize(x + _delta(param, x, bound), low=x - bound, high=x + bound)
-    return protected, losses, edits.clean_fills()
+
+def _sampled_goals(jobs: list[_Job], j: int, share: bool) -> None:
+    """The goals of this step's sampled benign edits for model ``j``: clean fills of the original, in shared passes."""
+    if not jobs[0].edits.sampled_benign:
+        return
+    for model, group in _passes(jobs, lambda job: [(job.models[j], job.edits.sampled_benign_index)], share):
+        fills = _clean_fills(model, [(job.x, job.masks[rows]) for job, rows in group])
+        for (job, rows), fill in zip(group, fills):
+            job.goals_now[j][rows] = fill
 
 
 def _check_inputs(image: Tensor, region: Tensor, recipe: Recipe) -> None:
@@ -271,69 +432,97 @@ def _check_inputs(image: Tensor, region: Tensor, recipe: Recipe) -> None:
 
 
 class _EditSource:
-    """The edits of every step: the recipe's fixed masks (their goals computed once), plus sampled masks
-    drawn afresh, whose clean fills are computed when drawn."""
+    """The edits of every step of one photo: the recipe's fixed masks (their goals computed once, by the
+    engine, in passes shared with the batch's other photos), plus sampled masks drawn afresh, whose clean
+    fills are computed when drawn."""
 
-    def __init__(self, x: Tensor, region: Tensor, target: Tensor, recipe: Recipe, members: list[Inpainter],
-                 seed: int):
-        self.x, self.terms, self.members, self.region = x, recipe.terms, members, region
+    def __init__(self, x: Tensor, region: Tensor, target: Tensor, recipe: Recipe, models: int, seed: int):
+        self.x, self.terms, self.region = x, recipe.terms, region
         sampled = [i for i, t in enumerate(recipe.terms) if t.sampled]
         self.sampler = EditSampler(region, seed=seed) if sampled else None
         self.fixed = {i: term_mask(region, t, recipe.dilation) for i, t in enumerate(recipe.terms)
                       if i not in sampled}
         self.sampled_benign = [i for i in sampled if recipe.terms[i].role == "benign"]
-        benign = [i for i in self.fixed if recipe.terms[i].role == "benign"]
-        # per model: the target for attacker terms, the clean fill for fixed benign terms
-        self.goals = [target.expand(len(recipe.terms), -1, -1, -1).clone() for _ in members]
-        if benign:
-            stacked = torch.stack([self.fixed[i] for i in benign])[:, None]
-            for goal, member in zip(self.goals, members):
-                goal[benign] = _clean_fills(x, stacked, member)
+        # per model: the target for attacker terms, the clean fill for benign terms (filled in by the engine)
+        self.goals = [target.expand(len(recipe.terms), -1, -1, -1).clone() for _ in range(models)]
         self.weights = torch.tensor([t.weight for t in recipe.terms], device=x.device, dtype=x.dtype)
-        self.attacker_rows = torch.tensor([t.role == "attacker" for t in recipe.terms], device=x.device)
+        # row selections as index tensors made once: a boolean mask would make every step wait for the device
+        index = lambda rows: torch.tensor(rows, dtype=torch.long, device=x.device)  # noqa: E731
+        roles = [t.role for t in recipe.terms]
+        self.all_index = index(list(range(len(roles))))
+        self.attacker_index = index([i for i, r in enumerate(roles) if r == "attacker"])
+        self.benign_index = index([i for i, r in enumerate(roles) if r == "benign"])
+        self.sampled_benign_index = index(self.sampled_benign)
 
-    def clean_fills(self) -> list[list[tuple[Tensor, Tensor]]]:
-        """Per model, ``(mask, clean fill)`` of every fixed benign term, where the surrogate is the real edit."""
+    def fixed_masks(self) -> Tensor:
+        """Every term's mask, the sampled ones as zeros (K×1×H×W): what the fixed terms' rows index into."""
+        return torch.stack([self.fixed.get(i, torch.zeros_like(self.region)) for i in range(len(self.terms))])[:, None]
+
+    def clean_fills(self, models: list[Inpainter], whole: Tensor, window: tuple[slice, slice, slice] | None
+                    ) -> list[list[tuple[Tensor, Tensor]]]:
+        """Per model, ``(mask, clean fill)`` of every fixed benign term on the whole photo, where the surrogate
+        is the real edit. A framed model's fills cover its box: outside it the edit leaves the photo as it is
+        (its windows lie inside the box), so the whole photo's fill is the photo with the box's fill in it."""
         benign = [i for i in self.fixed if self.terms[i].role == "benign"]
-        return [[(self.fixed[i].cpu(), goal[i].cpu()) for i in benign] if member.surrogate_is_edit else []
-                for goal, member in zip(self.goals, self.members)]
+        out = []
+        for goal, model in zip(self.goals, models):
+            if not model.surrogate_is_edit:
+                out.append([])
+                continue
+            pairs = []
+            for i in benign:
+                mask, fill = self.fixed[i], goal[i]
+                if window is not None:
+                    mask, fill = _pasted(torch.zeros_like(whole[0]), mask, window[1:]), _pasted(whole, fill, window)
+                pairs.append((mask.cpu(), fill.cpu()))
+            out.append(pairs)
+        return out
 
-    def draw(self) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
-        """masks (K×1×H×W), goals per model (K×3×H×W each), weights (K), attacker-term flags (K)."""
-        masks = torch.stack([self.fixed[i] if i in self.fixed else term_mask(self.region, t, 0, self.sampler)
-                             for i, t in enumerate(self.terms)])[:, None]
-        if not self.sampled_benign:
-            return masks, self.goals, self.weights, self.attacker_rows
-        goals = []
-        for goal, member in zip(self.goals, self.members):
-            goal = goal.clone()
-            goal[self.sampled_benign] = _clean_fills(self.x, masks[self.sampled_benign], member)
-            goals.append(goal)
-        return masks, goals, self.weights, self.attacker_rows
-
-
-@torch.no_grad()
-def _clean_fills(x: Tensor, masks: Tensor, inpainter: Inpainter) -> Tensor:
-    """What a benign edit of the original produces: the goal of every benign term."""
-    return inpainter.surrogate(x.expand(len(masks), -1, -1, -1), masks).to(x.device, x.dtype)
+    def draw(self) -> Tensor:
+        """This step's masks (K×1×H×W): the fixed ones, and the sampled ones drawn afresh."""
+        return torch.stack([self.fixed[i] if i in self.fixed else term_mask(self.region, t, 0, self.sampler)
+                            for i, t in enumerate(self.terms)])[:, None]
 
 
-def _accumulate_gradient(perturbed: Tensor, masks: Tensor, goals: Tensor, weights: Tensor,
-                         inpainter: Inpainter, max_batch: int | None) -> float:
-    """Backpropagate the weighted loss of every edit, ``max_batch`` edits at a time; return the loss."""
-    if len(masks) == 0:
-        return 0.0
+def _pasted(whole: Tensor, part: Tensor, window: tuple[slice, ...]) -> Tensor:
+    out = whole.clone()
+    out[window] = part
+    return out
+
+
+def _clean_fills(model: Inpainter, items: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
+    """What benign edits of the originals produce, the goals of benign terms: ``items`` are (x, masks K×1×H×W)
+    pairs of photos of one size, filled in one pass without autograd's bookkeeping."""
+    with torch.inference_mode():
+        images = torch.cat([x.expand(len(masks), -1, -1, -1) for x, masks in items])
+        masks = torch.cat([masks for _, masks in items])
+        fills = model.surrogate(images.to(model.device), masks.to(model.device)).to(items[0][0])
+    # out of inference mode: the goals are read by the loss, whose graph autograd records
+    return [part.clone() for part in fills.split([len(m) for _, m in items])]
+
+
+def _accumulate_gradient(model: Inpainter, group: list[_Rows], j: int, members: int, max_batch: int | None,
+                         step: int) -> None:
+    """Backpropagate the weighted loss of the edits in ``group`` through ``model`` (ensemble member ``j`` of
+    ``members``), ``max_batch`` edits at a time; add each job's part of the loss to its ``losses[step]``
+    (on the device: nothing here waits for it)."""
+    perturbed = torch.cat([job.perturbed.expand(len(rows), -1, -1, -1) for job, rows in group])
+    masks = torch.cat([job.masks[rows] for job, rows in group])
+    goals = torch.cat([job.goals_now[j][rows] for job, rows in group])
+    weights = torch.cat([job.edits.weights[rows] for job, rows in group]) / members
+    owner = torch.cat([torch.full((len(rows),), g, dtype=torch.long) for g, (_, rows) in enumerate(group)])
+    owner = owner.to(masks.device)
     chunk = max_batch or len(masks)
-    total = 0.0
     for start in range(0, len(masks), chunk):
         part = slice(start, start + chunk)
-        inputs = perturbed.expand(len(masks[part]), -1, -1, -1).to(inpainter.device)
-        fills = inpainter.surrogate(inputs, masks[part].to(inpainter.device)).to(goals)
-        loss = (weights[part] * masked_mse(fills, goals[part], masks[part])).sum()
+        fills = model.surrogate(perturbed[part].to(model.device), masks[part].to(model.device)).to(goals)
+        losses = weights[part] * masked_mse(fills, goals[part], masks[part])
         # the graph from δ to ``perturbed`` is shared by every chunk, role and model of the step
-        loss.backward(retain_graph=True)
-        total += loss.item()
-    return total
+        losses.sum().backward(retain_graph=True)
+        per_job = torch.zeros(len(group), device=losses.device, dtype=losses.dtype).index_add_(
+            0, owner[part], losses.detach())
+        for g, (job, _) in enumerate(group):
+            job.losses[step] += per_job[g]
 
 
 def _parameter_shape(x: Tensor, stride: int) -> tuple[int, ...]:
@@ -358,16 +547,14 @@ def _delta(param: Tensor, x: Tensor, bound: float | Tensor) -> Tensor:
     return delta
 
 
-def _project(param: Tensor, x: Tensor, bound: float | Tensor) -> Tensor:
+def _project(param: Tensor, x: Tensor, bound: Tensor, largest: float) -> Tensor:
     """Clip δ to the L∞ ball and, at full resolution, so that x + δ stays a valid image.
 
     A coarse δ cannot be clipped per pixel to the image's bounds (nor to a per-pixel bound); there
     it is clipped to the largest bound, and :func:`_delta` and the clamp of ``x + δ`` do the rest.
     """
     if param.shape[-2:] != x.shape[-2:]:
-        largest = float(bound.max()) if isinstance(bound, Tensor) else bound
         return param.clamp(-largest, largest).detach()
     x = x[: param.shape[0]]  # a greyscale δ is clipped against one of the (equal) channels
-    clipped = torch.maximum(torch.minimum(param, torch.as_tensor(bound, device=param.device)),
-                            -torch.as_tensor(bound, device=param.device))
+    clipped = torch.maximum(torch.minimum(param, bound), -bound)
     return ((x + clipped).clamp(0, 1) - x).detach()
