@@ -156,8 +156,8 @@ class _Counting(Network):
 def test_protect_and_judge_runs_the_clean_ring_edit_once_through_every_pipeline(lama, pipeline, settings, tmp_path):
     """The optimisation's clean fill of the ring (its goal) is the verdict's edit of the original: the model is
     asked for it once (the bug this catches: a pipeline that handed none back, so the verdict ran it again)."""
-    from backfire.io import read_image
-    from backfire.jobs import Settings, protect_and_judge
+    from backfire.io import read_image, save_image, save_mask
+    from backfire.jobs import Request, Task, protect_task
 
     image, mask = _case(SMALL)
     region = mask[0, 0]
@@ -166,8 +166,11 @@ def test_protect_and_judge_runs_the_clean_ring_edit_once_through_every_pipeline(
     if settings is not None:
         assert tool.strategy_for(SMALL) == ("Crop" if settings.crop_trigger_size < 64 else "Original")
     ring = mask_ops.ring(region, 8, shape="square")
-    judged = protect_and_judge(image[0], region, [tool], Settings(PAPER.but(steps=2)), tmp_path / "out.png",
-                               protect_inputs=[], families=("exact", "ring"), every_strategy=False)
+    task = Task(tmp_path / "in.png", tmp_path / "in_mask.png", tmp_path / "out.png")
+    save_image(image[0], task.image, protect_inputs=[])
+    save_mask(region, task.mask)
+    judged = protect_task(task, [tool], Request(PAPER.but(steps=2)), families=("exact", "ring"))
+    image = judged.image[None]  # the photo as read from its file (8-bit), which the road protected
     assert judged.protection.clean_fills[0], "the pipeline handed no clean fill to the verdict"
 
     def ring_rows(masks):
@@ -178,9 +181,10 @@ def test_protect_and_judge_runs_the_clean_ring_edit_once_through_every_pipeline(
     steps = 2
     per_step = 1  # one batched pass of the three edits (the ring among them) per step
     # the clean ring fill (the goal), the ring in each step's pass, and the verdict's ring edit of the saved
-    # file only (its edit of the original is the optimisation's); the verdict judges the tool's default setting
-    # only here (another setting is another edit, which the optimisation never made)
-    assert ring_rows(calls) == 1 + steps * per_step + 1
+    # file only on the tool's default strategy (its edit of the original is the optimisation's); every other
+    # strategy the tool applies to this size is another edit, which the verdict runs on both files
+    others = len(tool.strategies(SMALL)) - 1
+    assert ring_rows(calls) == 1 + steps * per_step + 1 + 2 * others
     reused = next(f for f in judged.fills[0] if f.name == "ring")
     with torch.no_grad():
         fresh = tool(image, ring[None, None])[0]
