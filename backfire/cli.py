@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"backfire: error: {what}; nothing half-written was left behind", file=sys.stderr)
         return EXIT_ERROR
     except jobs.Interrupted as stop:
-        removed = ", ".join(str(p) for p in stop.removed)
-        print(f"backfire: interrupted during {stop.task.image.name}; "
-              + (f"its outputs already written were removed ({removed})" if removed else "nothing of it was written")
+        kept = ", ".join(str(p) for p in stop.kept)
+        print(f"backfire: interrupted during {stop.task.image.name}; nothing of it was written"
+              + (f" (the earlier {kept} left as they were)" if kept else "")
               + "; images finished before it are complete", file=sys.stderr)
         return 130
     except KeyboardInterrupt:

@@ -3,7 +3,7 @@
 The CLI, ``backfire evaluate`` and the app call these, on one :class:`Request` (made and checked once, where
 the user's words come in); they hold the file-level rules (which paths are written, what is checked before
 any work starts, that every verdict is computed on the saved file read back and over every trial of
-:mod:`backfire.judge.outcome`, that an interrupted image leaves no half-written set behind).
+:mod:`backfire.judge.outcome`, that an interrupted image leaves no half-written set behind and an earlier run's set as it was).
 """
 
 from __future__ import annotations
@@ -241,9 +241,10 @@ def protect_task(task: Task, inpainters: Sequence[Inpainter], request: Request, 
     ``loaded`` (:func:`load`'s image and region) and ``protection``: a runner (:mod:`backfire.runners`) already
     read the task and protected it in a batch with others.
 
-    The clean fills the optimisation already computed are reused by the verdict, never run twice. Interrupted
-    (Ctrl-C) after the image was saved, the task's outputs are removed again: a protected file never stands
-    without its verdict.
+    The clean fills the optimisation already computed are reused by the verdict, never run twice. The new set
+    (image, ``.json``, preview) is written beside the old one and swapped in only once it is complete
+    (:class:`backfire.io.FileSet`): interrupted (Ctrl-C, the app's Cancel, any error), nothing of it is left
+    and an earlier run's set stays as it was — a protected file never stands without its verdict.
     """
     loaded, region = loaded or load(task, request.max_pixels, log, keep_alpha=True)
     image, recipe = loaded.pixels, request.recipe
@@ -251,41 +252,45 @@ def protect_task(task: Task, inpainters: Sequence[Inpainter], request: Request, 
         log(f"warning: {task.out.suffix} is lossy; the compression weakens the protection (PNG keeps it)")
     if on_step is not None and protection is None:
         on_step(0, recipe.steps, None)  # the wait for the first step shows too
+    files = io.FileSet((task.out, *report_paths(task.out)), protect_inputs=task.inputs)
     try:
-        result = protection or protect(image, region, inpainters, recipe, seed=request.seed, grey=loaded.grey, on_step=on_step)
-        io.save_image(result.protected, task.out, protect_inputs=task.inputs, grey=loaded.grey, alpha=loaded.alpha)
-        # every verdict is about the file as written
-        saved = io.read_image(task.out, max_pixels=request.max_pixels, keep_alpha=loaded.alpha is not None).pixels
+        with files:
+            result = protection or protect(image, region, inpainters, recipe, seed=request.seed, grey=loaded.grey,
+                                           on_step=on_step)
+            new_out = files[task.out]
+            io.save_image(result.protected, new_out, protect_inputs=task.inputs, grey=loaded.grey, alpha=loaded.alpha)
+            # every verdict is about the file as written
+            saved = io.read_image(new_out, max_pixels=request.max_pixels, keep_alpha=loaded.alpha is not None).pixels
 
-        def known(trial: Trial) -> Sequence[tuple[Tensor, Tensor]]:
-            reusable = trial.default_strategy and trial.draw == 0 and result.clean_fills
-            return result.clean_fills[trial.index] if reusable else ()
+            def known(trial: Trial) -> Sequence[tuple[Tensor, Tensor]]:
+                reusable = trial.default_strategy and trial.draw == 0 and result.clean_fills
+                return result.clean_fills[trial.index] if reusable else ()
 
-        progress = None if on_judge is None else (lambda trial, done, total: on_judge(trial.model.name, done, total))
-        outcome, found, fills = judge_every(image, saved, region, inpainters, result.target, draws=request.draws,
-                                            families=families, seed=request.seed, target_kind=result.recipe.target,
-                                            clean_fills=known, on_edit=progress)
-        record = {
-            "image": str(task.image), "mask": str(task.mask), "protected_image": str(task.out),
-            "recipe": result.recipe.as_dict(), "budget_255": result.recipe.budget * 255,
-            "seed": request.seed, "seconds": result.seconds, "losses": result.losses,
-            **outcome.as_dict(),
-        }
-        write_reports(task, record, image, saved, fills[0])
+            progress = None if on_judge is None else (lambda trial, done, total: on_judge(trial.model.name, done, total))
+            outcome, found, fills = judge_every(image, saved, region, inpainters, result.target, draws=request.draws,
+                                                families=families, seed=request.seed,
+                                                target_kind=result.recipe.target, clean_fills=known, on_edit=progress)
+            record = {
+                "image": str(task.image), "mask": str(task.mask), "protected_image": str(task.out),
+                "recipe": result.recipe.as_dict(), "budget_255": result.recipe.budget * 255,
+                "seed": request.seed, "seconds": result.seconds, "losses": result.losses,
+                **outcome.as_dict(),
+            }
+            write_reports(task, record, image, saved, fills[0], files)
     except KeyboardInterrupt:
-        removed = [p for p in (task.out, *report_paths(task.out)) if p.exists()]
-        for path in removed:
-            path.unlink()
-        raise Interrupted(task, removed) from None
+        if files.committed:  # Ctrl-C held through the swap: this image's set is complete
+            raise
+        raise Interrupted(task, [p for p in files.targets if p.exists()]) from None
     return Judged(image, region, saved, result, outcome, found, fills, record)
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a task; the files of the task already written were removed again (listed)."""
+    """Ctrl-C during a task: nothing of its new set was written; ``kept`` lists the files of an earlier run at
+    its outputs, left as they were."""
 
-    def __init__(self, task: Task, removed: list[Path]):
+    def __init__(self, task: Task, kept: list[Path]):
         super().__init__(task.image.name)
-        self.task, self.removed = task, removed
+        self.task, self.kept = task, kept
 
 
 @dataclass(frozen=True)
@@ -365,8 +370,10 @@ def write_batch_summary(out_dir: Path, rows: Sequence[BatchRow], protect_inputs:
     return write_batch_csv(out_dir / "batch.csv", rows, protect_inputs)
 
 
-def write_reports(task: Task, record: dict, image: Tensor, saved: Tensor, fills: list[EditImages]) -> None:
-    json_path, preview_path = report_paths(task.out)
+def write_reports(task: Task, record: dict, image: Tensor, saved: Tensor, fills: list[EditImages],
+                  files: io.FileSet | None = None) -> None:
+    """``OUT.json`` and ``OUT.preview.png``; with ``files``, their new versions in that set (swapped in with it)."""
+    json_path, preview_path = (files[p] if files is not None else p for p in report_paths(task.out))
     write_json(json_path, record, task.inputs)
     attack = next((f for f in fills if f.name == "exact"), fills[0])
     benign = next((f for f in fills if f.name == "ring"), None)

@@ -3,6 +3,7 @@ nothing the user gave is lost. Each test here failed before its fix."""
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -58,18 +59,105 @@ def test_budget_is_read_in_255_only_and_tiny_budgets_are_refused(capsys, files, 
     assert code == 2 and "/255" in err and err.count("\n") == 1 and not (tmp_path / "o.png").exists()
 
 
-def test_ctrl_c_during_the_verdict_removes_the_written_set_and_says_so(capsys, files, weights, tmp_path,
-                                                                       monkeypatch):
-    photo, mask = files
+# issue 24: a Ctrl-C keeps an earlier run's set
 
+
+def _set(out):
+    return (out, out.with_suffix(".json"), out.with_suffix(".preview.png"))
+
+
+def _bytes(paths):
+    return {p.name: p.read_bytes() for p in paths}
+
+
+def _interrupt_the_verdict(monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(outcome, "judge", interrupted)  # the verdict of each trial (jobs → judge_every → judge)
-    code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights),
-                           "--steps", "1", "--quiet")
-    assert code == 130 and "removed" in err and "out.png" in err
-    assert not (tmp_path / "out.png").exists() and not (tmp_path / "out.json").exists()
-    assert not (tmp_path / "out.preview.png").exists()
+    monkeypatch.setattr(outcome, "judge", interrupted)  # after the image was saved, before the reports
+
+
+# ------------------------------------------------------------------------------------ 1. Ctrl-C keeps earlier work
+
+
+def test_ctrl_c_in_a_second_run_keeps_the_first_runs_set_byte_for_byte(capsys, files, weights, tmp_path,
+                                                                       monkeypatch):
+    photo, mask = files
+    out = tmp_path / "out" / "p.png"
+    out.parent.mkdir()
+    args = ["protect", photo, "--mask", mask, "-o", out, *_model(weights), "--steps", "2", "--quiet"]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    first = _bytes(_set(out))
+    _interrupt_the_verdict(monkeypatch)
+    code, _, err = run_cli(capsys, *args, "--seed", "5")
+    assert code == 130 and "nothing of it was written" in err and "left as they were" in err
+    assert _bytes(_set(out)) == first
+    assert sorted(os.listdir(out.parent)) == sorted(p.name for p in _set(out))  # no temporaries left
+    monkeypatch.undo()
+    code, _, err = run_cli(capsys, *args, "--seed", "5")  # not interrupted: the new set replaces the old
+    assert code == 0, err
+    second = _bytes(_set(out))
+    assert all(second[name] != first[name] for name in ("p.png", "p.json"))
+    assert sorted(os.listdir(out.parent)) == sorted(p.name for p in _set(out))
+
+
+def test_ctrl_c_in_a_folder_run_keeps_the_earlier_sets(capsys, files, weights, tmp_path, monkeypatch):
+    photo, mask = files
+    out = tmp_path / "protected"
+    code, _, err = run_cli(capsys, "protect", tmp_path, "-o", out, *_model(weights), "--steps", "2", "--quiet")
+    assert code == 0, err
+    first = _bytes((*_set(out / "photo.png"), out / "batch.csv"))
+    _interrupt_the_verdict(monkeypatch)
+    code, _, err = run_cli(capsys, "protect", tmp_path, "-o", out, *_model(weights), "--steps", "2", "--quiet",
+                           "--seed", "5")
+    assert code == 130
+    assert _bytes((*_set(out / "photo.png"), out / "batch.csv")) == first
+    assert not [p for p in os.listdir(out) if p.startswith(".")]
+
+
+def test_a_first_run_interrupted_leaves_nothing(capsys, files, weights, tmp_path, monkeypatch):
+    photo, mask = files
+    _interrupt_the_verdict(monkeypatch)
+    code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "x.png", *_model(weights), "--steps", "2", "--quiet")
+    assert code == 130 and "nothing of it was written" in err and "left as they were" not in err
+    assert not any(p.exists() for p in _set(tmp_path / "x.png"))
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def test_the_apps_cancel_keeps_the_earlier_set(files, weights, tmp_path):
+    from backfire.app import service
+
+    photo, mask = files
+    out = tmp_path / "app.png"
+    request = jobs.Request.of(steps=1, model="lama", weights=weights, device="cpu")
+    service.protect(photo, mask, out, request)
+    first = _bytes(_set(out))
+
+    def cancel(step, steps, loss):
+        if step > 0:
+            raise service.Cancelled()
+    with pytest.raises(service.Cancelled):
+        service.protect(photo, mask, out, jobs.Request.of(steps=1, model="lama", weights=weights, device="cpu",
+                                                          seed=5), on_step=cancel)
+    assert _bytes(_set(out)) == first
+
+
+def test_a_file_set_swaps_in_only_when_complete(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "a.json"
+    a.write_bytes(b"old image")
+    os.chmod(a, 0o640)
+    with pytest.raises(RuntimeError):
+        with bio.FileSet([a, b]) as files:
+            files[a].write_bytes(b"new image")
+            raise RuntimeError("the verdict failed")
+    assert a.read_bytes() == b"old image" and not b.exists() and os.listdir(tmp_path) == ["a.png"]
+    with bio.FileSet([a, b]) as files:
+        files[a].write_bytes(b"new image")
+        files[b].write_text("{}")
+        assert a.read_bytes() == b"old image"  # nothing swapped before the set is complete
+    assert a.read_bytes() == b"new image" and b.read_text() == "{}" and files.committed
+    assert os.stat(a).st_mode & 0o777 == 0o640  # a replaced file keeps its permissions
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "a.png"]
 
 
 def test_mask_takes_max_pixels_as_its_error_message_says(capsys, files, tmp_path):

@@ -7,7 +7,8 @@ with values in {0, 1}. The layer has three rooms, whose public names are all her
 - :mod:`backfire.io.read`: :func:`read_image`, :func:`read_mask` (pixel cap from the header, EXIF
   orientation, modes, bit depth, truncation caught, every conversion noted);
 - :mod:`backfire.io.write`: :func:`save_image`, :func:`save_mask`, :func:`encode_image` and the one home
-  of atomic writes (:func:`write_atomic`, used for every file backfire writes);
+  of atomic writes (:func:`write_atomic`, used for every file backfire writes; :class:`FileSet`, files that
+  belong together, swapped in only once all are written);
 - :mod:`backfire.io.paths`: :class:`InputError` (one-line messages), the checks every write makes
   first (:func:`check_output`, :func:`check_not_input`), and the one rule pairing ``NAME`` with ``NAME_mask``
   (:func:`pair_files`; a folder's: :func:`pair_images`).
@@ -26,6 +27,7 @@ from backfire.io.paths import (
 from backfire.io.read import DEFAULT_MAX_PIXELS, LoadedImage, LoadedMask, read_image, read_mask
 from backfire.io.write import (
     LOSSY_SUFFIXES,
+    FileSet,
     check_image_output,
     encode_image,
     save_image,
@@ -44,6 +46,7 @@ __all__ = [
     "LoadedImage",
     "LoadedMask",
     "encode_image",
+    "FileSet",
     "LOSSY_SUFFIXES",
     "check_image_output",
     "check_writable",

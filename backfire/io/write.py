@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import io as _stdio
 import os
+import shutil
+import signal
 import tempfile
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ from backfire.io.paths import InputError, PathLike, _detail, _show, check_output
 from backfire.pixels import as_chw, to_uint8
 
 __all__ = [
+    "FileSet",
     "LOSSY_SUFFIXES",
     "check_image_output",
     "encode_image",
@@ -213,3 +218,89 @@ def _fsync_dir(directory: Path) -> None:
 def write_text_atomic(path: PathLike, text: str, protect_inputs: Iterable[PathLike] = ()) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically; see :func:`write_bytes_atomic`."""
     write_bytes_atomic(path, text.encode("utf-8"), protect_inputs=protect_inputs)
+
+
+class FileSet:
+    """New versions of several files that belong together (a protected image, its JSON and its preview), written
+    beside the old ones and swapped in only once every one of them is complete.
+
+    ``files[target]`` is where to write ``target``'s new version: a file of the same name in a hidden temporary
+    folder next to it (same filesystem, so the swap is a rename; same name, so the format still follows the
+    extension). Leaving the ``with`` block normally moves every new file onto its target (a Ctrl-C during the
+    swap is held until it is done; a replaced file keeps its permissions); leaving it by any exception or Ctrl-C
+    removes the temporaries and leaves every target, an earlier run's included, as it was. Files not written in
+    the block are left alone. Raises :class:`InputError` as :func:`check_output` does, before anything is
+    written.
+    """
+
+    def __init__(self, targets: Iterable[PathLike], protect_inputs: Iterable[PathLike] = ()):
+        inputs = list(protect_inputs)
+        self.targets = [check_output(target, inputs) for target in targets]
+        self._folders: dict[Path, Path] = {}
+        self.committed = False
+
+    def __getitem__(self, target: PathLike) -> Path:
+        target = Path(target)
+        if target not in self.targets:
+            raise KeyError(f"{_show(target)} is not one of this set's files")
+        if target.parent not in self._folders:
+            try:
+                made = tempfile.mkdtemp(prefix=".backfire-new.", dir=os.fspath(target.parent) or ".")
+            except OSError as exc:
+                raise InputError(f"{_show(target)}: cannot write there: {exc.strerror or _detail(exc)}") from None
+            self._folders[target.parent] = Path(made)
+        return self._folders[target.parent] / target.name
+
+    def __enter__(self) -> FileSet:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+    def commit(self) -> list[Path]:
+        """Move every new file written onto its target; returns the targets replaced or created."""
+        written = [t for t in self.targets if t.parent in self._folders and self[t].exists()]
+        try:
+            with _interrupts_held():
+                for target in written:
+                    new = self[target]
+                    try:
+                        if target.exists():
+                            os.chmod(new, os.stat(target).st_mode & 0o7777)
+                        os.replace(new, target)
+                    except OSError as exc:
+                        raise InputError(f"{_show(target)}: cannot write the file: {exc.strerror or _detail(exc)}"
+                                         ) from None
+                self.committed = True
+        finally:
+            self.discard()
+        for folder in {t.parent for t in written}:
+            _fsync_dir(folder)
+        return written
+
+    def discard(self) -> None:
+        """Remove the temporaries (the targets are untouched)."""
+        for folder in self._folders.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        self._folders.clear()
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) until the block is done, then raise it: a few renames must not be cut in half.
+    Only where Python's own handler is installed and in the main thread (signals arrive nowhere else)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda number, frame: caught.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
