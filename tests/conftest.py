@@ -62,6 +62,19 @@ def files(tmp_path) -> tuple[Path, Path]:
     return tmp_path / "photo.png", tmp_path / "photo_mask.png"
 
 
+def photo_folder(folder: Path, count: int, width: int = 48, height: int = 40, prefix: str = "p") -> Path:
+    """A folder of ``count`` project photos (seeds 0…count-1) with their masks, ``{prefix}{i}.png`` and
+    ``{prefix}{i}_mask.png``, as a user's folder run takes them; made if missing; returned."""
+    from backfire import io as bio
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image, mask = example_photo(width, height, seed=i)
+        bio.save_image(image, folder / f"{prefix}{i}.png")
+        bio.save_mask(mask, folder / f"{prefix}{i}_mask.png")
+    return folder
+
+
 def lama_args(weights) -> list:
     """CLI flags for the tiny random LaMa of the ``weights`` fixture, on the CPU."""
     return ["--model", "lama", "--weights", weights, "--device", "cpu"]

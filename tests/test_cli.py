@@ -10,9 +10,8 @@ import torch
 from PIL import Image
 
 from backfire import io as bio
-from backfire.examples import example_photo
 from tests.conftest import lama_args as _model
-from tests.conftest import run_cli
+from tests.conftest import photo_folder, run_cli
 
 
 def _digest(path: Path) -> str:
@@ -56,12 +55,7 @@ def test_verdict_is_computed_on_the_saved_file(capsys, files, weights, tmp_path)
 
 
 def test_protect_a_folder_mirrors_names(capsys, tmp_path, weights):
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(2):
-        image, mask = example_photo(48, 40, seed=i)
-        bio.save_image(image, src / f"img{i}.png")
-        bio.save_mask(mask, src / f"img{i}_mask.png")
+    src = photo_folder(tmp_path / "in", 2, prefix="img")
     code, _, err = run_cli(capsys, "protect", src, "-o", tmp_path / "out", *_model(weights), "--steps", "1", "--quiet")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [

@@ -18,7 +18,7 @@ from backfire.evaluate import COLUMNS
 from backfire.examples import example_photo
 from backfire.judge import metrics
 from backfire.judge.transforms import TRANSFORMS, get_transforms
-from tests.conftest import run_cli
+from tests.conftest import photo_folder, run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -75,12 +75,7 @@ def evaluation(tmp_path_factory, weights):
     from contextlib import redirect_stderr, redirect_stdout
 
     root = tmp_path_factory.mktemp("eval")
-    folder = root / "photos"
-    folder.mkdir()
-    for seed in (0, 1):
-        image, mask = example_photo(48, 40, seed=seed)
-        bio.save_image(image, folder / f"p{seed}.png")
-        bio.save_mask(mask, folder / f"p{seed}_mask.png")
+    folder = photo_folder(root / "photos", 2)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     out, err = _io.StringIO(), _io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
@@ -160,12 +155,7 @@ def measured(tmp_path_factory, weights, clip_file, lpips_files):
     """The CLI on the same kind of folder with CLIP and LPIPS weights named (tiny random networks of the
     real classes; LPIPS's AlexNet at its true size)."""
     root = tmp_path_factory.mktemp("measured")
-    folder = root / "photos"
-    folder.mkdir()
-    for seed in (0, 1, 2):
-        image, mask = example_photo(48, 40, seed=seed)
-        bio.save_image(image, folder / f"p{seed}.png")
-        bio.save_mask(mask, folder / f"p{seed}_mask.png")
+    folder = photo_folder(root / "photos", 3)
     import io as _io
     from contextlib import redirect_stderr, redirect_stdout
 

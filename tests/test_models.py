@@ -29,7 +29,7 @@ from backfire.inpainters.fixtures import TINY_LAMA, random_lama_generator
 from backfire.inpainters.lama import export_torchscript
 from backfire.inpainters.registry import load_inpainter
 from backfire.inpainters.specs import Release
-from tests.conftest import run_cli
+from tests.conftest import photo_folder, run_cli
 
 
 class _Server(ThreadingHTTPServer):
@@ -517,12 +517,7 @@ def test_an_override_of_a_release_of_several_files_names_each_file(tmp_path, mon
 
 
 def test_cli_pull_then_evaluate_computes_clip_fid_and_lpips(capsys, metric_mirror, tmp_path, weights, one_thread):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for seed in (0, 1):
-        image, mask = example_photo(48, 40, seed=seed)
-        bio.save_image(image, folder / f"p{seed}.png")
-        bio.save_mask(mask, folder / f"p{seed}_mask.png")
+    folder = photo_folder(tmp_path / "photos", 2)
     code, out, err = run_cli(capsys, "models", "pull", "clip-vit-b-32", "lpips-alex", "--quiet")
     assert code == 0, err
     assert out.split() == [str(models.path("clip-vit-b-32")), str(models.path("lpips-alex"))]

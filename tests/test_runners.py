@@ -9,11 +9,11 @@ import torch
 
 from backfire.examples import example_photo
 from backfire.inpainters.base import Network, Wrapper
-from backfire.io import read_image, save_image, save_mask
+from backfire.io import read_image
 from backfire.protect import PAPER, get_recipe, protect
 from backfire.protect.engine import OutOfMemory, Photo, protect_batch
 from backfire.runners import LocalRunner, Prepared
-from tests.conftest import TINY, lama_args, run_cli
+from tests.conftest import TINY, lama_args, photo_folder, run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -152,12 +152,7 @@ def test_the_runner_runs_a_waiting_batch_when_too_many_photos_wait(tiny_model):
 
 
 def test_protect_and_evaluate_take_batch(capsys, tmp_path, weights):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(3):
-        image, mask = example_photo(64, 48, seed=i)
-        save_image(image, folder / f"p{i}.png")
-        save_mask(mask, folder / f"p{i}_mask.png")
+    folder = photo_folder(tmp_path / "photos", 3, 64, 48)
     outputs = {}
     for batch in ("1", "3", "auto"):
         code, out, err = run_cli(capsys, "protect", folder, "-o", tmp_path / f"out{batch}", "--steps", "2", "--quiet",
