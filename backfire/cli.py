@@ -24,8 +24,8 @@ from backfire.protect.targets import TARGET_KINDS
 
 DEFAULT_MODEL = registry.DEFAULT_MODEL
 _PAPER_BUDGET = f"{PAPER.budget * 255:g}"  # the /255 the help speaks; the recipe holds [0, 1] units
-_TARGETS_HELP = ("solid (the primary colour farthest from the photo's), inverted (1 − the photo) or restore (the "
-                 "original painted back)")
+_TARGETS_HELP = ("solid (the pure red, green or blue farthest from the photo's mean colour), "
+                 "inverted (1 − the photo) or restore (the original painted back)")
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_PROTECTED = 0, 1, 2, 3
 
 
