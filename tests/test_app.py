@@ -338,10 +338,22 @@ def test_api_batch_returns_a_zip_and_a_row_per_photo(server, files):
         [handle_file(files["photo"]), handle_file(files["mask"]), handle_file(files["text"])],
         "none (every photo has NAME_mask.png)", "backfire-s", "", "paper", 6.375, 1, api_name="/batch")
     with zipfile.ZipFile(archive) as zf:
-        assert sorted(zf.namelist()) == ["photo.json", "photo.png", batch.CSV_NAME]
+        assert sorted(zf.namelist()) == ["photo.json", "photo.png", "photo_mask.png", batch.CSV_NAME]
     rows = {row[0]: row for row in table["data"]}
-    assert set(rows) == {"photo.png", "notes.png"} and rows["notes.png"][-1]  # the text file: its error
+    assert set(rows) == {"photo.png", "notes.png"} and rows["photo.png"][2] in ("yes", "no")
+    assert rows["notes.png"][-1] == "not an image: notes.png" and not any(rows["notes.png"][1:-1])
     assert "1 photo(s) protected, 1 failed" in status
+
+
+@needs_gradio
+def test_page_starts_the_batch_detector_on_faces_where_opencv_is(server):
+    """Issue 24 (9): the Batch tab's detector started on none, even with OpenCV's face detector installed."""
+    from backfire.app import ui
+
+    with urllib.request.urlopen(server["url"] + "config", timeout=10) as reply:
+        components = json.load(reply)["components"]
+    (radio,) = [c["props"] for c in components if c.get("props", {}).get("label") == "Photos without a mask"]
+    assert ui.DETECTORS[radio["value"]] == ("faces" if importlib.util.find_spec("cv2") else None)
 
 
 @needs_gradio
@@ -432,6 +444,34 @@ def test_browser_photo_dropped_into_the_editor_is_used_with_its_exact_pixels(ser
     (mine,) = _session_folders(server) - before
     kept = io.read_image(mine / "photo" / "pasted.png").pixels
     assert torch.equal(kept, io.read_image(files["photo"]).pixels)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright is not installed: pip install playwright")
+@needs_gradio
+def test_browser_batch_tab_shows_its_table_in_words(server, files, page):
+    """Issue 24 (9), as a user sees it: the detector starts on faces (OpenCV is here), and the table says yes/no
+    and "not an image", never a raw ``false`` or a "/" for a skipped photo."""
+    from backfire.app import ui
+
+    page.goto(server["url"])
+    page.get_by_role("tab", name="Batch").click()
+    default = next(label for label, kind in ui.DETECTORS.items() if kind == batch.default_detector())
+    page.wait_for_selector("#batch-detector input[type=radio]")
+    assert page.locator("#batch-detector").get_by_label(default, exact=True).is_checked()
+    page.locator("#batch-uploads input[type=file]").set_input_files([str(files[k]) for k in ("photo", "mask", "text")])
+    page.wait_for_selector("#batch-uploads td.filename[aria-label='notes.png']", timeout=90_000)  # listed: uploaded
+    page.click("#batch-run")
+    page.wait_for_selector("#batch-status :text('1 photo(s) protected, 1 failed')", timeout=180_000)
+    shown = "#batch-table [role=row][data-index]"  # the grid's visible rows (its <table> only measures widths)
+    page.wait_for_function(f"document.querySelectorAll('{shown}').length == 2", timeout=90_000)
+    rows = page.locator(shown)
+    cells = {}
+    for i in range(rows.count()):
+        texts = [t.strip() for t in rows.nth(i).locator("[role=gridcell]").all_inner_texts()]
+        cells[texts[0]] = texts
+    assert cells["photo.png"][2] in ("yes", "no"), cells
+    assert cells["notes.png"][-1] == "not an image: notes.png" and cells["notes.png"][1:-1] == [""] * 5, cells
 
 
 def _session_folders(server) -> set[Path]:
