@@ -315,8 +315,9 @@ class Interrupted(KeyboardInterrupt):
 @dataclass(frozen=True)
 class BatchRow:
     """One photo of a folder run (``protect`` or ``edit``): a line of the CLI's ``batch.csv`` and of the app's
-    ``verdicts.csv``, one row type for all. The columns: the CLI's first (``status``, ``attacker_failed`` as ``k/n`` …), then the
-    app's (``protected``, the counts, invisibility, ``error``), then the edit that decided (``weakest_*``).
+    ``verdicts.csv``, one row type for all. The columns: the CLI's first (``status``, ``attacker_failed`` as
+    ``k/n`` …), then the app's (``protected``, the counts, invisibility, ``error``), then the edit that decided
+    (``weakest_*``).
     Every count is the outcome's, over every trial (:class:`backfire.judge.outcome.Outcome`)."""
 
     image: str
