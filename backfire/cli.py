@@ -359,10 +359,8 @@ def run_protect(args: argparse.Namespace) -> int:
     request = _request(args, recipe=args.recipe, budget_255=args.budget, steps=args.steps, target=args.target)
     plan = jobs.plan(args.image, args.mask, args.out, keep_alpha=True, max_pixels=request.max_pixels)
     batch = args.image.is_dir()
-    for path in plan.unpaired:
-        _log(f"backfire: skipping {path.name}: no mask (add {path.stem}_mask.png beside it)")
+    results = _skip_unpaired(plan)
     inpainters = request.load_models(_log, _status)
-    results: list[jobs.BatchRow] = [jobs.BatchRow.skipped(p, "no mask") for p in plan.unpaired]
     tasks = plan.tasks
     number = {task: i for i, task in enumerate(tasks, 1)}
 
@@ -384,17 +382,13 @@ def run_protect(args: argparse.Namespace) -> int:
         if done.error is not None:
             if not batch:
                 raise done.error
-            results.append(jobs.BatchRow.skipped(task.image, str(done.error), task.mask))
-            _log(f"backfire: error: {done.error}")
+            results.append(_skipped(task, done.error))
             continue
         results.append(jobs.BatchRow.of(task, judged.outcome))
         print(f"{task.out}  (report: {jobs.report_paths(task.out)[0]})")
         print(format_outcome(judged.outcome))
     if batch:
-        summary = jobs.write_batch_summary(args.out, results, [p for t in tasks for p in t.inputs])
-        done = sum(r.status != "skipped" for r in results)
-        _log(f"backfire: {done} of {len(results)} images protected, {len(results) - done} skipped; "
-             f"summary: {summary}")
+        _write_summary(args.out, results, plan, "protected")
     if any(r.status == "skipped" for r in results):
         return EXIT_BAD_INPUT
     if args.strict and any(r.status == "not protected" for r in results):
@@ -404,13 +398,43 @@ def run_protect(args: argparse.Namespace) -> int:
 
 def run_edit(args: argparse.Namespace) -> int:
     plan = jobs.plan(args.image, args.mask, args.out)
+    batch = args.image.is_dir()
+    results = _skip_unpaired(plan)
+    inpainter = _load_model(args)
+    for i, task in enumerate(plan.tasks, 1):
+        _status(f"[{i}/{len(plan.tasks)}] editing {task.image.name}…")
+        try:
+            jobs.edit_task(task, inpainter, args.max_pixels, _log)
+        except io.InputError as error:  # a photo that cannot be read or written: the folder goes on, as protect's
+            if not batch:
+                raise
+            results.append(_skipped(task, error))
+            continue
+        results.append(jobs.BatchRow.edited(task, inpainter.name))
+        print(task.out)
+    if batch:
+        _write_summary(args.out, results, plan, "edited")
+    return EXIT_BAD_INPUT if any(r.status == "skipped" for r in results) else EXIT_OK
+
+
+def _skip_unpaired(plan: jobs.Plan) -> list[jobs.BatchRow]:
+    """A folder run's images without a mask, each said in one line: the first rows of its ``batch.csv``."""
     for path in plan.unpaired:
         _log(f"backfire: skipping {path.name}: no mask (add {path.stem}_mask.png beside it)")
-    inpainter = _load_model(args)
-    for task in plan.tasks:
-        jobs.edit_task(task, inpainter, args.max_pixels, _log)
-        print(task.out)
-    return EXIT_OK
+    return [jobs.BatchRow.skipped(p, "no mask") for p in plan.unpaired]
+
+
+def _skipped(task: jobs.Task, error: Exception) -> jobs.BatchRow:
+    """A folder's photo that failed (its error already names the file), said in one line; the run goes on."""
+    _log(f"backfire: error: {error}")
+    return jobs.BatchRow.skipped(task.image, str(error), task.mask)
+
+
+def _write_summary(out: Path, rows: list[jobs.BatchRow], plan: jobs.Plan, done_word: str) -> None:
+    """``out/batch.csv`` and the folder run's last line: how many were done, how many skipped."""
+    summary = jobs.write_batch_summary(out, rows, [p for t in plan.tasks for p in t.inputs])
+    done = sum(r.status != "skipped" for r in rows)
+    _log(f"backfire: {done} of {len(rows)} images {done_word}, {len(rows) - done} skipped; summary: {summary}")
 
 
 def run_verify(args: argparse.Namespace) -> int:

@@ -314,13 +314,14 @@ class Interrupted(KeyboardInterrupt):
 
 @dataclass(frozen=True)
 class BatchRow:
-    """One photo of a folder run: a line of the CLI's ``batch.csv`` and of the app's ``verdicts.csv``, one row
-    type for both. The columns: the CLI's first (``status``, ``attacker_failed`` as ``k/n`` …), then the
-    app's (``protected``, the counts, invisibility, ``error``), then the edit that decided (``weakest_*``).
+    """One photo of a folder run (``protect`` or ``edit``): a line of the CLI's ``batch.csv`` and of the app's
+    ``verdicts.csv``, one row type for all. The columns: the CLI's first (``status``, ``attacker_failed`` as
+    ``k/n`` …), then the app's (``protected``, the counts, invisibility, ``error``), then the edit that decided
+    (``weakest_*``).
     Every count is the outcome's, over every trial (:class:`backfire.judge.outcome.Outcome`)."""
 
     image: str
-    status: str  # "protected" | "not protected" | "skipped"
+    status: str  # "protected" | "not protected" | "edited" (``backfire edit``) | "skipped"
     output: str = ""
     attacker_failed: str = ""
     benign_intact: str = ""
@@ -347,6 +348,11 @@ class BatchRow:
     @classmethod
     def skipped(cls, image: Path, why: str, mask: Path | None = None) -> BatchRow:
         return cls(image.name, "skipped", why=why, error=why, mask="" if mask is None else mask.name)
+
+    @classmethod
+    def edited(cls, task: Task, model: str) -> BatchRow:
+        """The row of a photo ``backfire edit`` inpainted with ``model`` (no verdict: nothing was protected)."""
+        return cls(task.image.name, "edited", str(task.out), model=model, mask=task.mask.name)
 
     @classmethod
     def of(cls, task: Task, outcome: Outcome, output: str | None = None) -> BatchRow:

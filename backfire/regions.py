@@ -22,6 +22,16 @@ def _mask_of(picture: Image.Image) -> Tensor:
     return torch.from_numpy((np.asarray(picture) > 127).astype(np.float32))
 
 
+def faces_available() -> bool:
+    """Whether :func:`face_boxes` can run here: OpenCV with its Haar cascades (``opencv-python-headless<5``,
+    extra ``eval``; 5.x dropped ``CascadeClassifier``)."""
+    try:
+        import cv2
+    except ImportError:
+        return False
+    return hasattr(cv2, "CascadeClassifier")
+
+
 def face_boxes(image: Tensor) -> list[tuple[int, int, int, int]]:
     """Frontal faces as (x, y, w, h) boxes, from OpenCV's default Haar cascade."""
     try:

@@ -73,13 +73,69 @@ def test_batch_protects_pairs_and_zips_reports_with_a_csv_row_per_photo(files, t
         names = sorted(zf.namelist())
         rows = list(csv.DictReader(_io.StringIO(zf.read(batch.CSV_NAME).decode())))
         saved = Image.open(_io.BytesIO(zf.read("photo.png")))
-    assert names == ["photo.json", "photo.png", "second.json", "second.png", batch.CSV_NAME]
+    assert names == ["photo.json", "photo.png", "photo_mask.png", "second.json", "second.png", "second_mask.png",
+                     batch.CSV_NAME]
     assert saved.size == (64, 48)
     by_image = {r["image"]: r for r in rows}
     assert set(by_image) == {"photo.png", "second.png", "lonely.png"} and result.failures == 1
     assert "no mask lonely_mask.png" in by_image["lonely.png"]["error"]
     assert by_image["photo.png"]["model"] == "backfire-s" and by_image["photo.png"]["error"] == ""
     assert by_image["photo.png"]["protected"] in ("True", "False") and float(by_image["photo.png"]["psnr_db"]) > 25
+
+
+@pytest.fixture(scope="module")
+def mixed_batch(files, tmp_path_factory, one_thread) -> tuple[batch.BatchResult, Path]:
+    """One batch run (no detector) of a good pair, a text file named like a photo, the same with a real mask,
+    and a photo without a mask; and the folder its zip was unpacked into, as a user would."""
+    work = tmp_path_factory.mktemp("mixed-batch")
+    bad_mask = work / "uploads" / "fake_mask.png"
+    bad_mask.parent.mkdir()
+    shutil.copyfile(files["mask"], bad_mask)
+    lonely = shutil.copyfile(files["photo"], work / "uploads" / "lonely.png")
+    fake = shutil.copyfile(files["text"], work / "uploads" / "fake.png")
+    result = batch.run([files["photo"], files["mask"], files["text"], fake, bad_mask, lonely], work / "work",
+                       service.Request.of(steps=1, device="cpu"))
+    with zipfile.ZipFile(result.archive) as zf:
+        zf.extractall(work / "unzipped")
+    return result, work / "unzipped"
+
+
+def test_batch_reports_a_file_that_is_no_image_as_not_an_image(mixed_batch):
+    """Issue 24 (9): a text file uploaded as notes.png was reported as "no mask …"."""
+    by_image = {r["image"]: r for r in mixed_batch[0].rows}
+    assert by_image["notes.png"]["error"] == "not an image: notes.png"
+    assert by_image["fake.png"]["error"] == "not an image: fake.png"  # its mask is fine: the photo is not
+    assert by_image["lonely.png"]["error"].startswith("no mask lonely_mask.png")  # a real photo: its mask missing
+
+
+def test_batch_zip_holds_each_mask_so_verify_runs_again_on_the_results(mixed_batch, files, capsys):
+    """Issue 24 (9): the CSV named masks the zip did not hold, so the results could not be verified again."""
+    result, unzipped = mixed_batch
+    row = next(r for r in result.rows if r["image"] == "photo.png")
+    assert (unzipped / row["mask"]).is_file() and row["mask"] == "photo_mask.png"
+    assert torch.equal(io.read_mask(unzipped / row["mask"], size=(64, 48)).mask,
+                       io.read_mask(files["mask"], size=(64, 48)).mask)
+    assert {r["mask"] for r in result.rows if r["mask"]} <= {p.name for p in unzipped.iterdir()}
+    code = cli.main(["verify", str(files["photo"]), str(unzipped / row["protected_image"]), "--mask",
+                     str(unzipped / row["mask"]), "--model", "backfire-s", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code in (cli.EXIT_OK, cli.EXIT_NOT_PROTECTED) and "overall:" in out
+    assert (code == cli.EXIT_OK) == row["protected"]  # verify reaches the batch's own verdict
+
+
+def test_batch_table_says_yes_or_no_and_leaves_a_skipped_photos_cells_empty(mixed_batch):
+    """Issue 24 (9): the page showed a raw ``false`` and "/" for a skipped photo's counts."""
+    table = {line[0]: line for line in batch.table(mixed_batch[0].rows)}
+    assert len(batch.TABLE_HEADERS) == len(table["photo.png"])
+    assert table["photo.png"][2] in ("yes", "no") and table["photo.png"][3].count("/") == 1
+    assert table["notes.png"] == ["notes.png", "", "", "", "", "", "not an image: notes.png"]
+
+
+def test_batch_detector_defaults_to_faces_where_opencv_is_installed_else_none(monkeypatch):
+    """Issue 24 (9): the Batch tab's detector defaulted to none even for a user with the face detector."""
+    assert batch.default_detector() == ("faces" if importlib.util.find_spec("cv2") else None)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # OpenCV not installed: `import cv2` fails
+    assert batch.default_detector() is None
 
 
 def test_batch_refuses_zips_that_unpack_too_large_and_duplicate_names(files, tmp_path, monkeypatch):
@@ -282,10 +338,22 @@ def test_api_batch_returns_a_zip_and_a_row_per_photo(server, files):
         [handle_file(files["photo"]), handle_file(files["mask"]), handle_file(files["text"])],
         "none (every photo has NAME_mask.png)", "backfire-s", "", "paper", 6.375, 1, api_name="/batch")
     with zipfile.ZipFile(archive) as zf:
-        assert sorted(zf.namelist()) == ["photo.json", "photo.png", batch.CSV_NAME]
+        assert sorted(zf.namelist()) == ["photo.json", "photo.png", "photo_mask.png", batch.CSV_NAME]
     rows = {row[0]: row for row in table["data"]}
-    assert set(rows) == {"photo.png", "notes.png"} and rows["notes.png"][-1]  # the text file: its error
+    assert set(rows) == {"photo.png", "notes.png"} and rows["photo.png"][2] in ("yes", "no")
+    assert rows["notes.png"][-1] == "not an image: notes.png" and not any(rows["notes.png"][1:-1])
     assert "1 photo(s) protected, 1 failed" in status
+
+
+@needs_gradio
+def test_page_starts_the_batch_detector_on_faces_where_opencv_is(server):
+    """Issue 24 (9): the Batch tab's detector started on none, even with OpenCV's face detector installed."""
+    from backfire.app import ui
+
+    with urllib.request.urlopen(server["url"] + "config", timeout=10) as reply:
+        components = json.load(reply)["components"]
+    (radio,) = [c["props"] for c in components if c.get("props", {}).get("label") == "Photos without a mask"]
+    assert ui.DETECTORS[radio["value"]] == ("faces" if importlib.util.find_spec("cv2") else None)
 
 
 @needs_gradio
@@ -376,6 +444,34 @@ def test_browser_photo_dropped_into_the_editor_is_used_with_its_exact_pixels(ser
     (mine,) = _session_folders(server) - before
     kept = io.read_image(mine / "photo" / "pasted.png").pixels
     assert torch.equal(kept, io.read_image(files["photo"]).pixels)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright is not installed: pip install playwright")
+@needs_gradio
+def test_browser_batch_tab_shows_its_table_in_words(server, files, page):
+    """Issue 24 (9), as a user sees it: the detector starts on faces (OpenCV is here), and the table says yes/no
+    and "not an image", never a raw ``false`` or a "/" for a skipped photo."""
+    from backfire.app import ui
+
+    page.goto(server["url"])
+    page.get_by_role("tab", name="Batch").click()
+    default = next(label for label, kind in ui.DETECTORS.items() if kind == batch.default_detector())
+    page.wait_for_selector("#batch-detector input[type=radio]")
+    assert page.locator("#batch-detector").get_by_label(default, exact=True).is_checked()
+    page.locator("#batch-uploads input[type=file]").set_input_files([str(files[k]) for k in ("photo", "mask", "text")])
+    page.wait_for_selector("#batch-uploads td.filename[aria-label='notes.png']", timeout=90_000)  # listed: uploaded
+    page.click("#batch-run")
+    page.wait_for_selector("#batch-status :text('1 photo(s) protected, 1 failed')", timeout=180_000)
+    shown = "#batch-table [role=row][data-index]"  # the grid's visible rows (its <table> only measures widths)
+    page.wait_for_function(f"document.querySelectorAll('{shown}').length == 2", timeout=90_000)
+    rows = page.locator(shown)
+    cells = {}
+    for i in range(rows.count()):
+        texts = [t.strip() for t in rows.nth(i).locator("[role=gridcell]").all_inner_texts()]
+        cells[texts[0]] = texts
+    assert cells["photo.png"][2] in ("yes", "no"), cells
+    assert cells["notes.png"][-1] == "not an image: notes.png" and cells["notes.png"][1:-1] == [""] * 5, cells
 
 
 def _session_folders(server) -> set[Path]:

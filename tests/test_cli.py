@@ -1,3 +1,4 @@
+import csv
 import hashlib
 import json
 import subprocess
@@ -71,6 +72,32 @@ def test_edit_fills_only_the_mask(capsys, files, weights, tmp_path):
     region = bio.read_mask(mask, size=(64, 48)).mask.bool()
     assert torch.equal(edited[:, ~region], original[:, ~region])
     assert (edited[:, region] - original[:, region]).abs().mean() > 0.05
+
+
+def test_edit_a_folder_skips_bad_pairs_reports_each_and_writes_batch_csv(capsys, weights, tmp_path):
+    """Issue 24 (9): ``edit FOLDER`` stopped at the first corrupt file, wrote no CSV and exited 0 with an image
+    lacking its mask; now it goes on as ``protect`` does: each bad pair skipped and said, batch.csv, exit 2."""
+    src = photo_folder(tmp_path / "in", 3)
+    (src / "p0.png").write_bytes(b"not a picture")  # sorts first: the run used to stop here
+    (src / "p2_mask.png").unlink()
+    code, out, err = run_cli(capsys, "edit", src, "-o", tmp_path / "out", *_model(weights))
+    assert code == 2, err
+    assert err.count("p0.png") == 1 and err.count("p2.png") == 1  # one line each
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["batch.csv", "p1.png"]
+    rows = {r["image"]: r for r in csv.DictReader(open(tmp_path / "out" / "batch.csv"))}
+    assert (rows["p0.png"]["status"], rows["p2.png"]["status"]) == ("skipped", "skipped")
+    assert "p0.png" in rows["p0.png"]["error"] and rows["p2.png"]["error"] == "no mask"
+    assert rows["p1.png"]["status"] == "edited" and rows["p1.png"]["output"] == str(tmp_path / "out" / "p1.png")
+    assert rows["p1.png"]["model"] == "lama" and rows["p1.png"]["mask"] == "p1_mask.png"
+    assert str(tmp_path / "out" / "p1.png") in out and "1 of 3 images edited, 2 skipped" in err
+
+
+def test_edit_a_complete_folder_exits_0_with_its_batch_csv(capsys, weights, tmp_path):
+    src = photo_folder(tmp_path / "in", 2)
+    code, _, err = run_cli(capsys, "edit", src, "-o", tmp_path / "out", *_model(weights))
+    assert code == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "out" / "batch.csv")))
+    assert [(r["image"], r["status"]) for r in rows] == [("p0.png", "edited"), ("p1.png", "edited")]
 
 
 def _write_bytes(path: Path, data: bytes) -> Path:

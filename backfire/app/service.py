@@ -29,6 +29,7 @@ MAX_PIXELS = io.DEFAULT_MAX_PIXELS
 InputError = io.InputError
 IMAGE_EXTENSIONS = io.IMAGE_EXTENSIONS
 pair_files = io.pair_files  # the CLI's rule pairing NAME with NAME_mask
+is_image = io.is_image
 Task, BatchRow, BATCH_COLUMNS, write_batch_csv = jobs.Task, jobs.BatchRow, jobs.BATCH_COLUMNS, jobs.write_batch_csv
 PROBLEMS: tuple[type[Exception], ...] = (io.InputError, ModelError, ValueError)
 """Errors a user can fix (bad file, model, setting): shown as a message, never a crash."""
@@ -101,6 +102,13 @@ def save_region(mask: Tensor, path: Path) -> None:
 
 def save_photo(pixels: Tensor, path: Path) -> None:
     io.save_image(pixels, path)
+
+
+def faces_available() -> bool:
+    """Whether the faces detector (OpenCV, extra ``eval``) can run here."""
+    from backfire import regions
+
+    return regions.faces_available()
 
 
 def detect(kind: str, image: Tensor) -> Tensor:

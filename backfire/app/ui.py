@@ -367,11 +367,9 @@ class Page:
                                DETECTORS.get(detector, detector), on_photo=on_photo, on_step=clock)
         except service.Cancelled:
             return None, [], CANCELLED
-        table = [[r["image"], r["model"], r["protected"], f"{r['attacker_edits_failed']}/{r['attacker_edits']}",
-                  f"{r['benign_edits_intact']}/{r['benign_edits']}", r["psnr_db"], r["error"]] for r in result.rows]
         done = len({r["image"] for r in result.rows}) - result.failures
         failed = f", {result.failures} failed (see the table)" if result.failures else ""
-        return str(result.archive), table, f"{done} photo(s) protected{failed}"
+        return str(result.archive), batch.table(result.rows), f"{done} photo(s) protected{failed}"
 
     def cancel(self, request: gr.Request) -> str:
         """Stop the session's running job at its next step (its thread ends there; nothing is written)."""
@@ -495,17 +493,17 @@ def _verify_tab(page: Page, settings: list) -> None:
 def _batch_tab(page: Page, settings: list) -> None:
     gr.Markdown("Several photos, or a .zip of them. A photo `NAME.png` uses `NAME_mask.png` when it is there; "
                 "otherwise the chosen detector finds the region. You get one zip: the protected PNGs, a verdict "
-                "JSON for each, and `verdicts.csv`.")
+                "JSON and the mask of each (to run `backfire verify` again), and `verdicts.csv`.")
     uploads = gr.File(label="Photos, masks or .zip", file_count="multiple",
-                      file_types=[*service.IMAGE_EXTENSIONS, ".zip"], type="filepath")
-    detector = gr.Radio(list(DETECTORS), value=next(iter(DETECTORS)), label="Photos without a mask")
+                      file_types=[*service.IMAGE_EXTENSIONS, ".zip"], type="filepath", elem_id="batch-uploads")
+    default = next(label for label, kind in DETECTORS.items() if kind == batch.default_detector())
+    detector = gr.Radio(list(DETECTORS), value=default, label="Photos without a mask", elem_id="batch-detector")
     with gr.Row():
-        run = gr.Button("Protect all", variant="primary")
+        run = gr.Button("Protect all", variant="primary", elem_id="batch-run")
         cancel = gr.Button("Cancel")
-    status = gr.Markdown()
+    status = gr.Markdown(elem_id="batch-status")
     archive = gr.File(label="Download", interactive=False)
-    table = gr.Dataframe(headers=["image", "model", "protected", "attacker edits failed", "benign edits intact",
-                                  "PSNR dB", "error"], interactive=False)
+    table = gr.Dataframe(headers=list(batch.TABLE_HEADERS), interactive=False, elem_id="batch-table")
     batching = run.click(page.batch, [uploads, detector, *settings], [archive, table, status], api_name="batch",
                          concurrency_limit=1, concurrency_id=WORK)
     cancel.click(page.cancel, None, status, cancels=[batching], api_visibility="private", queue=False)

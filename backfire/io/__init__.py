@@ -24,7 +24,15 @@ from backfire.io.paths import (
     pair_files,
     pair_images,
 )
-from backfire.io.read import DEFAULT_MAX_PIXELS, LoadedImage, LoadedMask, keeps_transparency, read_image, read_mask
+from backfire.io.read import (
+    DEFAULT_MAX_PIXELS,
+    LoadedImage,
+    LoadedMask,
+    is_image,
+    keeps_transparency,
+    read_image,
+    read_mask,
+)
 from backfire.io.write import (
     LOSSY_SUFFIXES,
     FileSet,
@@ -52,6 +60,7 @@ __all__ = [
     "check_image_output",
     "check_writable",
     "find_pairs",
+    "is_image",
     "pair_files",
     "pair_images",
     "read_image",

@@ -38,7 +38,8 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from backfire.io.paths import InputError, PathLike, _detail, _one_line, _show
 
-__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "LoadedMask", "keeps_transparency", "read_image", "read_mask"]
+__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "LoadedMask", "is_image", "keeps_transparency", "read_image",
+           "read_mask"]
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
@@ -396,6 +397,18 @@ def keeps_transparency(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXE
     except _DECODE_ERRORS:
         pass  # an unreadable header: read_image says what is wrong with the file
     return read_image(path, max_pixels=max_pixels, keep_alpha=True).alpha is not None
+
+
+def is_image(path: PathLike) -> bool:
+    """Whether ``path`` is a file whose header Pillow recognises as an image (nothing is decoded): tells a file
+    that is no picture at all (a text file named ``.png``) from one :func:`read_image` refuses for another
+    reason (over the cap, truncated), which it then says itself."""
+    with _pillow_guard():
+        try:
+            with Image.open(path):
+                return True
+        except _DECODE_ERRORS:  # UnidentifiedImageError is an OSError
+            return False
 
 
 def _palette_is_grey(im: Image.Image) -> bool:
