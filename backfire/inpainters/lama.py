@@ -130,6 +130,13 @@ class LamaInpainter(ModuleInpainter):
             self.autocast = torch.float16
 
     @property
+    def smallest_frame(self) -> int:
+        """The generator's own (:attr:`FFCResNetGenerator.smallest_input`; a stem-fed one's stem needs more);
+        a TorchScript's is big-LaMa's, two multiples."""
+        smallest = getattr(self.module, "generator", None)
+        return super().smallest_frame if smallest is None else smallest.smallest_input
+
+    @property
     def local(self) -> bool:
         """Whether fills are computed on the box around the hole only: data-dependent shapes, read on the
         host, which pay on the CPU and would stall a GPU's queue (and break its fixed-shape graphs)."""
