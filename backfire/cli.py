@@ -105,6 +105,7 @@ def _checked(kind: type, check):
 _budget_255 = _checked(float, jobs.check_budget_255)
 _steps = _checked(int, jobs.check_steps)
 _draws = _checked(int, check_draws)
+_timeout = _checked(float, models.check_timeout)
 _pixels = _number(int, 1)
 _count = _number(int, 1)
 
@@ -214,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(run=run_models, action="list")
     a = actions.add_parser("pull", help="download and check the weights (set BACKFIRE_MODELS=registry.toml for a mirror)")
     a.add_argument("names", nargs="+", metavar="NAME")
-    a.add_argument("--timeout", type=float, default=models.DEFAULT_TIMEOUT, metavar="S",
-                   help=f"seconds to wait for the server (default {models.DEFAULT_TIMEOUT:g})")
+    a.add_argument("--timeout", type=_timeout, default=models.DEFAULT_TIMEOUT, metavar="S",
+                   help=f"seconds to wait for the server, > 0 (default {models.DEFAULT_TIMEOUT:g})")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(run=run_models, action="pull")
     a = actions.add_parser("add", help="check a file you downloaded yourself and put it in the cache (never moved)")

@@ -328,7 +328,6 @@ def _tiny_tool(name):
     from backfire.inpainters.ffc import FFCConfig
     from backfire.inpainters.lama import LamaInpainter
     from backfire.inpainters.migan import MiganInpainter
-    from backfire.inpainters.pipelines import wrap
     from backfire.inpainters.registry import load_inpainter
 
     if name in ("backfire-s", "backfire-m"):
