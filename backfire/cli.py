@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("app", help="protect, verify and batch in a local web page (extra: backfire[app])")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--port", type=_number(int, 1, 65535), default=7860, help="port, 1–65535 (default 7860)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where the models run")
     p.set_defaults(run=run_app)
     return parser
