@@ -327,7 +327,8 @@ def _unreachable(error: Exception, url: str, timeout: float, received: int) -> s
     if refused and not received:
         return f"could not reach {host}: {refused[:1].lower()}{refused[1:]}"
     if waited:
-        return f"could not reach {host}: no answer within {timeout:g} s" + (f" after {received} bytes" if received else "")
+        after = f" after {received} bytes" if received else ""
+        return f"could not reach {host}: no answer within {timeout:g} s{after}"
     if received:
         return f"the connection broke after {received} bytes"
     return f"could not reach {host}: cannot connect"
