@@ -133,8 +133,9 @@ class LamaInpainter(ModuleInpainter):
     def smallest_frame(self) -> int:
         """The generator's own (:attr:`FFCResNetGenerator.smallest_input`; a stem-fed one's stem needs more);
         a TorchScript's is big-LaMa's, two multiples."""
-        smallest = getattr(self.module, "generator", None)
-        return super().smallest_frame if smallest is None else smallest.smallest_input
+        if isinstance(self.module, LamaModule):
+            return self.module.generator.smallest_input
+        return super().smallest_frame
 
     @property
     def local(self) -> bool:
