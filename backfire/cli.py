@@ -109,6 +109,7 @@ _budget_255 = _checked(float, jobs.check_budget_255)
 _steps = _checked(int, jobs.check_steps)
 _seed = _checked(int, jobs.check_seed)
 _draws = _checked(int, check_draws)
+_timeout = _checked(float, models.check_timeout)
 _pixels = _number(int, 1)
 _count = _number(int, 1)
 
@@ -222,8 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(run=run_models, action="list")
     a = actions.add_parser("pull", help="download and check the weights (set BACKFIRE_MODELS=registry.toml for a mirror)")
     a.add_argument("names", nargs="+", metavar="NAME")
-    a.add_argument("--timeout", type=float, default=models.DEFAULT_TIMEOUT, metavar="S",
-                   help=f"seconds to wait for the server (default {models.DEFAULT_TIMEOUT:g})")
+    a.add_argument("--timeout", type=_timeout, default=models.DEFAULT_TIMEOUT, metavar="S",
+                   help=f"seconds to wait for the server, > 0 (default {models.DEFAULT_TIMEOUT:g})")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(run=run_models, action="pull")
     a = actions.add_parser("add", help="check a file you downloaded yourself and put it in the cache (never moved)")
@@ -239,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("app", help="protect, verify and batch in a local web page (extra: backfire[app])")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--port", type=_number(int, 1, 65535), default=7860, help="port, 1–65535 (default 7860)")
     _add_device(p)
     p.set_defaults(run=run_app)
     return parser

@@ -234,9 +234,24 @@ def plan(image: Path, mask: Path | None, out: Path, suffix: str = ".png", *, kee
     return Plan(tasks, unpaired)
 
 
-def load(task: Task, max_pixels: int | None, log: Log, keep_alpha: bool = False) -> tuple[io.LoadedImage, Tensor]:
-    """The image and region of a task, with every conversion said aloud."""
+def check_size(image: Path, size: tuple[int, int], inpainters: Sequence[Inpainter]) -> None:
+    """Refuse, in one line, a photo (``size`` = (H, W)) with a side shorter than one of ``inpainters`` (each in
+    its attacker's tool) takes (:attr:`Inpainter.smallest_side`): before any work, not as a crash inside it."""
+    h, w = size
+    for model in inpainters:
+        smallest = model.smallest_side
+        if min(h, w) < smallest:
+            tool = model.describe((h, w))["pipeline"]
+            raise io.InputError(f"{image}: {w}×{h} px is too small for {model.name} in the {tool} pipeline: every "
+                                f"side must be at least {smallest} px")
+
+
+def load(task: Task, max_pixels: int | None, log: Log, keep_alpha: bool = False,
+         inpainters: Sequence[Inpainter] = ()) -> tuple[io.LoadedImage, Tensor]:
+    """The image and region of a task, with every conversion said aloud; the photo's size checked against
+    ``inpainters`` (:func:`check_size`)."""
     image = io.read_image(task.image, max_pixels=max_pixels, keep_alpha=keep_alpha)
+    check_size(task.image, tuple(image.pixels.shape[-2:]), inpainters)
     region = io.read_mask(task.mask, size=image.size, max_pixels=max_pixels)
     for note in (*image.notes, *region.notes):
         log(f"note: {note}")
@@ -265,7 +280,7 @@ def protect_task(task: Task, inpainters: Sequence[Inpainter], request: Request, 
     (:class:`backfire.io.FileSet`): interrupted (Ctrl-C, the app's Cancel, any error), nothing of it is left
     and an earlier run's set stays as it was — a protected file never stands without its verdict.
     """
-    loaded, region = loaded or load(task, request.max_pixels, log, keep_alpha=True)
+    loaded, region = loaded or load(task, request.max_pixels, log, keep_alpha=True, inpainters=inpainters)
     image, recipe = loaded.pixels, request.recipe
     if task.out.suffix.lower() in io.LOSSY_SUFFIXES:
         log(f"warning: {task.out.suffix} is lossy; the compression weakens the protection (PNG keeps it)")
@@ -409,7 +424,7 @@ def write_reports(task: Task, record: dict, image: Tensor, saved: Tensor, fills:
 
 def edit_task(task: Task, inpainter: Inpainter, max_pixels: int | None, log: Log) -> None:
     """Plain inpainting of the masked region — exactly what an attacker runs."""
-    image, region = load(task, max_pixels, log)
+    image, region = load(task, max_pixels, log, inpainters=[inpainter])
     filled = inpainter(image.pixels[None], region[None, None])[0].detach().float().cpu()
     io.save_image(filled, task.out, protect_inputs=task.inputs, grey=image.grey)
 
@@ -419,6 +434,7 @@ def verify_files(original: Path, protected: Path, mask: Path, inpainters: Sequen
     """Judge an already protected file against its original on the set ``protect`` judges (every model, strategy
     and draw), both read as ``protect`` reads them; the target is the request's recipe's."""
     image = io.read_image(original, max_pixels=request.max_pixels, keep_alpha=True)
+    check_size(original, tuple(image.pixels.shape[-2:]), inpainters)
     saved = io.read_image(protected, max_pixels=request.max_pixels, keep_alpha=True)
     if saved.size != image.size:
         raise io.InputError(f"{protected} is {saved.size[0]}×{saved.size[1]} but {original} is "

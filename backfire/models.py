@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -38,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from backfire.errors import ModelError, NotPulledError
+from backfire.errors import ModelError, NotPulledError, first_line
 from backfire.inpainters.registry import released
 from backfire.inpainters.specs import Release, cache_dir
 from backfire.metric_weights import METRIC_WEIGHTS
@@ -66,6 +67,17 @@ __all__ = [
 REGISTRY_ENV = "BACKFIRE_MODELS"
 DEFAULT_TIMEOUT = 30.0
 """Seconds to wait for a connection or for the next bytes of a download."""
+
+
+def check_timeout(seconds: float) -> float:
+    """A timeout as the user gives it, or a ValueError saying why (one line): ``--timeout`` and :func:`pull`
+    check it by this one rule (requests takes no zero, negative or infinite wait, and would say so only as
+    a failed download)."""
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"timeout must be a number of seconds > 0, got {seconds}")
+    return float(seconds)
+
+
 DEFAULT_RETRIES = 3
 """Further attempts after a failed download (network error or checksum mismatch); each resumes."""
 _CHUNK = 1 << 16
@@ -214,6 +226,7 @@ def pull(names: Iterable[str], progress: bool = True, timeout: float = DEFAULT_T
         DownloadError: one line naming what failed and the URL; nothing partial was kept.
         ModelError: an unknown name, or a bad ``BACKFIRE_MODELS`` file.
     """
+    timeout = check_timeout(timeout)
     releases = [get_release(name) for name in names]
     paths = []
     for release in releases:
@@ -266,18 +279,18 @@ def _pull_file(release: Release, location: Path, progress: bool, timeout: float,
             fetcher.fetch(location.name, downloader=downloader)
     except _HTTPStatusError as exc:
         raise _failed(release, f"HTTP {exc.status} {exc.reason}".strip()) from exc
-    except requests.exceptions.Timeout as exc:
-        raise _failed(release, f"no answer within {timeout:g} s") from exc
-    except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+    except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.Timeout) as exc:
         received = partial.stat().st_size if partial.exists() else 0
-        raise _failed(release, f"the connection broke after {received} bytes" if received
-                      else "cannot connect to the host") from exc
+        raise _failed(release, _unreachable(exc, str(release.url), timeout, received)) from exc
     except requests.exceptions.HTTPError as exc:  # 5xx, retried until the attempts ran out
         status = exc.response.status_code if exc.response is not None else "error"
         raise _failed(release, f"HTTP {status}") from exc
     except requests.exceptions.RequestException as exc:
         raise _failed(release, f"download failed ({type(exc).__name__})") from exc
-    except ValueError as exc:  # pooch: the hash of the downloaded file is not the published one
+    except ValueError as exc:
+        if not _is_mismatch(exc):  # not pooch's nor the prefix check's: say what it was, never "checksum"
+            raise _failed(release, f"download failed ({first_line(exc)})") from exc
         got = re.search(r"but got (\w+)", str(exc))
         alg, expected = release.checksum
         raise _failed(release, f"checksum mismatch ({alg} expected {expected}, got "
@@ -293,6 +306,55 @@ def _tidy(folder: Path, existed: bool) -> None:
     """Remove ``folder`` if this call created it and left it empty."""
     if not existed and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+
+
+def _unreachable(error: Exception, url: str, timeout: float, received: int) -> str:
+    """What a network failure was, in words: a wait past ``timeout`` (requests raises a read timeout inside a
+    download as a ConnectionError), a connection cut after ``received`` bytes, or a host that could not be
+    reached, with the system's reason (connection refused, unknown name …)."""
+    from urllib.parse import urlsplit
+
+    import requests
+    from urllib3.exceptions import NewConnectionError, TimeoutError as Urllib3Timeout
+
+    host = urlsplit(url).netloc or url
+    causes = list(_causes(error))
+    # the system's refusal (refused, unknown name, no route); urllib3 files it under its timeouts
+    refused = next((c.strerror for c in causes if isinstance(c, OSError) and not isinstance(c, TimeoutError)
+                    and c.strerror), None)
+    waited = any(isinstance(c, (requests.exceptions.Timeout, Urllib3Timeout, TimeoutError))
+                 and not isinstance(c, NewConnectionError) for c in causes)
+    if refused and not received:
+        return f"could not reach {host}: {refused[:1].lower()}{refused[1:]}"
+    if waited:
+        after = f" after {received} bytes" if received else ""
+        return f"could not reach {host}: no answer within {timeout:g} s{after}"
+    if received:
+        return f"the connection broke after {received} bytes"
+    return f"could not reach {host}: cannot connect"
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what it wraps: its cause and context, the exceptions in its arguments (requests keeps
+    urllib3's there) and their ``reason`` (urllib3's MaxRetryError keeps the connection's error there)."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen or not isinstance(e, BaseException):
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+
+
+def _is_mismatch(error: ValueError) -> bool:
+    """Whether ``error`` is a checksum that differs: pooch's words, or :class:`_ResumingDownloader`'s prefix check."""
+    return isinstance(error, _PrefixMismatch) or "does not match the known hash" in str(error)
+
+
+class _PrefixMismatch(ValueError):
+    """The download does not start with the published checksum prefix (a ValueError: pooch retries it)."""
 
 
 def _failed(release: Release, what: str) -> DownloadError:
@@ -366,7 +428,7 @@ class _ResumingDownloader:
             digest = _file_hash(self.partial, self.check)
             if not self.check.matches(digest):
                 self.partial.unlink()  # complete but wrong: a retry starts afresh
-                raise ValueError(f"{self.check.checksum[0]} of the download does not start with "
+                raise _PrefixMismatch(f"{self.check.checksum[0]} of the download does not start with "
                                  f"{self.check.checksum[1]}, but got {digest}")  # pooch's wording, retried like its own
         os.replace(self.partial, output_file)
 

@@ -183,7 +183,7 @@ class ProtectWork:
         return self.inpainters[0].device
 
     def read(self, task: jobs.Task) -> Prepared[jobs.Task]:
-        loaded, region = jobs.load(task, self.request.max_pixels, self.log, keep_alpha=True)
+        loaded, region = jobs.load(task, self.request.max_pixels, self.log, keep_alpha=True, inpainters=self.inpainters)
         return Prepared(task, Photo(loaded.pixels, region, self.request.seed, loaded.grey), (loaded, region))
 
     def protect(self, batch: Sequence[Prepared[jobs.Task]]) -> list[Protection]:

@@ -169,6 +169,35 @@ def test_app_command_without_the_extra_says_how_to_install_it(capsys, monkeypatc
     assert err.strip() == f"backfire: error: backfire app needs the app extra: {app.EXTRA_HINT}"
 
 
+@pytest.mark.parametrize("port", ["0", "-1", "65536", "x"])
+def test_app_port_out_of_range_is_refused_in_one_line(capsys, monkeypatch, port):
+    import backfire.app as app
+
+    def refuse(**kwargs):
+        raise AssertionError("the app started on a port that does not exist")
+    monkeypatch.setattr(app, "serve", refuse)
+    assert cli.main(["app", "--port", port]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--port" in err and err.startswith("backfire: error: ")
+
+
+@needs_gradio
+def test_a_busy_port_is_refused_in_one_line_naming_a_free_one(capsys):
+    import re
+
+    with socket.socket() as busy:  # another program listening on the port
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli.main(["app", "--port", str(port), "--device", "cpu"]) == cli.EXIT_BAD_INPUT
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"port {port} is in use" in err
+        free = int(re.search(r"try --port (\d+)", err).group(1))
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", free))  # it is free indeed
+
+
 # ------------------------------------------------------------------------------ the page's pieces
 
 @needs_gradio
@@ -274,7 +303,7 @@ def server(tmp_path_factory):
                 process.kill()
                 pytest.fail("backfire app did not start: " + (tmp.parent / "app-server.log").read_text()[-2000:])
             time.sleep(0.5)
-    yield {"url": url, "process": process, "tmp": tmp}
+    yield {"url": url, "process": process, "tmp": tmp, "log": tmp.parent / "app-server.log"}
     process.send_signal(signal.SIGINT)
     try:
         process.wait(timeout=30)
@@ -287,6 +316,13 @@ def _client(server):
     from gradio_client import Client
 
     return Client(server["url"], verbose=False)
+
+
+@needs_gradio
+def test_start_up_says_where_to_open_the_page_and_gives_no_share_advice(server):
+    log = server["log"].read_text()
+    assert f"backfire app: open {server['url']} in a browser" in log
+    assert "share=True" not in log and "Running on" not in log  # Gradio's banner: a public tunnel is not ours
 
 
 @needs_gradio

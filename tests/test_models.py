@@ -51,8 +51,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """GET with ``Range: bytes=N-``; ``/hang`` never answers; a name in ``cut_once`` drops the
-    connection half-way through its first answer."""
+    """GET with ``Range: bytes=N-``; ``/hang`` never answers, ``/stall`` stops half-way through big-lama.pt
+    and waits; a name in ``cut_once`` drops the connection half-way through its first answer."""
 
     server: _Server
 
@@ -61,6 +61,15 @@ class _Handler(BaseHTTPRequestHandler):
         srv.log.append((self.path, self.headers.get("Range")))
         name = self.path.lstrip("/")
         if name == "hang":
+            srv.stop.wait(10)
+            return
+        if name == "stall":  # answers, sends half the file, then goes quiet
+            data = srv.files["big-lama.pt"]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
             srv.stop.wait(10)
             return
         if name not in srv.files:
@@ -222,9 +231,29 @@ def test_an_unreachable_host_is_one_line(tmp_path, monkeypatch):
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/big-lama.pt"
     _mirror(tmp_path, monkeypatch, {"lama": {"url": url, "md5": "0" * 32}})
-    with pytest.raises(models.DownloadError, match="cannot connect to the host") as info:
+    with pytest.raises(models.DownloadError, match=f"could not reach 127.0.0.1:{port}: connection refused") as info:
         models.pull(["lama"], progress=False, retries=0)
     _assert_one_line_way_out(info.value, url)
+
+
+def test_a_server_that_stalls_mid_file_is_a_timeout_not_a_checksum_mismatch(server, tmp_path, monkeypatch):
+    _mirror(tmp_path, monkeypatch, {"lama": {"url": server.url("stall"), "md5": _md5(server.files["big-lama.pt"])}})
+    host = f"127.0.0.1:{server.server_address[1]}"
+    with pytest.raises(models.DownloadError, match=rf"could not reach {host}: no answer within 0\.3 s") as info:
+        models.pull(["lama"], progress=False, timeout=0.3, retries=0)
+    assert "checksum" not in str(info.value) and "bytes" in str(info.value)  # how far it got
+    _assert_one_line_way_out(info.value, server.url("stall"))
+    assert _cache_files() == []
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_cli_pull_refuses_a_timeout_that_is_not_a_positive_number_of_seconds(capsys, mirror, timeout):
+    code, out, err = run_cli(capsys, "models", "pull", "lama", "--timeout", timeout, "--quiet")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--timeout" in err and "checksum" not in err
+    assert mirror.log == [] and _cache_files() == []  # refused before asking the server anything
+    with pytest.raises(ValueError, match="timeout"):  # the API refuses it too, in the same words
+        models.pull(["lama"], progress=False, timeout=float(timeout))
+    assert mirror.log == []
 
 
 def _assert_one_line_way_out(error: Exception, url: str) -> None:

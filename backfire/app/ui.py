@@ -521,7 +521,12 @@ def serve(root: Path, device: str, host: str, port: int, max_file_size: str, loc
     demo.queue(default_concurrency_limit=4)
     theme = gr.themes.Default(font=THEME_FONTS, font_mono=["ui-monospace", "monospace"])
     try:
+        # quiet: Gradio's banner advises share=True (a public tunnel) — the page says where it is itself
         demo.launch(server_name=host, server_port=port, max_file_size=max_file_size, show_error=True,
-                    ssr_mode=False, allowed_paths=[str(root)], theme=theme, css=CSS, footer_links=["api"])
+                    ssr_mode=False, allowed_paths=[str(root)], theme=theme, css=CSS, footer_links=["api"],
+                    quiet=True, prevent_thread_lock=True)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"backfire app: open http://{shown}:{port}/ in a browser (Ctrl-C stops it)", flush=True)
+        demo.block_thread()
     finally:
         page.sessions.close_all()

@@ -125,6 +125,8 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
     _check_out_dir(folder, out_dir)
     pairs = io.find_pairs(folder)[:config.limit]
     inputs = [p for pair in pairs for p in pair]
+    for image, _ in pairs:  # a photo the models cannot edit stops the run before any work, not halfway
+        jobs.check_size(image, tuple(io.read_image(image, config.max_pixels).pixels.shape[-2:]), ensemble)
     features = FeatureSets(ensemble[0].device, fid=config.with_fid, clip_weights=config.clip_weights,
                            lpips_weights=config.lpips_weights, log=progress)  # named weights checked before work
     for sub in ("", "images", "thumbs"):
@@ -172,7 +174,7 @@ class _CaseWork:
     def read(self, task: tuple[int, tuple[Path, Path]]) -> Prepared:
         _, (image_path, mask_path) = task
         job = jobs.Task(image_path, mask_path, self.out_dir / "images" / f"{_key(image_path, self.recipe)}.png")
-        loaded, region = jobs.load(job, self.config.max_pixels, self.log, keep_alpha=True)
+        loaded, region = jobs.load(job, self.config.max_pixels, self.log, keep_alpha=True, inpainters=self.ensemble)
         if self.originals is not None:
             self.originals.add("originals", loaded.pixels[None])
         return Prepared(task, Photo(loaded.pixels, region, self.config.seed), extra=(job, loaded, region))

@@ -267,6 +267,12 @@ class Inpainter(abc.ABC):
                 "randomness": self.randomness}
 
     @property
+    def smallest_side(self) -> int:
+        """The shortest side (px) of a photo this edit takes; 1 here: a bare network pads any photo to a frame it
+        fills (:meth:`Network._pad`). An attacker's tool that pads less says more (IOPaint's pipeline)."""
+        return 1
+
+    @property
     def notices(self) -> tuple[str, ...]:
         """One-line notes a user should read about how this model runs here (a device's missing operation
         computed elsewhere …); the command line prints them once, when the model is loaded."""
@@ -311,6 +317,13 @@ class Network(Inpainter):
     def surrogate_is_edit(self) -> bool:
         return self.autocast is None
 
+    @property
+    def smallest_frame(self) -> int:
+        """The shortest side of a frame :meth:`fill` takes (a multiple of :attr:`multiple`): two multiples here,
+        since at one the 1-px bottleneck cannot be reflection-padded inside the net; a network whose
+        architecture needs more says so."""
+        return 2 * self.multiple
+
     @abc.abstractmethod
     def fill(self, masked_image: Tensor, mask: Tensor) -> Tensor:
         """The network's raw prediction for the whole frame.
@@ -338,8 +351,7 @@ class Network(Inpainter):
 
     def _pad(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
-        # At least two multiples per side: a 1-px bottleneck cannot be reflection-padded inside the net.
-        smallest = 2 * self.multiple
+        smallest = self.smallest_frame
         pad_h, pad_w = max(-h % self.multiple, smallest - h), max(-w % self.multiple, smallest - w)
         if pad_h == 0 and pad_w == 0:
             return x
@@ -418,6 +430,10 @@ class Wrapper(Inpainter):
 
     def describe(self, size: Size) -> dict[str, Any]:
         return {**self.inner.describe(size), "model": self.name, "strategy": self.strategy_for(size)}
+
+    @property
+    def smallest_side(self) -> int:
+        return self.inner.smallest_side
 
     @property
     def notices(self) -> tuple[str, ...]:

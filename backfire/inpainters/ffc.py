@@ -436,6 +436,12 @@ class FFCResNetGenerator(nn.Module):
             nn.init.zeros_(self.model[-2].weight)
             nn.init.zeros_(self.model[-2].bias)
 
+    @property
+    def smallest_input(self) -> int:
+        """The smallest side it fills: two cells of the bottleneck, whose 3×3 convolutions reflect-pad by one
+        (reflection needs a side longer than the pad)."""
+        return 2 * 2 ** self.config.n_downsampling
+
     def forward(self, x: Tensor, bottleneck_extra: Tensor | None = None, local: bool = False) -> Tensor:
         """``bottleneck_extra`` (N, C_bottleneck, H/2**n, W/2**n), optional: features added to the
         bottleneck's input (local channels first), the way a model built on a pretrained encoder

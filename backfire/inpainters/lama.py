@@ -130,6 +130,14 @@ class LamaInpainter(ModuleInpainter):
             self.autocast = torch.float16
 
     @property
+    def smallest_frame(self) -> int:
+        """The generator's own (:attr:`FFCResNetGenerator.smallest_input`; a stem-fed one's stem needs more);
+        a TorchScript's is big-LaMa's, two multiples."""
+        if isinstance(self.module, LamaModule):
+            return self.module.generator.smallest_input
+        return super().smallest_frame
+
+    @property
     def local(self) -> bool:
         """Whether fills are computed on the box around the hole only: data-dependent shapes, read on the
         host, which pay on the CPU and would stall a GPU's queue (and break its fixed-shape graphs)."""

@@ -894,6 +894,11 @@ class MATInpainter(ModuleInpainter):
                           generator, layout="follow" if self.resample else self.convention)
         return ((out + 1) / 2).clamp(0, 1)
 
+    @property
+    def smallest_frame(self) -> int:
+        """One square of its resolution (the frame its window grids are laid out for)."""
+        return self.multiple
+
     def _pad(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         side = max(1, -(-max(h, w) // self.multiple)) * self.multiple

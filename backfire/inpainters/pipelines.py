@@ -443,9 +443,25 @@ class IOPaintPipeline(Pipeline):
         found = [self.strategy_for(size)]
         for strategy in STRATEGIES:
             effective = self._effective(strategy, size)
-            if effective not in found:
+            if effective not in found and self._runs(effective, size):
                 found.append(effective)
         return tuple(found)
+
+    @property
+    def smallest_side(self) -> int:
+        """The shortest photo side whose padded frame (:func:`padded_size`: up to IOPaint's modulo, its minimum
+        size) the network fills (:attr:`Network.smallest_frame`): IOPaint pads no further, so a smaller photo
+        fails in IOPaint itself (big-LaMa: 9 px, padded to 16; MAT, MI-GAN: 1, padded to 512)."""
+        side = 1
+        while min(padded_size((side, side), self.conventions)) < self.inner.smallest_frame:
+            side += 1
+        return side
+
+    def _runs(self, strategy: str, size: tuple[int, int]) -> bool:
+        """Whether IOPaint can run ``strategy`` on an H×W photo at least :attr:`smallest_side` per side: Resize
+        shrinks it, and a long, thin photo can shrink below what the network fills (a tool that fails is not
+        an edit the attacker can make)."""
+        return strategy != "Resize" or min(shrunk_size(size, self.settings.resize_limit)) >= self.smallest_side
 
     def with_strategy(self, strategy: str) -> IOPaintPipeline:
         return IOPaintPipeline(self.inner, strategy, self.settings, self.conventions, self.exact_8bit)

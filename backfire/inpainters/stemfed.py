@@ -97,6 +97,16 @@ class InceptionStem(nn.Module):
     def train(self, mode: bool = True) -> "InceptionStem":
         return super().train(False)
 
+    @property
+    def smallest_input(self) -> int:
+        """The smallest side the stem takes: its unpadded convolutions and poolings (each block's own kernel,
+        stride and padding, read from the archive's modules) leave at least one pixel. Blocks without a stride
+        (the ``mixed`` blocks: every branch pads to its input's size) keep the size."""
+        side = 1
+        while _stem_output(self.blocks, side) < 1:
+            side += 1
+        return side
+
     def features(self, images: Tensor, names: tuple[str, ...]) -> list[Tensor]:
         """The outputs of the blocks ``names`` (in network order), computed in fp32 without autocast."""
         wanted, out = set(names), []
@@ -116,11 +126,23 @@ class InceptionStem(nn.Module):
         return self.features(images, (self.names[-1],))[0]
 
 
+def _stem_output(blocks: nn.ModuleList, side: int) -> int:
+    """The output side of ``blocks`` for an input of ``side`` px (≤ 0: too small for them)."""
+    for block in blocks:
+        if not hasattr(block, "stride"):
+            continue
+        kernel = block.kernel_size if hasattr(block, "kernel_size") else block.weight.shape[-1]
+        side = (side + 2 * block.padding - kernel) // block.stride + 1
+        if side < 1:
+            return side
+    return side
+
+
 class StemFedGenerator(nn.Module):
     """An :class:`FFCResNetGenerator` whose bottleneck also receives frozen Inception-stem features.
 
     Same call as the generator: (N, 4, H, W) masked image + mask → (N, 3, H, W) in [0, 1]; H and W
-    multiples of ``2 ** n_downsampling`` and at least 80 px (the stem's unpadded convolutions).
+    multiples of ``2 ** n_downsampling`` and at least :attr:`smallest_input` (the stem's unpadded convolutions).
     """
 
     def __init__(self, config: FFCConfig, stem: InceptionStem | None = None):
@@ -135,6 +157,12 @@ class StemFedGenerator(nn.Module):
     def trained_state_dict(self) -> dict[str, Tensor]:
         """The state without the frozen stem: what a weight file holds."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("stem.")}
+
+    @property
+    def smallest_input(self) -> int:
+        """The smallest side it fills: the generator's, and the stem's rounded up to the generator's multiple."""
+        down = 2 ** self.config.n_downsampling
+        return max(self.generator.smallest_input, -(-self.stem.smallest_input // down) * down)
 
     def forward(self, x: Tensor, local: bool = False) -> Tensor:
         """``local``: as :meth:`FFCResNetGenerator.forward`'s (the stem sees the whole frame either way)."""
