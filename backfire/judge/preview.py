@@ -9,7 +9,7 @@ from torch import Tensor
 from backfire.judge.verdict import EditImages
 from backfire.pixels import to_pil
 
-__all__ = ["PREVIEW_TILE", "preview"]
+__all__ = ["PREVIEW_TILE", "captions", "preview"]
 
 PREVIEW_TILE = 384  # px, the long side of each tile
 
@@ -23,12 +23,10 @@ def preview(original: Tensor, protected: Tensor, attack: EditImages, benign: Edi
     delta = protected - original
     peak = float(delta.abs().max())
     perturbation = (0.5 + 0.5 * delta / max(peak, 1e-8)).clamp(0, 1)
-    tiles = [("original", original), ("protected", protected),
-             (f"perturbation (±{peak * 255:.1f}/255 = black…white)", perturbation),
-             (f"{attack.name} edit of original", attack.original),
-             (f"{attack.name} edit of protected", attack.protected)]
+    pictures = [original, protected, perturbation, attack.original, attack.protected]
     if benign is not None:
-        tiles.append((f"{benign.name} edit of protected", benign.protected))
+        pictures.append(benign.protected)
+    tiles = list(zip(captions(peak * 255, attack.name, None if benign is None else benign.name), pictures))
     h, w = original.shape[-2:]
     scale = min(1.0, PREVIEW_TILE / max(h, w))
     tw, th = max(1, round(w * scale)), max(1, round(h * scale))
@@ -40,3 +38,11 @@ def preview(original: Tensor, protected: Tensor, attack: EditImages, benign: Edi
         sheet.paste(picture, (i * (tw + gap), label_h))
         draw.text((i * (tw + gap) + 2, 2), label, fill="black")
     return sheet
+
+
+def captions(peak_255: float, attack: str, benign: str | None) -> list[str]:
+    """The sheet's tile captions, left to right: what each tile shows (the perturbation's grey scale is its own
+    largest change, ``peak_255`` in /255); also what the app writes under the sheet."""
+    names = ["original", "protected", f"perturbation (±{peak_255:.1f}/255 = black…white)",
+             f"{attack} edit of original", f"{attack} edit of protected"]
+    return names if benign is None else [*names, f"{benign} edit of protected"]
