@@ -362,8 +362,6 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_serving(server, files):
     from gradio_client.exceptions import AppError
 
     client = _client(server)
-    log = server["log"]
-    logged = log.stat().st_size
     for bad, expected in ((files["text"], "notes.png"), (files["huge"], "huge.png: image is 8000x5001")):
         with pytest.raises(AppError) as caught:
             client.predict(handle_file(bad), handle_file(files["mask"]), "backfire-s", "", "paper", 6.375, 1,
@@ -371,15 +369,6 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_serving(server, files):
         message = str(caught.value)
         assert expected in message and "Traceback" not in message and "\n" not in message.strip()
         assert str(server["tmp"]) not in message and "--max-pixels" not in message, message  # issue 24.7
-    # issue 24.7: settings outside the CLI's limits are refused by its rules, in its words, with no traceback
-    for budget, steps, words in ((6.375, -1, "steps must be a whole number ≥ 1"), (6.375, 2.5, "whole number"),
-                                 (0.1, 1, "budget 0.1 must be in [0.5, 255]")):
-        with pytest.raises(AppError, match=re.escape(words)):
-            client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "backfire-s", "", "paper",
-                           budget, steps, api_name="/protect")
-    with open(log, "rb") as written:
-        written.seek(logged)
-        assert b"Traceback" not in written.read()
     with pytest.raises(AppError, match="unknown inpainting model"):
         client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "nope", "", "paper", 6.375, 1,
                        api_name="/protect")
@@ -389,6 +378,25 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_serving(server, files):
     protected = client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "backfire-s", "", "paper",
                                6.375, 1, api_name="/protect")[0]
     assert Image.open(protected).size == (64, 48)
+
+
+@needs_gradio
+def test_api_refuses_settings_outside_the_clis_limits_in_its_words(server, files):
+    """Issue 24.7: budget and steps outside the CLI's limits (and 2.5 steps) are refused by its rules, in its
+    words, with no traceback on the server (not by Gradio's bounds check, nor rounded)."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    client, log = _client(server), server["log"]
+    logged = log.stat().st_size
+    for budget, steps, words in ((6.375, -1, "steps must be a whole number ≥ 1"), (6.375, 2.5, "whole number"),
+                                 (0.1, 1, "budget 0.1 must be in [0.5, 255]")):
+        with pytest.raises(AppError, match=re.escape(words)):
+            client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "backfire-s", "", "paper",
+                           budget, steps, api_name="/protect")
+    with open(log, "rb") as written:
+        written.seek(logged)
+        assert b"Traceback" not in written.read()
 
 
 @needs_gradio
@@ -457,15 +465,15 @@ def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, fi
                              f"screenshot: {tmp_path / 'failed.png'}") from None
     for panel in ("#protected img", "#preview img"):  # the result and the attacker's-edit sheet
         page.wait_for_function(f"document.querySelector('{panel}')?.naturalWidth > 0", timeout=90_000)
+    for width in (1280, 720, 480):  # issue 24.8: nothing of the page lies over the sheet's own captions
+        page.set_viewport_size({"width": width, "height": 1000})
+        assert not _covering(page, "#preview img"), (width, _covering(page, "#preview img"))
+    page.set_viewport_size({"width": 1280, "height": 1000})
     caption = page.locator("#preview-caption").inner_text()
     assert caption.startswith("original | protected | perturbation (±") and "black…white" in caption, caption
     assert "JPEG" in page.locator("#jpeg-warning").inner_text()
     listed = " ".join(page.locator("#files").inner_text().split())
     assert "photo_protected .png" in listed and "json" in listed and "preview" in listed, listed  # name, then type
-    for width in (1280, 720, 480):  # issue 24.8: nothing of the page lies over the sheet's own captions
-        page.set_viewport_size({"width": width, "height": 1000})
-        assert not _covering(page, "#preview img"), (width, _covering(page, "#preview img"))
-    page.set_viewport_size({"width": 1280, "height": 1000})
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=True)
     assert any(mine.rglob("photo.png"))

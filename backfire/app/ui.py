@@ -447,15 +447,13 @@ def build(page: Page) -> gr.Blocks:
     return demo
 
 
-class Bounded(gr.Number):
+def _bounded(field: gr.Number) -> gr.Number:
     """A number field that shows the CLI's limits (``minimum``, ``maximum``: the browser's bounds) and leaves
-    refusing a value outside them to the CLI's own rules (``Request.of``): Gradio's check would answer with its
-    own words and a server traceback, and its rounding would turn 2.5 steps, which the CLI refuses, into 2."""
-
-    is_template = True  # drawn by Gradio's own number field
-
-    def preprocess(self, payload: float | None) -> float | None:
-        return payload
+    refusing a value outside them to the CLI's own rules (``Request.of``): Gradio's check would answer in its
+    own words with a server traceback, and its rounding would turn 2.5 steps, which the CLI refuses, into 2.
+    (An instance's method, not a subclass: Gradio writes a ``.pyi`` beside the module of every subclass.)"""
+    field.preprocess = lambda payload: payload
+    return field
 
 
 def _settings_panel() -> list:
@@ -470,10 +468,10 @@ def _settings_panel() -> list:
             recipe = gr.Dropdown(service.recipe_names(), value=service.default_recipe(), label="Recipe",
                                  elem_id="recipe")
             low, high = service.BUDGET_255_LIMITS
-            budget = Bounded(budget0, label="Budget (L∞, /255)", minimum=low, maximum=high, elem_id="budget",
-                             info=f"{low:g} to {high:g}; the paper's is 6.4")
-            steps = Bounded(steps0, label="Steps", precision=0, minimum=service.MIN_STEPS, elem_id="steps",
-                            info=f"{service.MIN_STEPS} or more")
+            budget = _bounded(gr.Number(budget0, label="Budget (L∞, /255)", minimum=low, maximum=high,
+                                        info=f"{low:g} to {high:g}; the paper's is 6.4", elem_id="budget"))
+            steps = _bounded(gr.Number(steps0, label="Steps", precision=0, minimum=service.MIN_STEPS,
+                                       info=f"{service.MIN_STEPS} or more", elem_id="steps"))
     recipe.change(lambda r: service.recipe_defaults(r), recipe, [budget, steps], api_visibility="private")
     return [model, weights, recipe, budget, steps]
 
