@@ -54,12 +54,17 @@ class Plan:
     unpaired: list[Path] = field(default_factory=list)
 
 
+MAX_BUDGET_255 = 255.0  # the whole 8-bit range
+MIN_STEPS = 1  # 0 steps would write the random start
+
+
 def check_budget_255(budget_255: float) -> float:
     """A budget in /255 as the user gives it, or a ValueError saying why (one line): the CLI's ``--budget`` and
-    the app's field are checked by this one rule."""
-    if not MIN_BUDGET_255 <= budget_255 <= 255:
-        raise ValueError(f"budget {budget_255:g} must be in [{MIN_BUDGET_255:g}, 255] — the budget is in /255 (the "
-                         f"paper's is {PAPER.budget * 255:g}); under {MIN_BUDGET_255:g}/255 8-bit rounding erases it")
+    the app's field are checked by this one rule (the field's bounds are its limits)."""
+    if not MIN_BUDGET_255 <= budget_255 <= MAX_BUDGET_255:
+        raise ValueError(f"budget {budget_255:g} must be in [{MIN_BUDGET_255:g}, {MAX_BUDGET_255:g}] — the budget is "
+                         f"in /255 (the paper's is {PAPER.budget * 255:g}); under {MIN_BUDGET_255:g}/255 8-bit rounding "
+                         "erases it")
     return float(budget_255)
 
 
@@ -79,7 +84,7 @@ def check_seed(seed: int) -> int:
 
 def check_steps(steps: int) -> int:
     """Optimisation steps as the user gives them, or a ValueError saying why (one line)."""
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+    if isinstance(steps, bool) or int(steps) != steps or steps < MIN_STEPS:
         raise ValueError(f"steps must be a whole number ≥ 1 (0 steps would write the random start, not a "
                          f"protection), got {steps}")
     return int(steps)
@@ -410,13 +415,22 @@ def write_batch_summary(out_dir: Path, rows: Sequence[BatchRow], protect_inputs:
     return write_batch_csv(out_dir / "batch.csv", rows, protect_inputs)
 
 
+SHEET_ATTACK, SHEET_BENIGN = "exact", "ring"  # the edits the preview sheet shows, when judged
+
+
+def sheet_edits(names: Sequence[str]) -> tuple[str, str | None]:
+    """Which of the judged edits ``names`` the preview sheet shows: the attacker's and the benign edit's names."""
+    return (SHEET_ATTACK if SHEET_ATTACK in names else names[0]), (SHEET_BENIGN if SHEET_BENIGN in names else None)
+
+
 def write_reports(task: Task, record: dict, image: Tensor, saved: Tensor, fills: list[EditImages],
                   files: io.FileSet | None = None) -> None:
     """``OUT.json`` and ``OUT.preview.png``; with ``files``, their new versions in that set (swapped in with it)."""
     json_path, preview_path = (files[p] if files is not None else p for p in report_paths(task.out))
     write_json(json_path, record, task.inputs)
-    attack = next((f for f in fills if f.name == "exact"), fills[0])
-    benign = next((f for f in fills if f.name == "ring"), None)
+    attack_name, benign_name = sheet_edits([f.name for f in fills])
+    attack = next(f for f in fills if f.name == attack_name)
+    benign = next((f for f in fills if f.name == benign_name), None)
     buffer = _io.BytesIO()
     preview(image, saved, attack, benign).save(buffer, format="PNG")
     io.write_bytes_atomic(preview_path, buffer.getvalue(), protect_inputs=task.inputs)

@@ -12,6 +12,7 @@ import importlib.util
 import io as _io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -223,14 +224,11 @@ def test_painted_layers_become_the_mask_at_the_photos_size(tmp_path):
 
 @needs_gradio
 def test_region_tools_add_to_the_painted_region_and_explain_failures(files, tmp_path):
-    import gradio as gr
-
     from backfire.app import ui
 
     page = ui.Page(tmp_path, "cpu")
     tab = type("Request", (), {"session_hash": "tab-2"})()
-    with pytest.raises(gr.Error, match="upload a photo first"):
-        page.add_box(None, "1,1,2,2", tab)
+    assert page.add_box(None, "1,1,2,2", tab)[1] == "⚠ upload a photo first"
     editor, status = page.load_photo(str(files["photo"]), tab)
     assert "64×48 px" in status and editor.value["layers"] == []
     value, status = page.add_box(None, "0,0,10,4", tab)
@@ -240,14 +238,121 @@ def test_region_tools_add_to_the_painted_region_and_explain_failures(files, tmp_
     logo = example_photo(64, 48)[1]
     assert int(ui.editor_mask(value, (64, 48)).sum()) == 60 + int(logo.sum())  # the logo is not in the boxes
     for bad, message in (("0,0,0,4", "w and h must be > 0"), ("64,0,2,2", "outside the 64×48 image"), ("x", "x,y,w,h")):
-        with pytest.raises(gr.Error, match=message):
-            page.add_box(value, bad, tab)
-    with pytest.raises(gr.Error, match="no face found|--faces is unavailable"):
-        page.detect_faces(value, tab)
-    with pytest.raises(gr.Error, match="notes.png"):
-        page.load_photo(str(files["text"]), tab)
+        editor, status = page.add_box(value, bad, tab)
+        assert message in status and isinstance(editor, dict) and editor.get("__type__") == "update"  # left as is
+    faces = page.detect_faces(value, tab)[1]
+    assert "no face found" in faces or "Detect faces is unavailable" in faces
+    assert "notes.png" in page.load_photo(str(files["text"]), tab)[1]
     page.sessions.close_all()
     assert not any((tmp_path / "sessions").iterdir())
+
+
+SKIPPED = {"__type__": "update"}  # gr.skip(): the component is left as it was
+
+
+def _tab(name: str):
+    return type("Request", (), {"session_hash": name})()
+
+
+@needs_gradio
+def test_messages_name_the_uploaded_file_and_the_pages_own_controls(files, tmp_path):
+    """Issue 24.7: no temporary path and no CLI flag the page lacks; a plain line in the status, the editor kept."""
+    from backfire.app import ui
+
+    page = ui.Page(tmp_path, "cpu")
+    upload = tmp_path / "gradio" / "4f2a9c" / "my big photo.png"  # where Gradio keeps an upload, under the app's root
+    upload.parent.mkdir(parents=True)
+    shutil.copyfile(files["huge"], upload)
+    tab = _tab("tab-messages")
+    editor, status = page.load_photo(str(upload), tab)
+    assert editor == SKIPPED
+    assert status.startswith("⚠ my big photo.png: image is 8000x5001") and "scale it down" in status, status
+    page.load_photo(str(files["photo"]), tab)
+    said = [page.add_box(None, "x", tab)[1], page.add_box(None, "64,0,2,2", tab)[1],
+            page.detect_faces(None, tab)[1], page.detect_text(None, tab)[1]]
+    assert said[0].startswith("⚠ Box 'x': expected x,y,w,h") and "Box 64,0,2,2 lies outside" in said[1]
+    assert all(str(tmp_path) not in line and "--" not in line for line in [status, *said]), said
+    # a message about a flag the page has as a field names the field
+    assert service.page_message(ValueError("--weights names one model's weights")).startswith("the Weights field")
+    page.sessions.close_all()
+
+
+@needs_gradio
+def test_the_number_fields_carry_the_clis_limits_and_refuse_in_its_words(files, tmp_path):
+    """Issue 24.7: the fields' bounds are jobs.check_budget_255 / check_steps's, and a value outside them (or
+    2.5 steps, which the CLI refuses) is answered by those rules in the status, not by Gradio."""
+    from backfire import jobs
+    from backfire.app import ui
+
+    fields = {c["props"].get("elem_id"): c["props"] for c in ui.build(ui.Page(tmp_path, "cpu")).config["components"]}
+    low, high = fields["budget"]["minimum"], fields["budget"]["maximum"]
+    assert jobs.check_budget_255(low) == low and jobs.check_budget_255(high) == high
+    for outside in (low - 0.01, high + 0.01):
+        with pytest.raises(ValueError):
+            jobs.check_budget_255(outside)
+    assert jobs.check_steps(fields["steps"]["minimum"]) == fields["steps"]["minimum"]
+    with pytest.raises(ValueError):
+        jobs.check_steps(fields["steps"]["minimum"] - 1)
+    assert fields["steps"].get("maximum") is None  # the CLI sets no upper limit
+    page, tab = ui.Page(tmp_path, "cpu"), _tab("tab-limits")
+    page.load_photo(str(files["photo"]), tab)
+    value, _ = page.add_mask_file(None, str(files["mask"]), tab)
+    for budget, steps, words in ((6.375, -1, "steps must be a whole number ≥ 1"), (6.375, 2.5, "whole number"),
+                                 (0.1, 2, "budget 0.1 must be in [0.5, 255]")):
+        shown = page.protect(value, "backfire-s", "", "paper", budget, steps, tab)
+        assert shown[:-1] == (SKIPPED,) * (len(shown) - 1) and shown[-1].startswith("⚠ ") and words in shown[-1]
+    page.sessions.close_all()
+
+
+@needs_gradio
+def test_the_preview_sheet_is_captioned_as_it_is_drawn_and_named_after_the_photo(files, tmp_path, one_thread):
+    """Issue 24.8: the caption under the sheet is the sheet's own (the perturbation's real scale, not "×10");
+    the download is NAME_protected.png; no label badge lies over the sheet."""
+    from backfire.app import ui
+    from backfire.judge.preview import captions
+
+    page, tab = ui.Page(tmp_path, "cpu"), _tab("tab-sheet")
+    page.load_photo(str(files["photo"]), tab)
+    value, _ = page.add_mask_file(None, str(files["mask"]), tab)
+    shown = dict(zip(ui.PAGE_OUTPUTS, page.protect(value, "backfire-s", "", "paper", 6.375, 2, tab)))
+    protected = Path(shown["protected"])
+    assert [Path(f).name for f in shown["files"]] == ["photo_protected.png", "photo_protected.json",
+                                                       "photo_protected.preview.png"]
+    peak = float((io.read_image(protected).pixels - io.read_image(files["photo"]).pixels).abs().max()) * 255
+    assert shown["caption"] == " | ".join(captions(peak, "exact", "ring"))
+    assert shown["caption"].startswith(f"original | protected | perturbation (±{peak:.1f}/255 = black…white) |")
+    props = {c["props"].get("elem_id"): c["props"] for c in ui.build(page).config["components"]}
+    assert props["preview"]["show_label"] is False
+    page.sessions.close_all()
+
+
+def _labels_in_layout_order(demo, tab: str) -> list[str]:
+    """The labels of one tab's components, in the order the page lays them out."""
+    props = {c["id"]: c["props"] for c in demo.config["components"]}
+    found: list[str] = []
+
+    def walk(node: dict, inside: bool) -> None:
+        label = props.get(node["id"], {}).get("label")
+        inside = inside or label == tab
+        if inside and label and label != tab:
+            found.append(label)
+        for child in node.get("children", []):
+            walk(child, inside)
+
+    walk(demo.config["layout"], False)
+    return found
+
+
+@needs_gradio
+def test_verify_shows_the_original_first_as_protect_does(tmp_path):
+    """Issue 24.8: one order in both tabs: the original, then the protected photo."""
+    from backfire.app import ui
+
+    demo = ui.build(ui.Page(tmp_path, "cpu"))
+    labels = _labels_in_layout_order(demo, "Verify")
+    position = {label: i for i, label in enumerate(labels)}
+    assert position["The original (optional)"] < position["Protected photo"], labels
+    assert position["attacker's edit of the original"] < position["attacker's edit of the protected photo"], labels
 
 
 @needs_gradio
@@ -334,7 +439,7 @@ def test_api_protect_returns_the_files_and_the_verdict(server, files):
     protected, downloads, warning, preview, verdict, numbers, status = result
     assert Image.open(protected).size == (64, 48)
     names = sorted(Path(d).name for d in downloads)
-    assert names == ["photo.json", "photo.png", "photo.preview.png"]
+    assert names == ["photo_protected.json", "photo_protected.png", "photo_protected.preview.png"]
     assert Image.open(preview).width > 64 * 5
     assert "PROTECTED against backfire-s" in verdict and "attacker edits" in verdict
     assert "verdict:" in numbers and "exact" in numbers
@@ -349,12 +454,13 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_serving(server, files):
     from gradio_client.exceptions import AppError
 
     client = _client(server)
-    for bad, expected in ((files["text"], "notes.png"), (files["huge"], "40")):
+    for bad, expected in ((files["text"], "notes.png"), (files["huge"], "huge.png: image is 8000x5001")):
         with pytest.raises(AppError) as caught:
             client.predict(handle_file(bad), handle_file(files["mask"]), "backfire-s", "", "paper", 6.375, 1,
                            api_name="/protect")
         message = str(caught.value)
         assert expected in message and "Traceback" not in message and "\n" not in message.strip()
+        assert str(server["tmp"]) not in message and "--max-pixels" not in message, message  # issue 24.7
     with pytest.raises(AppError, match="unknown inpainting model"):
         client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "nope", "", "paper", 6.375, 1,
                        api_name="/protect")
@@ -364,6 +470,25 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_serving(server, files):
     protected = client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "backfire-s", "", "paper",
                                6.375, 1, api_name="/protect")[0]
     assert Image.open(protected).size == (64, 48)
+
+
+@needs_gradio
+def test_api_refuses_settings_outside_the_clis_limits_in_its_words(server, files):
+    """Issue 24.7: budget and steps outside the CLI's limits (and 2.5 steps) are refused by its rules, in its
+    words, with no traceback on the server (not by Gradio's bounds check, nor rounded)."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    client, log = _client(server), server["log"]
+    logged = log.stat().st_size
+    for budget, steps, words in ((6.375, -1, "steps must be a whole number ≥ 1"), (6.375, 2.5, "whole number"),
+                                 (0.1, 1, "budget 0.1 must be in [0.5, 255]")):
+        with pytest.raises(AppError, match=re.escape(words)):
+            client.predict(handle_file(files["photo"]), handle_file(files["mask"]), "backfire-s", "", "paper",
+                           budget, steps, api_name="/protect")
+    with open(log, "rb") as written:
+        written.seek(logged)
+        assert b"Traceback" not in written.read()
 
 
 @needs_gradio
@@ -433,6 +558,7 @@ def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, fi
     page.wait_for_selector(":text('s left')", timeout=120_000)  # "step i/N · about T s left"
     page.click("#cancel")
     page.wait_for_selector("#status :text('Cancelled')", timeout=90_000)
+    assert page.get_by_text("Error", exact=True).count() == 0  # a plain status, no red badge (issue 24.7)
     page.locator("#steps input").fill("2")
     page.click("#run")
     try:
@@ -443,10 +569,11 @@ def test_browser_upload_paint_protect_shows_result_attack_and_verdict(server, fi
                              f"screenshot: {tmp_path / 'failed.png'}") from None
     for panel in ("#protected img", "#preview img"):  # the result and the attacker's-edit sheet
         page.wait_for_function(f"document.querySelector('{panel}')?.naturalWidth > 0", timeout=90_000)
-    assert page.locator("#preview").get_by_text("attacker's edit of the original").count() == 1
+    caption = page.locator("#preview-caption").inner_text()
+    assert caption.startswith("original | protected | perturbation (±") and "black…white" in caption, caption
     assert "JPEG" in page.locator("#jpeg-warning").inner_text()
     listed = " ".join(page.locator("#files").inner_text().split())
-    assert "json" in listed and "preview" in listed, listed
+    assert "photo_protected .png" in listed and "json" in listed and "preview" in listed, listed  # name, then type
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=True)
     assert any(mine.rglob("photo.png"))

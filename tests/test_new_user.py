@@ -16,7 +16,7 @@ from backfire import cli, jobs
 from backfire import io as bio
 from backfire.examples import example_photo
 from backfire.judge import outcome
-from backfire.judge.preview import preview
+from backfire.judge.preview import GAP, preview
 from backfire.judge.verdict import EditImages
 from backfire.pixels import to_pil
 from tests.conftest import lama_args as _model
@@ -291,7 +291,8 @@ def test_preview_perturbation_panel_shows_structure():
     protected = (image + signs * 6 / 255).clamp(0, 1)
     fills = EditImages("exact", torch.zeros(24, 32), image, image)
     sheet = np.asarray(preview(image, protected, fills, None)).astype(int)
-    panel = sheet[16:, 2 * (32 + 4): 2 * (32 + 4) + 32]  # the third tile, under its label
+    tile = (sheet.shape[1] + GAP) // 5 - GAP  # five tiles side by side, the photo's shape
+    panel = sheet[-tile * 24 // 32:, 2 * (tile + GAP): 2 * (tile + GAP) + tile]  # the third tile, under its caption
     assert panel.max() - panel.min() > 200  # stretched to its own range, not a flat ±10× grey
 
 
@@ -410,6 +411,24 @@ def test_evaluate_refuses_a_tiny_photo_before_any_work(capsys, tmp_path, monkeyp
                            "--steps", "1", "--no-fid", "--quiet")
     assert code == 2 and err.count("error") == 1 and "tiny.png" in err.strip().splitlines()[-1] and "at least" in err
     assert not (tmp_path / "evaluation").exists()
+
+
+@pytest.mark.parametrize("size", [(64, 48), (32, 24), (24, 200)])
+def test_preview_captions_stay_inside_their_own_tiles(size):
+    """Issue 24.8: on a small photo the long captions ("perturbation (±…/255 = black…white)", "exact edit of
+    original", …) ran over their neighbours'; each is now wrapped inside its tile, the gaps between stay blank."""
+    w, h = size
+    image = example_photo(max(w, 32), max(h, 24), seed=0)[0][:, :h, :w]
+    protected = (image + 6 / 255).clamp(0, 1)
+    fills = EditImages("exact", torch.zeros(h, w), image, image)
+    sheet = np.asarray(preview(image, protected, fills, EditImages("ring", torch.zeros(h, w), image, image)))
+    tile = (sheet.shape[1] + GAP) // 6 - GAP
+    th = tile * h // w
+    captions_band = sheet[: sheet.shape[0] - th]
+    for k in range(1, 6):  # the blank column between tile k−1 and tile k, over the captions' height
+        gap = captions_band[:, k * (tile + GAP) - GAP: k * (tile + GAP)]
+        assert (gap == 255).all(), f"a caption runs into the gap before tile {k} at {w}×{h}"
+    assert (captions_band < 128).any(axis=(0, 2)).sum() > 0  # the captions are drawn
 
 
 # ------------------------------------------------------------------ issue 24, point 4: every check before the work

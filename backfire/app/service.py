@@ -9,8 +9,9 @@ that API changes, this module is the one to adapt; the UI (:mod:`backfire.app.ui
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from backfire.errors import ModelError
 from backfire.inpainters.registry import DEFAULT_MODEL, available_models
 from backfire.jobs import Request
 from backfire.judge.outcome import Outcome
+from backfire.judge.preview import captions
 from backfire.judge.text import format_outcome
 from backfire.judge.verdict import Verdict
 from backfire.protect.recipes import DEFAULT_RECIPE, RECIPES, Recipe, get_recipe
@@ -33,6 +35,10 @@ is_image = io.is_image
 Task, BatchRow, BATCH_COLUMNS, write_batch_csv = jobs.Task, jobs.BatchRow, jobs.BATCH_COLUMNS, jobs.write_batch_csv
 PROBLEMS: tuple[type[Exception], ...] = (io.InputError, ModelError, ValueError)
 """Errors a user can fix (bad file, model, setting): shown as a message, never a crash."""
+
+BUDGET_255_LIMITS = (jobs.MIN_BUDGET_255, jobs.MAX_BUDGET_255)  # the CLI's --budget rule, for the page's field
+MIN_STEPS = jobs.MIN_STEPS
+PROTECTED_SUFFIX = "_protected"  # NAME.png → NAME_protected.png: a download never takes the original's name
 
 OnStep = Callable[[int, int, float], None]
 Log = Callable[[str], None]
@@ -83,7 +89,40 @@ def resists_recompression(recipe: str | Recipe) -> bool:
     return bool((get_recipe(recipe) if isinstance(recipe, str) else recipe).cleaning)
 
 
+# --------------------------------------------------------------------------------------- messages
+
+# The CLI's advice, as the page gives it: the app has no flags, it has fields and buttons (the first match of a
+# flag's phrase wins; every message that names a flag the page can reach is tested in tests/test_app.py).
+_PAGE_WORDS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), r) for p, r in (
+    (r"; raise the limit with --max-pixels \d+ \(or more\) if you trust this file",
+     "; scale it down to protect it here"),
+    (r"draw the region with --box", "paint the region, or draw it with Add box"),
+    (r"--box\b", "Box"),
+    (r"--faces\b", "Detect faces"),
+    (r"--text\b", "Detect text"),
+    (r"--weights\b", "the Weights field"),
+    (r"--model\b", "the Model field"),
+))
+
+
+def page_message(error: BaseException, private: Iterable[Path] = ()) -> str:
+    """An error's one line as the page shows it: the files named as the user named them (the folders the app
+    keeps its copies in, ``private``, are left out) and the page's controls instead of the CLI's flags."""
+    text = str(error)
+    for folder in private:
+        for spelling in {str(folder), str(folder.resolve())}:
+            text = re.sub(re.escape(spelling) + r"/(?:[^\s/]+/)*", "", text)
+    for pattern, words in _PAGE_WORDS:
+        text = pattern.sub(words, text)
+    return text
+
+
 # ------------------------------------------------------------------------------------------ files
+
+def protected_name(photo: Path) -> str:
+    """The protected file's name for ``photo``: ``NAME_protected.png`` (PNG: a lossy copy weakens the protection)."""
+    return f"{photo.stem}{PROTECTED_SUFFIX}.png"
+
 
 def read_photo(path: Path) -> tuple[Tensor, list[str]]:
     """A photo as 3×H×W in [0, 1], read as the CLI reads it (pixel cap, EXIF, modes), and its notes."""
@@ -180,6 +219,13 @@ def _both(notes: list[str], log: Log | None) -> Log:
 
 
 # ---------------------------------------------------------------------------------------- verdict
+
+def sheet_caption(outcome: Outcome) -> str:
+    """What the preview sheet's tiles show, left to right, as the sheet itself captions them."""
+    first = outcome.verdicts[0]
+    shown = jobs.sheet_edits([edit.name for edit in first.edits])
+    return " | ".join(captions(first.invisibility["linf_255"], *shown))
+
 
 def verdict_numbers(outcome: Outcome) -> str:
     """The CLI's verdict tables and its overall line."""

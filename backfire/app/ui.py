@@ -38,6 +38,9 @@ masking the region and inpainting gives a glaring solid colour, while edits else
 **3** Protect · **4** download the PNG and read the verdict: it is measured, not promised."""
 
 CANCELLED = "Cancelled: nothing was written."
+# what a protection shows: the API's outputs in their order, and the page's (the sheet's caption too; status last)
+API_OUTPUTS = ("protected", "files", "warning", "sheet", "verdict", "numbers", "status")
+PAGE_OUTPUTS = ("protected", "files", "warning", "sheet", "verdict", "numbers", "caption", "status")
 JPEG_WARNING = ("⚠ Share this PNG as it is: saving or recompressing it as JPEG weakens the protection "
                 "(recipe `robust` is made to resist recompression).")
 
@@ -69,17 +72,49 @@ class Session:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+OUT_OF_MEMORY = "out of memory: try a smaller photo"
+
+
+def _problem(page: Page, error: BaseException) -> str | None:
+    """The page's one line for an error a user can fix (None: a bug, left to crash loudly)."""
+    if isinstance(error, service.PROBLEMS):
+        return service.page_message(error, page.private)
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return OUT_OF_MEMORY
+    return None
+
+
 def _friendly(fn):
-    """Errors a user can fix become a message in the page (``gr.Error``); the app keeps serving."""
+    """Errors a user can fix become a message in the page (``gr.Error``: the API's callers get it as their
+    error); the app keeps serving."""
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(page: Page, *args, **kwargs):
         try:
-            return fn(*args, **kwargs)
-        except service.PROBLEMS as error:
-            raise gr.Error(str(error), print_exception=False) from None
-        except (MemoryError, torch.OutOfMemoryError):
-            raise gr.Error("out of memory: try a smaller photo", print_exception=False) from None
+            return fn(page, *args, **kwargs)
+        except Exception as error:
+            message = _problem(page, error)
+            if message is None:
+                raise
+            raise gr.Error(message, print_exception=False) from None
     return wrapper
+
+
+def _told(outputs: int):
+    """For the page's own events whose last output is the status line: an error a user can fix is said there,
+    in plain words, and the other ``outputs`` are left as they were (``gr.Error`` would mark every one of them
+    with a bare red "Error" and blank the editor)."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(page: Page, *args, **kwargs):
+            try:
+                return fn(page, *args, **kwargs)
+            except Exception as error:
+                message = _problem(page, error)
+                if message is None:
+                    raise
+                return (*[gr.skip()] * (outputs - 1), f"⚠ {message}")
+        return wrapper
+    return decorate
 
 
 class StepClock:
@@ -166,7 +201,7 @@ def _settings(model, weights, recipe, budget, steps, device: str, local_paths: b
     return service.Request.of(model=(model or service.available_choices()[0]).strip(), weights=weights or None,
                               recipe=recipe or service.default_recipe(),
                               budget_255=None if budget in (None, "") else float(budget),
-                              steps=None if steps in (None, "") else int(steps), device=device)
+                              steps=None if steps in (None, "") else steps, device=device)
 
 
 class Sessions:
@@ -210,10 +245,12 @@ class Page:
         self.sessions = Sessions(root / "sessions")
         self.device = device
         self.local_paths = local_paths  # whether the weights field may name files on this machine
+        # where the app keeps its copies (sessions, Gradio's uploads): messages name a file by its own name
+        self.private = (root, Path(gr.utils.get_upload_folder()))
 
     # ---- the region
 
-    @_friendly
+    @_told(2)
     def load_photo(self, upload: str | None, request: gr.Request):
         """A new photo file: read it the CLI's way (caps, EXIF), keep a copy, show it with no region."""
         session = self.sessions.get(request)
@@ -226,7 +263,7 @@ class Page:
         shutil.copyfile(source, photo)
         return self._use(session, photo)
 
-    @_friendly
+    @_told(2)
     def photo_from_editor(self, value: dict | None, request: gr.Request):
         """A photo dropped or pasted straight into the editor: the browser decoded it; it is used as a PNG."""
         background = None if value is None else value.get("background")
@@ -265,25 +302,25 @@ class Page:
         share = 100 * float(region.mean())
         return _editor_value(session, region), f"Region: {int(region.sum())} px ({share:.1f} % of the photo)."
 
-    @_friendly
+    @_told(2)
     def detect_faces(self, value: dict | None, request: gr.Request):
         return self._add(request, value, lambda s: service.detect("faces", service.read_photo(s.photo)[0]))
 
-    @_friendly
+    @_told(2)
     def detect_text(self, value: dict | None, request: gr.Request):
         return self._add(request, value, lambda s: service.detect("text", service.read_photo(s.photo)[0]))
 
-    @_friendly
+    @_told(2)
     def add_box(self, value: dict | None, text: str, request: gr.Request):
         return self._add(request, value, lambda s: service.box(s.size, text or ""))
 
-    @_friendly
+    @_told(2)
     def add_mask_file(self, value: dict | None, mask_file: str | None, request: gr.Request):
         if not mask_file:
             return gr.skip(), ""
         return self._add(request, value, lambda s: service.read_region(Path(mask_file), s.size))
 
-    @_friendly
+    @_told(2)
     def clear_region(self, request: gr.Request):
         session = self.sessions.get(request)
         _need_photo(session)
@@ -291,7 +328,7 @@ class Page:
 
     # ---- jobs
 
-    @_friendly
+    @_told(len(PAGE_OUTPUTS))
     def protect(self, value: dict | None, model, weights, recipe, budget, steps, request: gr.Request,
                 progress=gr.Progress()):
         """Protect the uploaded photo's painted region."""
@@ -303,7 +340,8 @@ class Page:
         mask = session.fresh("region") / f"{session.photo.stem}_mask.png"
         service.save_region(region, mask)
         settings = _settings(model, weights, recipe, budget, steps, self.device, self.local_paths)
-        return self._protect(session, session.photo, mask, settings, progress)
+        shown = self._protect(session, session.photo, mask, settings, progress)
+        return tuple(shown[name] for name in PAGE_OUTPUTS)
 
     @_friendly
     def protect_files(self, photo: str | None, mask: str | None, model, weights, recipe, budget, steps,
@@ -312,21 +350,25 @@ class Page:
         if not photo or not mask:
             raise service.InputError("give a photo and its mask")
         settings = _settings(model, weights, recipe, budget, steps, self.device, self.local_paths)
-        return self._protect(self.sessions.get(request), Path(photo), Path(mask), settings, progress)
+        shown = self._protect(self.sessions.get(request), Path(photo), Path(mask), settings, progress)
+        return tuple(shown[name] for name in API_OUTPUTS)
 
-    def _protect(self, session: Session, photo: Path, mask: Path, settings: service.Request, progress):
+    def _protect(self, session: Session, photo: Path, mask: Path, settings: service.Request,
+                 progress) -> dict[str, object]:
+        """What a protection shows, by the names of ``PAGE_OUTPUTS``."""
         progress(0, desc="loading the model…")
-        out = session.fresh("result") / f"{photo.stem}.png"
+        out = session.fresh("result") / service.protected_name(photo)
         try:
             done = service.protect(photo, mask, out, settings, on_step=StepClock(session, progress))
         except service.Cancelled:
-            return None, None, "", None, "", "", CANCELLED
-        words, numbers = f"**{service.verdict_words(done.outcome)}**", service.verdict_numbers(done.outcome)
+            return dict(protected=None, files=None, warning="", sheet=None, verdict="", numbers="", caption="",
+                        status=CANCELLED)
         warning = "" if service.resists_recompression(settings.recipe) else JPEG_WARNING
         notes = "".join(f"\n\n{n}" for n in done.notes)
-        status = f"Done: **{done.protected.name}** and its report.{notes}"
-        return (str(done.protected), [str(done.protected), str(done.report), str(done.preview)], warning,
-                str(done.preview), words, numbers, status)
+        return dict(protected=str(done.protected), files=[str(done.protected), str(done.report), str(done.preview)],
+                    warning=warning, sheet=str(done.preview), verdict=f"**{service.verdict_words(done.outcome)}**",
+                    numbers=service.verdict_numbers(done.outcome), caption=service.sheet_caption(done.outcome),
+                    status=f"Done: **{done.protected.name}** and its report.{notes}")
 
     @_friendly
     def verify(self, protected: str | None, mask: str | None, original: str | None, model, weights,
@@ -403,6 +445,15 @@ def build(page: Page) -> gr.Blocks:
     return demo
 
 
+def _bounded(field: gr.Number) -> gr.Number:
+    """A number field that shows the CLI's limits (``minimum``, ``maximum``: the browser's bounds) and leaves
+    refusing a value outside them to the CLI's own rules (``Request.of``): Gradio's check would answer in its
+    own words with a server traceback, and its rounding would turn 2.5 steps, which the CLI refuses, into 2.
+    (An instance's method, not a subclass: Gradio writes a ``.pyi`` beside the module of every subclass.)"""
+    field.preprocess = lambda payload: payload
+    return field
+
+
 def _settings_panel() -> list:
     budget0, steps0 = service.recipe_defaults(service.default_recipe())
     with gr.Accordion("Settings", open=True):
@@ -414,8 +465,11 @@ def _settings_panel() -> list:
                                  placeholder="backfire-s needs none", elem_id="weights")
             recipe = gr.Dropdown(service.recipe_names(), value=service.default_recipe(), label="Recipe",
                                  elem_id="recipe")
-            budget = gr.Number(budget0, label="Budget (L∞, /255)", minimum=0.1, maximum=255, elem_id="budget")
-            steps = gr.Number(steps0, label="Steps", precision=0, minimum=0, maximum=10000, elem_id="steps")
+            low, high = service.BUDGET_255_LIMITS
+            budget = _bounded(gr.Number(budget0, label="Budget (L∞, /255)", minimum=low, maximum=high,
+                                        info=f"{low:g} to {high:g}; the paper's is 6.4", elem_id="budget"))
+            steps = _bounded(gr.Number(steps0, label="Steps", precision=0, minimum=service.MIN_STEPS,
+                                       info=f"{service.MIN_STEPS} or more", elem_id="steps"))
     recipe.change(lambda r: service.recipe_defaults(r), recipe, [budget, steps], api_visibility="private")
     return [model, weights, recipe, budget, steps]
 
@@ -449,9 +503,10 @@ def _protect_tab(page: Page, settings: list) -> list:
                                  height=260, elem_id="protected")
             warning = gr.Markdown(elem_id="jpeg-warning")
             files = gr.File(label="4 · Download", file_count="multiple", interactive=False, elem_id="files")
-    sheet = gr.Image(label="original | protected | perturbation ×10 | attacker's edit of the original | "
-                           "attacker's edit of the protected photo | a benign edit",
-                     type="filepath", format="png", interactive=False, height=220, elem_id="preview")
+    # the sheet carries its own captions: a label badge would cover them; they are repeated, readable, below it
+    sheet = gr.Image(label="the preview sheet", show_label=False, type="filepath", format="png", interactive=False,
+                     height=220, elem_id="preview")
+    caption = gr.Markdown(elem_id="preview-caption")
     numbers = gr.Textbox(label="The verdict in numbers", lines=10, interactive=False, elem_id="numbers")
 
     private = {"api_visibility": "private"}
@@ -464,25 +519,29 @@ def _protect_tab(page: Page, settings: list) -> list:
     box_button.click(page.add_box, [editor, box_text], region, **private)
     mask_file.change(page.add_mask_file, [editor, mask_file], region, **private)
     clear.click(page.clear_region, None, region, **private)
-    outputs = [protected, files, warning, sheet, verdict, numbers, status]
-    running = run.click(page.protect, [editor, *settings], outputs, api_name="protect_painted", concurrency_limit=1,
+    shown = dict(protected=protected, files=files, warning=warning, sheet=sheet, verdict=verdict, numbers=numbers,
+                 caption=caption, status=status)
+    running = run.click(page.protect, [editor, *settings], [shown[name] for name in PAGE_OUTPUTS],
+                        api_name="protect_painted", concurrency_limit=1,
                         concurrency_id=WORK, **private)
     cancel.click(page.cancel, None, status, cancels=[running], queue=False, **private)
-    return outputs
+    return [shown[name] for name in API_OUTPUTS]
 
 
 def _verify_tab(page: Page, settings: list) -> None:
     image_types = list(service.IMAGE_EXTENSIONS)
     gr.Markdown("Run the attacker's edit on a protected photo. With the original too, the verdict says "
                 "whether the protection holds.")
+    # shown as the Protect tab's sheet shows them: the original first, then the protected photo (the API's order
+    # of inputs and outputs is its own and stays)
     with gr.Row():
+        original = gr.File(label="The original (optional)", file_types=image_types, type="filepath")
         protected = gr.File(label="Protected photo", file_types=image_types, type="filepath")
         mask = gr.File(label="Its mask (white = protected region)", file_types=image_types, type="filepath")
-        original = gr.File(label="The original (optional)", file_types=image_types, type="filepath")
     run = gr.Button("Run the attacker's edit", variant="primary")
     with gr.Row():
-        edit_protected = gr.Image(label="attacker's edit of the protected photo", interactive=False)
         edit_original = gr.Image(label="attacker's edit of the original", interactive=False)
+        edit_protected = gr.Image(label="attacker's edit of the protected photo", interactive=False)
     words = gr.Markdown()
     numbers = gr.Textbox(label="The verdict in numbers", lines=10, interactive=False)
     model, weights = settings[:2]
