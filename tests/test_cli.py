@@ -54,6 +54,28 @@ def test_verdict_is_computed_on_the_saved_file(capsys, files, weights, tmp_path)
         [e["target_distance_protected"] for e in report["edits"]]
 
 
+def test_protect_and_verify_report_delta_e_of_the_saved_file_in_json_and_table(capsys, files, weights, tmp_path):
+    """Visibility as people see it: CIEDE2000 ΔE of the saved file against the original, in protect's and verify's
+    JSON and in the printed table, recomputed here from the files."""
+    from backfire.judge.colour import delta_e
+
+    photo, mask = files
+    code, out, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights),
+                             "--steps", "1", "--budget", "8")
+    assert code == 0, err
+    mean, p99 = delta_e(bio.read_image(tmp_path / "out.png").pixels, bio.read_image(photo).pixels)
+    assert 0 < mean < p99  # an 8/255 perturbation shows in ΔE
+    report = json.loads((tmp_path / "out.json").read_text())
+    code, verified, _ = run_cli(capsys, "verify", photo, tmp_path / "out.png", "--mask", mask, *_model(weights),
+                                "--json", tmp_path / "verify.json")
+    again = json.loads((tmp_path / "verify.json").read_text())
+    for record in (report, again, *report["verdicts"]):
+        assert record["invisibility"]["delta_e_mean"] == pytest.approx(mean, abs=1e-9)
+        assert record["invisibility"]["delta_e_p99"] == pytest.approx(p99, abs=1e-9)
+    for printed in (out, verified):
+        assert f"ΔE00 mean {mean:.2f}, p99 {p99:.2f} (one JND = 2.3)" in printed, printed
+
+
 def test_protect_a_folder_mirrors_names(capsys, tmp_path, weights):
     src = photo_folder(tmp_path / "in", 2, prefix="img")
     code, _, err = run_cli(capsys, "protect", src, "-o", tmp_path / "out", *_model(weights), "--steps", "1", "--quiet")

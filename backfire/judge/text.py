@@ -6,6 +6,7 @@ strategy, then the one verdict over every trial), the app shows it beside its ow
 
 from __future__ import annotations
 
+from backfire.judge.colour import JND
 from backfire.judge.outcome import Outcome, each
 from backfire.judge.verdict import Verdict
 
@@ -20,7 +21,8 @@ def format_verdict(verdict: Verdict) -> str:
     """A short table a person can read in a terminal, ending with the verdict in plain words."""
     inv = verdict.invisibility
     lines = [f"  {verdict.tool}; invisibility: PSNR {inv['psnr']:.1f} dB, SSIM {inv['ssim']:.4f}, "
-             f"L∞ {inv['linf_255']:.1f}/255",
+             f"L∞ {inv['linf_255']:.1f}/255, ΔE00 mean {inv['delta_e_mean']:.2f}, p99 {inv['delta_e_p99']:.2f} "
+             f"(one JND = {JND:g})",
              ("  attacker edit   failed  " + "".join(f"{title + ' (orig → prot)':<34}"
                                                   for title, _ in _ATTACKER_COLUMNS)).rstrip()]
     for e in verdict.attacker_edits:
