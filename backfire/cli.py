@@ -182,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "transform of the protocol")
     p.add_argument("--limit", type=_count, default=None, help="only the first N images")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=_steps, default=None, help="optimisation steps, ≥ 1 (default: the recipe's)")
+    p.add_argument("--steps", nargs="+", type=_steps, default=None, metavar="N",
+                   help="optimisation step counts, each ≥ 1 (default: each recipe's own); the run covers every "
+                        "recipe × budget × steps and writes their strength curve (curve.csv, curve.svg)")
     _add_draws(p)
     p.add_argument("--no-fid", action="store_true", help="skip FID (saves the Inception passes)")
     p.add_argument("--clip-weights", type=Path, default=None, metavar="PATH",
@@ -426,18 +428,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise io.InputError(f"{folder}: not a folder of NAME.png + NAME_mask.png pairs")
     out = args.out or folder.resolve().parent / f"{folder.resolve().name}-evaluation"
     budgets = (None,) if args.budget is None else tuple(b / 255 for b in args.budget)
+    steps = (None,) if args.steps is None else tuple(args.steps)
     transforms = () if args.robustness is None else tuple(args.robustness or TRANSFORMS)
     arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "run"}
     arguments["out"] = str(out)
     config = EvaluationConfig(recipes=tuple(get_recipe(r) for r in args.recipe), budgets=budgets,
                               families=tuple(args.families), transforms=transforms, limit=args.limit,
-                              seed=args.seed, steps=args.steps, draws=args.draws, with_fid=not args.no_fid,
+                              seed=args.seed, steps=steps, draws=args.draws, with_fid=not args.no_fid,
                               clip_weights=args.clip_weights, lpips_weights=tuple(args.lpips_weights),
                               max_pixels=args.max_pixels, arguments=arguments)
     config.check()
     inpainters = _request(args).load_models(_log, _status)
     evaluate(folder, out, inpainters, config, None if args.quiet else _log, runners.LocalRunner(batch=args.batch))
-    print(f"{out / 'summary.md'}\n{out / 'report.html'}\n{out / 'cases.csv'}\n{out / 'config.json'}")
+    print("\n".join(str(out / name) for name in ("summary.md", "report.html", "cases.csv", "curve.csv", "curve.svg",
+                                                  "config.json")))
     return EXIT_OK
 
 
