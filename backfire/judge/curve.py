@@ -105,7 +105,7 @@ def caveat(model: str) -> str:
 
 _W, _H = 300, 210                 # one panel's plot area, px
 _LEFT, _TOP, _GAP = 56, 44, 36    # margins around a panel
-_BLOCK = _TOP + _H + 52           # one model's panels, with their axis titles
+_BLOCK = _TOP + _H + 66           # one model's panels, with their axis titles
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
 
@@ -127,7 +127,7 @@ _PANELS = (
     _Panel("attacker edits failed vs visibility", "delta_e_p99", "failure_rate", "ΔE00 p99 of the photo",
            "attacker edits failed", False, True, ("x", JND, f"one JND ({JND:g})")),
     _Panel("fill distance to target vs budget", "budget_255", "target_distance_protected",
-           "L∞ budget (/255, log scale)", "mean |fill − target| (exact … all edits)", True, False,
+           "L∞ budget (/255, log scale)", "fill distance to target (mean)", True, False,
            ("y", FAIL_DISTANCE, f"failed at ≤ {FAIL_DISTANCE:g} (solid, inverted)")),
 )
 
@@ -217,16 +217,17 @@ def svg(curve: Sequence[dict]) -> str:
         top = m * (_BLOCK + 40)
         parts.append(f'<g class="model" data-model="{escape(model)}">'
                      f'<text x="10" y="{top + 16}" font-size="13" font-weight="bold">Strength curve, '
-                     f'{escape(model)} — {escape(caveat(model))}</text>')
+                     f'{escape(model)}</text><text x="10" y="{top + 32}" font-size="12">'
+                     f'{escape(caveat(model))}</text>')
         legend = "   ".join(f"{recipe}, {steps} steps" for recipe, steps in series)
         for n, (recipe, steps) in enumerate(series):
             x = 10 + 150 * n
-            parts.append(f'<line x1="{x}" y1="{top + 27}" x2="{x + 18}" y2="{top + 27}" '
+            parts.append(f'<line x1="{x}" y1="{top + 43}" x2="{x + 18}" y2="{top + 43}" '
                          f'stroke="{_COLOURS[n % len(_COLOURS)]}" stroke-width="2"/>'
-                         f'<text x="{x + 22}" y="{top + 31}">{escape(f"{recipe}, {steps} steps")}</text>')
+                         f'<text x="{x + 22}" y="{top + 47}">{escape(f"{recipe}, {steps} steps")}</text>')
         parts.append(f"<title>{escape(legend)}</title>")
         for p, panel in enumerate(_PANELS):
-            parts += _panel(panel, mine, series, _LEFT + p * (_LEFT + _W + _GAP), top + _TOP + 20)
+            parts += _panel(panel, mine, series, _LEFT + p * (_LEFT + _W + _GAP), top + _TOP + 34)
         parts.append("</g>")
     parts.append("</svg>\n")
     return "\n".join(parts)
