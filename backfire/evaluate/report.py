@@ -71,7 +71,7 @@ class Case:
     @property
     def setting(self) -> str:
         """The recipe, budget and steps in words (a table's row, a heading)."""
-        return f"{self.recipe} {self.budget_255:g}/255, {self.steps} steps"
+        return f"{self.recipe} {self.budget_255:g}/255, {self.steps} step{'s' * (self.steps != 1)}"
 
 
 def row(case: Case, edit: EditResult, transform: str) -> dict:
@@ -161,7 +161,8 @@ def tables(cases: list[Case], families: Sequence[str], transforms: list[str],
         groups.setdefault(case.setting, []).append(case)
     for setting, group in groups.items():
         c = group[0]
-        where = f"recipe `{c.recipe}`, budget {c.budget_255:g}/255, {c.steps} steps, {len(group)} images"
+        where = (f"recipe `{c.recipe}`, budget {c.budget_255:g}/255, {c.steps} step{'s' * (c.steps != 1)}, "
+                 f"{len(group)} images")
         rows = [r for c in group for r in c.rows]
         plain = [r for r in rows if r["transform"] == "none"]
         attack_rows = []

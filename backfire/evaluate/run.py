@@ -94,6 +94,7 @@ class EvaluationConfig:
             raise ValueError("robustness needs at least one attacker family")
         if not self.recipes:
             raise ValueError("give at least one recipe")
+        jobs.check_seed(self.seed)
 
 
 def _check_out_dir(folder: Path, out_dir: Path) -> None:
