@@ -137,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES), help="protection recipe")
     p.add_argument("--budget", nargs="+", type=_budget_255, default=None, metavar="B",
-                   help="L∞ budget in /255, at least 0.5 (default: the recipe's; paper: 6.375); several with --curve "
-                        f"(default there: {' '.join(f'{b:g}' for b in jobs.CURVE_BUDGETS_255)})")
+                   help=f"L∞ budget in /255, at least 0.5 (default: the recipe's; paper: {_PAPER_BUDGET}); several "
+                        f"with --curve (default there: {' '.join(f'{b:g}' for b in jobs.CURVE_BUDGETS_255)})")
     p.add_argument("--steps", nargs="+", type=_steps, default=None, metavar="N",
                    help="optimisation steps, ≥ 1 (default: the recipe's); several with --curve")
     p.add_argument("--curve", action="store_true",
