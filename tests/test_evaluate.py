@@ -352,6 +352,17 @@ def test_curve_svg_parses_with_a_line_per_steps_in_every_panel_and_says_what_it_
     assert "a property of backfire-s, not of real models" in curve.caveat("backfire-s")
 
 
+def test_a_setting_given_twice_is_run_and_counted_once(capsys, weights, tmp_path):
+    folder = photo_folder(tmp_path / "photos", 1)
+    code, _, err = run_cli(capsys, "evaluate", folder, "--out", tmp_path / "ev", "--model", "lama", "--weights",
+                           weights, "--device", "cpu", "--steps", "1", "1", "--budget", "4", "4", "--families",
+                           "exact", "--no-fid", "--quiet")
+    assert code == 0, err
+    rows = _csv(tmp_path / "ev" / "curve.csv")
+    assert len(rows) == 1 and rows[0]["images"] == "1" and rows[0]["attacker_edits"] == "1"
+    assert len(_csv(tmp_path / "ev" / "cases.csv")) == 1
+
+
 def test_evaluate_refuses_to_write_inside_the_input_folder(capsys, evaluation, weights):
     folder = evaluation["folder"]
     code, _, err = run_cli(capsys, "evaluate", folder, "--weights", weights, "--device", "cpu", "--out",

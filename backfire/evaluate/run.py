@@ -135,7 +135,8 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
-    plans = [r.but(budget=b, steps=s) for r in config.recipes for b in config.budgets for s in config.steps]
+    budgets, steps = dict.fromkeys(config.budgets), dict.fromkeys(config.steps)  # a setting given twice runs once
+    plans = [r.but(budget=b, steps=s) for r in config.recipes for b in budgets for s in steps]
     total = len(pairs) * len(plans)
     runner = runner or LocalRunner()
     found: dict[tuple[int, int], Case] = {}
