@@ -15,7 +15,7 @@ from backfire.inpainters import registry
 from backfire.inpainters.pipelines import AUTO, PIPELINES
 from backfire.inpainters.registry import available_models, takes_options
 from backfire.judge.outcome import DEFAULT_DRAWS, check_draws
-from backfire.judge.text import format_outcome
+from backfire.judge.text import format_curve, format_outcome
 from backfire.metric_weights import METRIC_WEIGHTS
 from backfire.progress import Progress
 from backfire.protect.engine import OutOfMemory
@@ -137,9 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_io(p, mask_help="the region to protect (white = protected); not used with a folder")
     _add_model(p)
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES), help="protection recipe")
-    p.add_argument("--budget", type=_budget_255, default=None, metavar="B",
-                   help=f"L∞ budget in /255, at least 0.5 (default: the recipe's; paper: {_PAPER_BUDGET})")
-    p.add_argument("--steps", type=_steps, default=None, help="optimisation steps, ≥ 1 (default: the recipe's)")
+    p.add_argument("--budget", nargs="+", type=_budget_255, default=None, metavar="B",
+                   help=f"L∞ budget in /255, at least 0.5 (default: the recipe's; paper: {_PAPER_BUDGET}); several "
+                        f"with --curve (default there: {' '.join(f'{b:g}' for b in jobs.CURVE_BUDGETS_255)})")
+    p.add_argument("--steps", nargs="+", type=_steps, default=None, metavar="N",
+                   help="optimisation steps, ≥ 1 (default: the recipe's); several with --curve")
+    p.add_argument("--curve", action="store_true",
+                   help="one photo's strength curve: protect and judge it at every --budget × --steps and write "
+                        "OUT.curve.csv and OUT.curve.svg; OUT is the protection at the recipe's budget and steps "
+                        "(or the nearest of those given)")
     p.add_argument("--target", choices=TARGET_KINDS, default=None,
                    help=f"what a failed edit shows: {_TARGETS_HELP} (default: the recipe's; paper: {PAPER.target})")
     _add_seed(p, "seeds the random start, the sampled edits and the verdict's random mask families")
@@ -191,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "transform of the protocol")
     p.add_argument("--limit", type=_count, default=None, help="only the first N images")
     _add_seed(p, "seeds every protection's random start and the random mask families")
-    p.add_argument("--steps", type=_steps, default=None, help="optimisation steps, ≥ 1 (default: the recipe's)")
+    p.add_argument("--steps", nargs="+", type=_steps, default=None, metavar="N",
+                   help="optimisation step counts, each ≥ 1 (default: each recipe's own); the run covers every "
+                        "recipe × budget × steps and writes their strength curve (curve.csv, curve.svg)")
     _add_draws(p)
     p.add_argument("--no-fid", action="store_true", help="skip FID (saves the Inception passes)")
     p.add_argument("--clip-weights", type=Path, default=None, metavar="PATH",
@@ -356,8 +364,19 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _one(values: list | None, flag: str):
+    """The one value of a flag that takes several only with --curve."""
+    if values is not None and len(values) > 1:
+        raise ValueError(f"{flag} {' '.join(f'{v:g}' for v in values)}: one protected file takes one value; add "
+                         f"--curve to protect and judge the photo at each")
+    return None if values is None else values[0]
+
+
 def run_protect(args: argparse.Namespace) -> int:
-    request = _request(args, recipe=args.recipe, budget_255=args.budget, steps=args.steps, target=args.target)
+    if args.curve:
+        return run_curve(args)
+    request = _request(args, recipe=args.recipe, budget_255=_one(args.budget, "--budget"),
+                       steps=_one(args.steps, "--steps"), target=args.target)
     plan = jobs.plan(args.image, args.mask, args.out, keep_alpha=True, max_pixels=request.max_pixels)
     batch = args.image.is_dir()
     results = _skip_unpaired(plan)
@@ -393,6 +412,41 @@ def run_protect(args: argparse.Namespace) -> int:
     if any(r.status == "skipped" for r in results):
         return EXIT_BAD_INPUT
     if args.strict and any(r.status == "not protected" for r in results):
+        return EXIT_NOT_PROTECTED
+    return EXIT_OK
+
+
+def run_curve(args: argparse.Namespace) -> int:
+    """``protect --curve``: one photo at every budget × steps (:func:`backfire.jobs.curve_task`)."""
+    if args.image.is_dir():
+        raise io.InputError(f"{args.image}: --curve takes one photo; for a folder, `backfire evaluate "
+                            f"{args.image} --budget … --steps …` writes the curve of every photo")
+    request = _request(args, recipe=args.recipe, target=args.target)
+    budgets = args.budget or list(jobs.CURVE_BUDGETS_255)
+    steps = args.steps or [request.recipe.steps]
+    plan = jobs.plan(args.image, args.mask, args.out, keep_alpha=True, max_pixels=request.max_pixels)
+    task = plan.tasks[0]
+    jobs.check_curve_outputs(task)
+    settings, kept = jobs.curve_settings(request.recipe, budgets, steps)
+    inpainters = request.load_models(_log, _status)
+    number = {(r.budget_255, r.steps): n for n, r in enumerate(settings, 1)}
+
+    def label(recipe) -> str:
+        n = number[recipe.budget_255, recipe.steps]
+        return f"[{n}/{len(settings)}] {task.image.name} {recipe.budget_255:g}/255 × {recipe.steps} steps"
+
+    def on_judge(recipe):
+        bar = Progress(f"{label(recipe)} verdict", unit="edit", enabled=not args.quiet)
+        return lambda model, done, total: bar(done, total)
+
+    judged, rows = jobs.curve_task(task, inpainters, request, budgets, steps, on_judge=on_judge, log=_log,
+                                   on_step=lambda recipe: Progress(label(recipe), enabled=not args.quiet))
+    csv_path, svg_path = jobs.curve_paths(task.out)
+    print(f"{task.out}  (report: {jobs.report_paths(task.out)[0]}; {kept.budget_255:g}/255, {kept.steps} steps)")
+    print(format_outcome(judged.outcome))
+    print(format_curve(rows))
+    print(f"curve: {csv_path}\ncurve: {svg_path}")
+    if args.strict and not judged.outcome.protected:
         return EXIT_NOT_PROTECTED
     return EXIT_OK
 
@@ -477,18 +531,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise io.InputError(f"{folder}: not a folder of NAME.png + NAME_mask.png pairs")
     out = args.out or folder.resolve().parent / f"{folder.resolve().name}-evaluation"
     budgets = (None,) if args.budget is None else tuple(b / 255 for b in args.budget)
+    steps = (None,) if args.steps is None else tuple(args.steps)
     transforms = () if args.robustness is None else tuple(args.robustness or TRANSFORMS)
     arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "run"}
     arguments["out"] = str(out)
     config = EvaluationConfig(recipes=tuple(get_recipe(r) for r in args.recipe), budgets=budgets,
                               families=tuple(args.families), transforms=transforms, limit=args.limit,
-                              seed=args.seed, steps=args.steps, draws=args.draws, with_fid=not args.no_fid,
+                              seed=args.seed, steps=steps, draws=args.draws, with_fid=not args.no_fid,
                               clip_weights=args.clip_weights, lpips_weights=tuple(args.lpips_weights),
                               max_pixels=args.max_pixels, arguments=arguments)
     config.check()
     inpainters = _request(args).load_models(_log, _status)
     evaluate(folder, out, inpainters, config, None if args.quiet else _log, runners.LocalRunner(batch=args.batch))
-    print(f"{out / 'summary.md'}\n{out / 'report.html'}\n{out / 'cases.csv'}\n{out / 'config.json'}")
+    print("\n".join(str(out / name) for name in ("summary.md", "report.html", "cases.csv", "curve.csv", "curve.svg",
+                                                  "config.json")))
     return EXIT_OK
 
 

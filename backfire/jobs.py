@@ -12,8 +12,9 @@ import csv
 import io as _io
 import json
 import math
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from backfire import io
 from backfire.inpainters.base import Inpainter
 from backfire.inpainters.pipelines import AUTO, default_pipeline, wrap
 from backfire.inpainters.registry import CHOICES, DEFAULT_MODEL, load_inpainter, resolve_models
+from backfire.judge import curve
 from backfire.judge.outcome import DEFAULT_DRAWS, Outcome, Trial, check_draws, judge_every
 from backfire.judge.preview import preview
 from backfire.judge.verdict import VERDICT_FAMILIES, EditImages
@@ -321,6 +323,62 @@ def protect_task(task: Task, inpainters: Sequence[Inpainter], request: Request, 
             raise
         raise Interrupted(task, [p for p in files.targets if p.exists()]) from None
     return Judged(image, region, saved, result, outcome, found, fills, record)
+
+
+CURVE_BUDGETS_255: tuple[float, ...] = (4.0, 6.375, 16.0, 32.0, 64.0)
+"""``protect --curve``'s budgets unless told: from under the paper's 6.375/255 to 64/255, past where the stand-ins'
+edits start failing and the published defences stopped (docs/curves.md, docs/literature.md)."""
+
+
+def curve_paths(out: Path) -> tuple[Path, Path]:
+    """``OUT.curve.csv`` and ``OUT.curve.svg`` beside the protected image."""
+    return out.with_suffix(".curve.csv"), out.with_suffix(".curve.svg")
+
+
+def check_curve_outputs(task: Task) -> None:
+    """Everything writing the curve of ``task`` would refuse, checked before any work."""
+    for path in curve_paths(task.out):
+        io.check_not_input(path, task.inputs)
+        io.check_output(path, task.inputs)
+
+
+def curve_settings(recipe: Recipe, budgets_255: Sequence[float], steps: Sequence[int]) -> tuple[list[Recipe], Recipe]:
+    """Every budget × steps of a curve as recipes, in the order they run, and the one whose protection is the
+    command's output, run last: the request's own budget and steps, or where the curve leaves them out, its
+    nearest budget and nearest steps (ties: the smaller). The curve costs no run more than its settings."""
+    budgets_255, steps = list(dict.fromkeys(budgets_255)), list(dict.fromkeys(steps))  # each setting once
+    budget = min(budgets_255, key=lambda b: (abs(b - recipe.budget_255), b))
+    kept = recipe.but(budget=budget / 255, steps=min(steps, key=lambda s: (abs(s - recipe.steps), s)))
+    others = [recipe.but(budget=b / 255, steps=s) for b in budgets_255 for s in steps]
+    return [r for r in others if r != kept] + [kept], kept
+
+
+def curve_task(task: Task, inpainters: Sequence[Inpainter], request: Request, budgets_255: Sequence[float],
+               steps: Sequence[int], *, on_step: Callable[[Recipe], StepCallback | None] = lambda recipe: None,
+               on_judge: Callable[[Recipe], JudgeProgress | None] = lambda recipe: None,
+               log: Log = lambda message: None) -> tuple[Judged, list[dict]]:
+    """``backfire protect --curve``: the photo protected and judged at every budget × steps, each on the one road
+    (:func:`protect_task`: saved, read back, judged on every trial); the setting :func:`curve_settings` keeps is
+    written as ``task.out`` with its JSON and preview, the others in a scratch folder that is removed. Then the
+    curve (:mod:`backfire.judge.curve`) as ``OUT.curve.csv`` and ``OUT.curve.svg``. The kept setting runs last,
+    so an interruption before it leaves nothing written. ``on_step(recipe)``, ``on_judge(recipe)``: the step and
+    verdict callbacks of a setting.
+    Returns the kept setting's :class:`Judged` and the curve's rows (by budget, then steps)."""
+    settings, kept = curve_settings(request.recipe, budgets_255, steps)
+    loaded = load(task, request.max_pixels, log, keep_alpha=True)  # read once, its notes said once
+    found: list[curve.Point] = []
+    with tempfile.TemporaryDirectory(prefix="backfire-curve-") as scratch:
+        for recipe in settings:
+            mine = task if recipe == kept else Task(task.image, task.mask, Path(scratch) / task.out.name)
+            judged = protect_task(mine, inpainters, replace(request, recipe=recipe), loaded=loaded,
+                                  on_step=on_step(recipe), on_judge=on_judge(recipe),
+                                  log=log if recipe == kept else (lambda message: None))
+            found += curve.points(judged.outcome, recipe)
+    rows = sorted(curve.rows(found), key=lambda r: (r["model"], r["recipe"], r["budget_255"], r["steps"]))
+    csv_path, svg_path = curve_paths(task.out)
+    io.write_text_atomic(csv_path, curve.csv_text(rows), protect_inputs=task.inputs)
+    io.write_text_atomic(svg_path, curve.svg(rows), protect_inputs=task.inputs)
+    return judged, rows
 
 
 class Interrupted(KeyboardInterrupt):

@@ -55,6 +55,89 @@ def test_verdict_is_computed_on_the_saved_file(capsys, files, weights, tmp_path)
         [e["target_distance_protected"] for e in report["edits"]]
 
 
+def test_protect_and_verify_report_delta_e_of_the_saved_file_in_json_and_table(capsys, files, weights, tmp_path):
+    """Visibility as people see it: CIEDE2000 ΔE of the saved file against the original, in protect's and verify's
+    JSON and in the printed table, recomputed here from the files."""
+    from backfire.judge.colour import delta_e
+
+    photo, mask = files
+    code, out, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "out.png", *_model(weights),
+                             "--steps", "1", "--budget", "8")
+    assert code == 0, err
+    mean, p99 = delta_e(bio.read_image(tmp_path / "out.png").pixels, bio.read_image(photo).pixels)
+    assert 0 < mean < p99  # an 8/255 perturbation shows in ΔE
+    report = json.loads((tmp_path / "out.json").read_text())
+    code, verified, _ = run_cli(capsys, "verify", photo, tmp_path / "out.png", "--mask", mask, *_model(weights),
+                                "--json", tmp_path / "verify.json")
+    again = json.loads((tmp_path / "verify.json").read_text())
+    for record in (report, again, *report["verdicts"]):
+        assert record["invisibility"]["delta_e_mean"] == pytest.approx(mean, abs=1e-9)
+        assert record["invisibility"]["delta_e_p99"] == pytest.approx(p99, abs=1e-9)
+    for printed in (out, verified):
+        assert f"ΔE00 mean {mean:.2f}, p99 {p99:.2f} (one JND = 2.3)" in printed, printed
+
+
+def test_protect_curve_judges_every_budget_and_steps_and_keeps_the_nearest_as_out(capsys, files, weights, tmp_path):
+    import csv
+    import xml.etree.ElementTree as ET
+
+    from backfire.judge import curve
+    from backfire.judge.colour import delta_e
+
+    photo, mask = files
+    before = {p: _digest(p) for p in files}
+    out = tmp_path / "out" / "photo.png"
+    out.parent.mkdir()
+    code, printed, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", out, *_model(weights), "--curve",
+                                 "--budget", "4", "16", "--steps", "1", "2")
+    assert code == 0, err
+    assert {p: _digest(p) for p in files} == before
+    # the curve's other settings ran in a scratch folder: beside OUT only OUT's set and the curve
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        ["photo.png", "photo.json", "photo.preview.png", "photo.curve.csv", "photo.curve.svg"])
+    report = json.loads((tmp_path / "out" / "photo.json").read_text())
+    # the recipe's 6.375/255 and 20 steps are not among those given: the nearest, 4/255 and 2 steps, is OUT
+    assert report["budget_255"] == pytest.approx(4) and report["recipe"]["steps"] == 2
+    rows = list(csv.DictReader(open(out.with_suffix(".curve.csv"))))
+    assert tuple(rows[0]) == curve.COLUMNS
+    assert [(float(r["budget_255"]), int(r["steps"])) for r in rows] == [(4, 1), (4, 2), (16, 1), (16, 2)]
+    assert all(r["images"] == "1" and r["attacker_edits"] == "2" for r in rows)  # exact and dilate-8
+    kept = rows[1]
+    mean, p99 = delta_e(bio.read_image(out).pixels, bio.read_image(photo).pixels)
+    assert float(kept["delta_e_mean"]) == pytest.approx(mean) and float(kept["delta_e_p99"]) == pytest.approx(p99)
+    assert float(kept["psnr"]) == pytest.approx(report["invisibility"]["psnr"])
+    attacks = [e for e in report["edits"] if e["kind"] == "attacker"]
+    assert float(kept["target_distance_protected"]) == pytest.approx(
+        sum(e["target_distance_protected"] for e in attacks) / len(attacks))
+    assert float(kept["failure_rate"]) == sum(e["failed"] for e in attacks) / len(attacks)
+    assert float(rows[3]["delta_e_p99"]) > float(kept["delta_e_p99"])  # 16/255 shows more than 4/255
+    svg = ET.parse(out.with_suffix(".curve.svg")).getroot()
+    steps = [p.get("data-steps") for p in svg.iter("{http://www.w3.org/2000/svg}path") if p.get("class") == "series"]
+    assert sorted(steps) == ["1"] * 3 + ["2"] * 3
+    assert "strength curve" in printed and curve.caveat("lama") in printed and str(out.with_suffix(".curve.svg")) in printed
+    assert "[4/4] photo.png 4/255 × 2 steps" in err  # progress for every setting; OUT's runs last
+
+
+def test_several_budgets_without_curve_and_curve_on_a_folder_stop_before_work(capsys, files, weights, tmp_path):
+    photo, mask = files
+    for flags, message in [(["--budget", "4", "16"], "--budget 4 16: one protected file takes one value; add --curve"),
+                           (["--steps", "1", "2"], "--steps 1 2: one protected file takes one value")]:
+        code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "o.png", *_model(weights),
+                               *flags)
+        assert code == 2 and message in err and err.count("\n") == 1, err
+    folder = photo_folder(tmp_path / "in", 1)
+    code, _, err = run_cli(capsys, "protect", folder, "-o", tmp_path / "outs", *_model(weights), "--curve")
+    assert code == 2 and "--curve takes one photo" in err and err.count("\n") == 1, err
+    # a curve file that would overwrite an input (here the mask, named like OUT's curve) is refused before work
+    named = tmp_path / "o.curve.csv"
+    named.write_bytes(mask.read_bytes())
+    code, _, err = run_cli(capsys, "protect", photo, "--mask", named, "-o", tmp_path / "o.png", *_model(weights),
+                           "--curve", "--budget", "4", "--steps", "1")
+    assert code == 2 and err.startswith("backfire: error:") and err.count("\n") == 1, err
+    assert named.read_bytes() == mask.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["photo.png", "photo_mask.png", "in", "o.curve.csv"])
+
+
 def test_protect_a_folder_mirrors_names(capsys, tmp_path, weights):
     src = photo_folder(tmp_path / "in", 2, prefix="img")
     code, _, err = run_cli(capsys, "protect", src, "-o", tmp_path / "out", *_model(weights), "--steps", "1", "--quiet")

@@ -94,7 +94,7 @@ def test_evaluate_writes_the_four_reports_beside_the_folder_and_keeps_inputs(eva
         assert (result / name).is_file(), name
     folder = evaluation["folder"]
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == evaluation["before"]
-    keys = ["p0__paper__b6.375", "p0__robust__b6.375", "p1__paper__b6.375", "p1__robust__b6.375"]
+    keys = [f"{p}__{r}__b6.375__s1" for p in ("p0", "p1") for r in ("paper", "robust")]
     # protect's own road: each protected PNG with its JSON and preview
     assert sorted(p.name for p in (result / "images").iterdir()) == sorted(
         f"{key}{suffix}" for key in keys for suffix in (".png", ".json", ".preview.png"))
@@ -267,6 +267,100 @@ def test_report_html_renders_every_image_in_headless_chromium(evaluation, tmp_pa
     marker = done.stdout.split('data-images="')[1].split('"')[0]
     ok, total = (int(v) for v in marker.split("/"))
     assert total == 32 and ok == total, marker  # 2 images × 2 recipes × 8 tiles
+
+
+@pytest.fixture(scope="module")
+def curved(tmp_path_factory, weights):
+    """evaluate over budgets × steps: 2 photos, budgets 4 and 16, steps 1 and 2."""
+    import io as _io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    root = tmp_path_factory.mktemp("curve")
+    folder = photo_folder(root / "photos", 2)
+    out, err = _io.StringIO(), _io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli.main(["evaluate", str(folder), "--model", "lama", "--weights", str(weights), "--device", "cpu",
+                         "--steps", "1", "2", "--budget", "4", "16", "--families", "exact", "dilate-8", "ring",
+                         "--no-fid"])
+    return {"code": code, "out": out.getvalue(), "err": err.getvalue(), "folder": folder,
+            "result": root / "photos-evaluation"}
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_evaluate_covers_every_budget_and_steps_and_writes_their_curve(curved):
+    from backfire.judge import curve
+
+    assert curved["code"] == 0, curved["err"]
+    result = curved["result"]
+    assert str(result / "curve.csv") in curved["out"] and str(result / "curve.svg") in curved["out"]
+    cases = _csv(result / "cases.csv")
+    assert {(r["budget_255"], r["steps"]) for r in cases} == {(b, s) for b in ("4.0", "16.0") for s in ("1", "2")}
+    images = sorted(p.name for p in (result / "images").glob("*.png") if not p.name.endswith(".preview.png"))
+    assert images == sorted(f"p{i}__paper__b{b}__s{s}.png" for i in (0, 1) for b in (4, 16) for s in (1, 2))
+    rows = _csv(result / "curve.csv")
+    assert tuple(rows[0]) == curve.COLUMNS
+    assert sorted((float(r["budget_255"]), int(r["steps"])) for r in rows) == [(4, 1), (4, 2), (16, 1), (16, 2)]
+    assert {r["model"] for r in rows} == {"lama"} and {r["images"] for r in rows} == {"2"}
+    for r in rows:  # every figure of the curve, recomputed from cases.csv
+        mine = [c for c in cases if (float(c["budget_255"]), c["steps"]) == (float(r["budget_255"]), r["steps"])
+                and c["transform"] == "none"]
+        attacks = [c for c in mine if c["kind"] == "attacker"]
+        assert int(r["attacker_edits"]) == len(attacks) == 2 * 2  # exact and dilate-8 on 2 photos
+        assert float(r["failure_rate"]) == pytest.approx(sum(c["failed"] == "1" for c in attacks) / len(attacks))
+        for key in ("target_distance_protected", "region_ssim_protected", "target_distance_original"):
+            assert float(r[key]) == pytest.approx(np.mean([float(c[key]) for c in attacks]))
+        per_photo = {c["image"]: c for c in mine}
+        assert len(per_photo) == 2
+        for key in ("psnr", "ssim", "delta_e_mean", "delta_e_p99"):
+            assert float(r[key]) == pytest.approx(np.mean([float(c[key]) for c in per_photo.values()]))
+    strong, weak = (next(r for r in rows if (r["budget_255"], r["steps"]) == (b, "2")) for b in ("16.0", "4.0"))
+    assert float(strong["delta_e_p99"]) > float(weak["delta_e_p99"])  # a larger budget shows more
+
+
+def test_cases_csv_delta_e_is_that_of_the_saved_file(curved):
+    from backfire.judge.colour import delta_e
+
+    result, folder = curved["result"], curved["folder"]
+    row = next(r for r in _csv(result / "cases.csv") if r["image"] == "p1.png" and r["budget_255"] == "16.0"
+               and r["steps"] == "2")
+    mean, p99 = delta_e(bio.read_image(result / "images" / "p1__paper__b16__s2.png").pixels,
+                        bio.read_image(folder / "p1.png").pixels)
+    assert float(row["delta_e_mean"]) == pytest.approx(mean) and float(row["delta_e_p99"]) == pytest.approx(p99)
+    summary = (result / "summary.md").read_text()
+    assert "ΔE00 p99" in summary and "## Strength curve (lama)" in summary
+
+
+def test_curve_svg_parses_with_a_line_per_steps_in_every_panel_and_says_what_it_measures(curved):
+    import xml.etree.ElementTree as ET
+
+    from backfire.judge import curve
+
+    result = curved["result"]
+    svg = ET.parse(result / "curve.svg").getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    paths = [p for p in svg.iter(f"{ns}path") if p.get("class") == "series"]
+    assert sorted(p.get("data-steps") for p in paths) == ["1"] * 3 + ["2"] * 3  # three panels, a line per steps
+    assert all(p.get("d").count("L") == 1 for p in paths)  # two budgets: one segment each
+    texts = " ".join(t.text or "" for t in svg.iter(f"{ns}text"))
+    assert curve.caveat("lama") in texts and "measured against lama only" in texts
+    page = (result / "report.html").read_text()
+    assert page.count("<svg") == 1 and "Strength curve (lama)" in page
+    assert "a property of backfire-s, not of real models" in curve.caveat("backfire-s")
+
+
+def test_a_setting_given_twice_is_run_and_counted_once(capsys, weights, tmp_path):
+    folder = photo_folder(tmp_path / "photos", 1)
+    code, _, err = run_cli(capsys, "evaluate", folder, "--out", tmp_path / "ev", "--model", "lama", "--weights",
+                           weights, "--device", "cpu", "--steps", "1", "1", "--budget", "4", "4", "--families",
+                           "exact", "--no-fid", "--quiet")
+    assert code == 0, err
+    rows = _csv(tmp_path / "ev" / "curve.csv")
+    assert len(rows) == 1 and rows[0]["images"] == "1" and rows[0]["attacker_edits"] == "1"
+    assert len(_csv(tmp_path / "ev" / "cases.csv")) == 1
 
 
 def test_evaluate_refuses_to_write_inside_the_input_folder(capsys, evaluation, weights):

@@ -215,12 +215,12 @@ def test_evaluate_takes_protects_road_greyscale_stays_grey_and_alpha_is_kept(cap
                            "--families", "exact", "ring", "--no-fid", "--quiet")
     assert code == 0, err
     images = tmp_path / "ev" / "images"
-    assert Image.open(images / "g__paper__b6.375.png").mode == "L"
-    written = Image.open(images / "t__paper__b6.375.png")
+    assert Image.open(images / "g__paper__b6.375__s1.png").mode == "L"
+    written = Image.open(images / "t__paper__b6.375__s1.png")
     assert written.mode == "RGBA" and np.array_equal(np.asarray(written)[..., 3], alpha)
     for name in ("g", "t"):  # and the JSON and preview protect writes beside every protected file
-        assert json.loads((images / f"{name}__paper__b6.375.json").read_text())["image"] == str(folder / f"{name}.png")
-        assert (images / f"{name}__paper__b6.375.preview.png").is_file()
+        assert json.loads((images / f"{name}__paper__b6.375__s1.json").read_text())["image"] == str(folder / f"{name}.png")
+        assert (images / f"{name}__paper__b6.375__s1.preview.png").is_file()
 
 
 def test_evaluates_failure_rate_counts_an_edit_failed_only_on_every_trial(capsys, wide, weights, tmp_path,
@@ -232,7 +232,7 @@ def test_evaluates_failure_rate_counts_an_edit_failed_only_on_every_trial(capsys
                            "--pipeline", "iopaint", "--steps", "1", "--families", "exact", "dilate-8", "ring",
                            "--robustness", "jpeg-75", "--no-fid", "--quiet")
     assert code == 0, err
-    record = json.loads((tmp_path / "ev" / "images" / "wide__paper__b6.375.json").read_text())
+    record = json.loads((tmp_path / "ev" / "images" / "wide__paper__b6.375__s1.json").read_text())
     assert [v["strategy"] for v in record["verdicts"]] == ["Crop", "Original", "Resize"]
     rows = [r for r in csv.DictReader(open(tmp_path / "ev" / "cases.csv")) if r["transform"] == "none"]
     assert [r["edit"] for r in rows] == ["exact", "dilate-8", "ring"]

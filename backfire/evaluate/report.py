@@ -1,5 +1,6 @@
 """``backfire evaluate``'s reports: the cases as ``cases.csv``, the paper-style tables as ``summary.md`` and
-``report.html`` (with thumbnails), the run as ``config.json``; and the machine it ran on.
+``report.html`` (with thumbnails and the strength curve), the curve as ``curve.csv`` and ``curve.svg``, the run as
+``config.json``; and the machine it ran on.
 
 Everything here renders values already measured (:mod:`backfire.evaluate.run` measures); one table is
 built once and written both as Markdown and as HTML.
@@ -25,14 +26,17 @@ from torch import Tensor
 
 from backfire import __version__, io
 from backfire import masks as mask_ops
+from backfire.judge import curve
+from backfire.judge.colour import JND
 from backfire.judge.sets import FeatureSets
-from backfire.judge.verdict import ATTACKER_METRICS, BENIGN_METRICS, EditImages, EditResult
+from backfire.judge.verdict import ATTACKER_METRICS, BENIGN_METRICS, INVISIBILITY_METRICS, EditImages, EditResult
 from backfire.pixels import to_pil
 
-COLUMNS: tuple[str, ...] = ("image", "recipe", "budget_255", "family", "edit", "kind", "transform", "failed",
-                            "intact", *ATTACKER_METRICS, *BENIGN_METRICS, "seconds")
-"""``cases.csv``: one row per image × recipe × budget × edit × transform; the metric columns are the
-verdict's own metric names."""
+COLUMNS: tuple[str, ...] = ("image", "recipe", "budget_255", "steps", "family", "edit", "kind", "transform",
+                            "failed", "intact", *ATTACKER_METRICS, *BENIGN_METRICS, *INVISIBILITY_METRICS, "seconds")
+"""``cases.csv``: one row per image × recipe × budget × steps × edit × transform; the metric columns are the
+verdict's own metric names (the invisibility ones: of the saved file against the original, the same on every row
+of a case)."""
 THUMB = 128  # px, the long side of a thumbnail
 PROTOCOL = "docs/evaluation.md"
 
@@ -49,8 +53,8 @@ class Table:
 
 @dataclass
 class Case:
-    """One image under one recipe and budget (and the recipe's steps, ``--steps`` applied): its measured edits and
-    where its thumbnails are."""
+    """One image under one recipe, budget and steps: its measured edits, its points of the strength curve (one per
+    model judged) and where its thumbnails are."""
 
     image: str
     recipe: str
@@ -62,14 +66,20 @@ class Case:
     rows: list[dict] = field(default_factory=list)
     thumbs: list[tuple[str, str]] = field(default_factory=list)  # (label, relative path)
     skipped: list[str] = field(default_factory=list)
+    points: list[curve.Point] = field(default_factory=list)
+
+    @property
+    def setting(self) -> str:
+        """The recipe, budget and steps in words (a table's row, a heading)."""
+        return f"{self.recipe} {self.budget_255:g}/255, {self.steps} step{'s' * (self.steps != 1)}"
 
 
 def row(case: Case, edit: EditResult, transform: str) -> dict:
     """One ``cases.csv`` row (empty cells where a field belongs to the other kind of edit)."""
     outcome = {"failed": int(edit.failed)} if edit.kind == "attacker" else {"intact": int(edit.intact)}
-    values = {"image": case.image, "recipe": case.recipe, "budget_255": case.budget_255, "family": edit.family,
-              "edit": edit.name, "kind": edit.kind, "transform": transform, **outcome, **edit.metrics,
-              "seconds": round(case.seconds_protect, 4)}
+    values = {"image": case.image, "recipe": case.recipe, "budget_255": case.budget_255, "steps": case.steps,
+              "family": edit.family, "edit": edit.name, "kind": edit.kind, "transform": transform, **outcome,
+              **edit.metrics, **case.invisibility, "seconds": round(case.seconds_protect, 4)}
     return {column: values.get(column, "") for column in COLUMNS}
 
 
@@ -144,14 +154,15 @@ def _pct(rows: list[dict], key: str) -> str:
 
 def tables(cases: list[Case], families: Sequence[str], transforms: list[str],
            features: FeatureSets, device: torch.device) -> list[Table]:
-    """Every table of the summary, per recipe × budget where it depends on them."""
+    """Every table of the summary, per recipe × budget × steps where it depends on them."""
     out: list[Table] = []
-    groups: dict[tuple[str, float], list[Case]] = {}
+    groups: dict[str, list[Case]] = {}
     for case in cases:
-        groups.setdefault((case.recipe, case.budget_255), []).append(case)
-    for (recipe, budget), group in groups.items():
-        steps = group[0].steps  # one recipe's steps in one run (--steps overrides every recipe's alike)
-        where = f"recipe `{recipe}`, budget {budget:g}/255, {steps} step{'s' * (steps != 1)}, {len(group)} images"
+        groups.setdefault(case.setting, []).append(case)
+    for setting, group in groups.items():
+        c = group[0]
+        where = (f"recipe `{c.recipe}`, budget {c.budget_255:g}/255, {c.steps} step{'s' * (c.steps != 1)}, "
+                 f"{len(group)} images")
         rows = [r for c in group for r in c.rows]
         plain = [r for r in rows if r["transform"] == "none"]
         attack_rows = []
@@ -176,9 +187,13 @@ def tables(cases: list[Case], families: Sequence[str], transforms: list[str],
                              ["family", "edits", "fidelity SSIM", "fidelity PSNR (dB)", "intact rate"],
                              benign_rows, "Goal: fidelity SSIM ≥ 0.98 (fills of x̃ vs fills of x)."))
         inv = [c.invisibility for c in group]
-        out.append(Table(f"Invisibility ({where})", ["PSNR (dB)", "SSIM", "L∞ mean (/255)", "L∞ max (/255)"],
+        out.append(Table(f"Invisibility ({where})", ["PSNR (dB)", "SSIM", "L∞ mean (/255)", "L∞ max (/255)",
+                                                    "ΔE00 mean", "ΔE00 p99"],
                          [[_f(_mean(v["psnr"] for v in inv), 2), _f(_mean(v["ssim"] for v in inv), 4),
-                           _f(_mean(v["linf_255"] for v in inv), 2), _f(max(v["linf_255"] for v in inv), 2)]]))
+                           _f(_mean(v["linf_255"] for v in inv), 2), _f(max(v["linf_255"] for v in inv), 2),
+                           _f(_mean(v["delta_e_mean"] for v in inv), 2), _f(_mean(v["delta_e_p99"] for v in inv), 2)]],
+                         f"Of the saved file against the original, means over the photos; ΔE00: CIEDE2000, its mean "
+                         f"and 99th percentile over each photo's pixels (one just-noticeable difference ≈ {JND:g})."))
         if transforms:
             robust_rows = []
             for name in ["none", *transforms]:
@@ -191,6 +206,7 @@ def tables(cases: list[Case], families: Sequence[str], transforms: list[str],
         out.append(Table(f"Cost ({where})", ["seconds per image (protect)", "seconds per image (protect + judge)"],
                          [[_f(_mean(c.seconds_protect for c in group), 2),
                            _f(_mean(c.seconds_total for c in group), 2)]]))
+    out += curve_tables(cases)
     out.append(_speed_table(groups))
     out.append(_side_by_side(groups, transforms))
     out.append(_set_table(features))
@@ -198,24 +214,54 @@ def tables(cases: list[Case], families: Sequence[str], transforms: list[str],
     return [t for t in out if t.rows]
 
 
-def _speed_table(groups: dict[tuple[str, float], list[Case]]) -> Table:
+def curve_rows(cases: Sequence[Case]) -> list[dict]:
+    """The strength curve of the cases (:func:`backfire.judge.curve.rows`): ``curve.csv``'s rows."""
+    return curve.rows([p for c in cases for p in c.points])
+
+
+def curve_tables(cases: Sequence[Case]) -> list[Table]:
+    """The strength curve as a table per model, with what it measures (:func:`backfire.judge.curve.caveat`)."""
+    found = curve_rows(cases)
+    out = []
+    for model in dict.fromkeys(r["model"] for r in found):
+        rows = [[r["recipe"], f"{r['budget_255']:g}", str(r["steps"]), str(r["images"]),
+                 f"{r['attacker_edits_failed']}/{r['attacker_edits']}",
+                 f"{_f(r['target_distance_original'])} → {_f(r['target_distance_protected'])}",
+                 f"{_f(r['region_ssim_original'])} → {_f(r['region_ssim_protected'])}", _f(r["psnr"], 2),
+                 _f(r["ssim"], 4), _f(r["delta_e_mean"], 2), _f(r["delta_e_p99"], 2)]
+                for r in found if r["model"] == model]
+        out.append(Table(f"Strength curve ({model})",
+                         ["recipe", "budget (/255)", "steps", "images", "attacker edits failed",
+                          "fill distance to target, without → with", "region SSIM, without → with", "PSNR (dB)",
+                          "SSIM", "ΔE00 mean", "ΔE00 p99"], rows,
+                         f"The curve {curve.caveat(model)}. Attacker edits of the saved file, each failed only when "
+                         f"it failed on every trial of {model}; visibility of the saved file, means over the photos. "
+                         f"Values: curve.csv; plot: curve.svg."))
+    return out
+
+
+def _paper_seconds(groups: dict[str, list[Case]]) -> list[float]:
+    return [c.seconds_protect for g in groups.values() for c in g if c.recipe == "paper"]
+
+
+def _speed_table(groups: dict[str, list[Case]]) -> Table:
     """Speed as a ratio to the paper recipe, measured side by side in this run (when it was run)."""
-    paper = [c.seconds_protect for (r, _), g in groups.items() if r == "paper" for c in g]
+    paper = _paper_seconds(groups)
     if not paper or len(groups) < 2:
         return Table("Speed relative to the paper recipe", [], [])
     base = _mean(paper)
-    rows = [[f"{r} {b:g}/255", _f(_mean(c.seconds_protect for c in g), 2),
-             _f(base / max(_mean(c.seconds_protect for c in g), 1e-9), 2)] for (r, b), g in groups.items()]
+    rows = [[setting, _f(_mean(c.seconds_protect for c in g), 2),
+             _f(base / max(_mean(c.seconds_protect for c in g), 1e-9), 2)] for setting, g in groups.items()]
     return Table("Speed relative to the paper recipe", ["recipe", "seconds per image", "× faster than paper"], rows)
 
 
-def _side_by_side(groups: dict[tuple[str, float], list[Case]], transforms: list[str]) -> Table:
-    """The headline figures of every recipe × budget of the run in one table (the robust-recipe goals)."""
+def _side_by_side(groups: dict[str, list[Case]], transforms: list[str]) -> Table:
+    """The headline figures of every recipe × budget × steps of the run in one table (the robust-recipe goals)."""
     if len(groups) < 2:
         return Table("Recipes side by side", [], [])
-    paper = [c.seconds_protect for (r, _), g in groups.items() if r == "paper" for c in g]
+    paper = _paper_seconds(groups)
     rows = []
-    for (recipe, budget), group in groups.items():
+    for setting, group in groups.items():
         all_rows = [r for c in group for r in c.rows]
         attacks = [r for r in all_rows if r["kind"] == "attacker" and r["transform"] == "none"]
         benign = [r for r in all_rows if r["kind"] == "benign" and r["transform"] == "none"]
@@ -228,7 +274,7 @@ def _side_by_side(groups: dict[tuple[str, float], list[Case]], transforms: list[
         fidelity = min((_mean(r["fidelity_ssim"] for r in benign if r["family"] == f) for f in benign_families),
                        default=None)
         seconds = _mean(c.seconds_protect for c in group)
-        rows.append([f"{recipe} {budget:g}/255", _pct([r for r in attacks if r["family"] == "exact"], "failed"),
+        rows.append([setting, _pct([r for r in attacks if r["family"] == "exact"], "failed"),
                      "–" if not per_family else f"{100 * _mean(per_family):.0f} %",
                      "–" if worst is None else f"{100 * worst[0]:.0f} % ({worst[1]})",
                      _f(fidelity, 4), _f(_mean(c.invisibility["psnr"] for c in group), 2),
@@ -282,6 +328,10 @@ def write_reports(out_dir: Path, cases: list[Case], config, inputs: list[Path], 
     for case in cases:
         writer.writerows(case.rows)
     io.write_text_atomic(out_dir / "cases.csv", buffer.getvalue(), protect_inputs=inputs)
+    found = curve_rows(cases)
+    plot = curve.svg(found)
+    io.write_text_atomic(out_dir / "curve.csv", curve.csv_text(found), protect_inputs=inputs)
+    io.write_text_atomic(out_dir / "curve.svg", plot, protect_inputs=inputs)
 
     transforms = list(config.transforms)
     all_tables = tables(cases, config.families, transforms, features, inpainter.device)
@@ -294,14 +344,14 @@ def write_reports(out_dir: Path, cases: list[Case], config, inputs: list[Path], 
         intro += "\nFamilies with no mask that fits (skipped): " + "; ".join(skipped) + "\n"
     summary = intro + "\n" + "\n".join(markdown(t) for t in all_tables)
     io.write_text_atomic(out_dir / "summary.md", summary, protect_inputs=inputs)
-    io.write_text_atomic(out_dir / "report.html", _html(title, intro, all_tables, cases), protect_inputs=inputs)
+    io.write_text_atomic(out_dir / "report.html", _html(title, intro, all_tables, cases, plot), protect_inputs=inputs)
 
     record = {
         "backfire": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
         "seed": config.seed, "model": inpainter.name, "weights": config.arguments.get("weights"),
         "device": str(inpainter.device), "families": list(config.families), "transforms": transforms,
-        "steps": config.steps, "budgets_255": [None if b is None else b * 255 for b in config.budgets],
-        "recipes": [r.but(steps=config.steps).as_dict() for r in config.recipes],
+        "steps": list(config.steps), "budgets_255": [None if b is None else b * 255 for b in config.budgets],
+        "recipes": [r.but(steps=s).as_dict() for r in config.recipes for s in config.steps],
         "images": [c.image for c in cases], "arguments": config.arguments,
         "set_metrics": features.record(),
     }
@@ -309,16 +359,19 @@ def write_reports(out_dir: Path, cases: list[Case], config, inputs: list[Path], 
                          protect_inputs=inputs)
 
 
-def _html(title: str, intro: str, all_tables: list[Table], cases: list[Case]) -> str:
+def _html(title: str, intro: str, all_tables: list[Table], cases: list[Case], plot: str) -> str:
+    """The page: the intro, the strength curve's plot (``curve.svg`` inline: the page stays one file with its
+    thumbnails), every table, then each case's thumbnails."""
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:.5em 0}"
              "td,th{border:1px solid #bbb;padding:2px 6px;font-size:13px}figure{display:inline-block;"
              "margin:3px;font-size:11px;max-width:140px;vertical-align:top}")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>",
              "".join(f"<p>{html.escape(p)}</p>" for p in intro.splitlines()[1:] if p.strip()),
+             "<h2>Strength curve</h2><div class='curve'>", plot, "</div>",
              *(html_table(t) for t in all_tables), "<h2>Images</h2>"]
     for case in cases:
-        parts.append(f"<h3>{html.escape(case.image)} — {html.escape(case.recipe)} {case.budget_255:g}/255</h3><div>")
+        parts.append(f"<h3>{html.escape(case.image)} — {html.escape(case.setting)}</h3><div>")
         parts += [f"<figure><img src='{html.escape(path)}' alt='{html.escape(label)}'>"
                   f"<figcaption>{html.escape(label)}</figcaption></figure>" for label, path in case.thumbs]
         parts.append("</div>")

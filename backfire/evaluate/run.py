@@ -1,6 +1,6 @@
 """The folder-level protocol of docs/evaluation.md: the paper's table, on any folder of images.
 
-For every ``NAME.png`` + ``NAME_mask.png`` pair and every recipe (× budget): the road ``backfire protect``
+For every ``NAME.png`` + ``NAME_mask.png`` pair and every recipe × budget × steps: the road ``backfire protect``
 takes, one function (:func:`backfire.jobs.protect_task`: read with its modes kept, protect, save the 8-bit
 file with its JSON and preview, read it back, judge the saved file on every model × strategy × draw) for every
 attacker and benign family; with robustness, judge each cleaned copy of the saved file again on the same
@@ -8,7 +8,9 @@ trials (attacker families only). An edit counts as failed only when it failed on
 when intact on every trial (:meth:`backfire.judge.outcome.Outcome.decided`: the failure rates are over the
 unit that decides "protected"). :mod:`backfire.evaluate.report` writes into ``out_dir``:
 
-- ``cases.csv``: one row per image × recipe × budget × edit × transform (``none`` = the saved file);
+- ``cases.csv``: one row per image × recipe × budget × steps × edit × transform (``none`` = the saved file);
+- ``curve.csv`` and ``curve.svg``: the strength curve per model (:mod:`backfire.judge.curve`): failure rate,
+  fill distance and region SSIM against budget × steps and against the photo's visibility (PSNR, SSIM, ΔE00);
 - ``summary.md``: the paper-style tables (attacker and benign families, invisibility, robustness, FID,
   CLIP-FID, LPIPS, cost, the machine);
 - ``report.html``: the same tables and, per case, thumbnails (``thumbs/``) of the original, the protected
@@ -31,6 +33,7 @@ from backfire import io, jobs
 from backfire import masks as mask_ops
 from backfire.evaluate.report import COLUMNS, Case, row, write_reports, write_thumbs
 from backfire.inpainters.base import Inpainter
+from backfire.judge import curve
 from backfire.judge.outcome import DEFAULT_DRAWS, Trial, judge_every
 from backfire.judge.sets import FeatureSets
 from backfire.judge.transforms import get_transforms
@@ -43,17 +46,17 @@ __all__ = ["COLUMNS", "EvaluationConfig", "evaluate"]
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """What an evaluation runs: recipes × budgets on every image, the families and cleanings judged.
+    """What an evaluation runs: recipes × budgets × steps on every image, the families and cleanings judged.
 
     Arguments:
         recipes: protection recipes to compare (side by side in one run: their seconds are comparable).
         budgets: L∞ budgets in [0, 1] units; ``None`` = each recipe's own.
+        steps: optimisation step counts; ``None`` = each recipe's own.
         families: mask families (``backfire.masks``), attacker and benign.
         transforms: names of :data:`backfire.judge.transforms.TRANSFORMS` applied to x̃ before the
             attacker's edits (empty: none).
         limit: at most this many images (the first, by name).
         seed: seeds the protection's start and the random mask families.
-        steps: overrides the recipes' step count.
         draws: draws judged per stochastic model (``--draws``).
         with_fid: compute FID over the set (needs the Inception weights, else "unavailable").
         clip_weights: CLIP ViT-B/32 weights for CLIP-FID (OpenAI's ``ViT-B-32.pt``); None: the pulled ones,
@@ -66,11 +69,11 @@ class EvaluationConfig:
 
     recipes: tuple[Recipe, ...]
     budgets: tuple[float | None, ...] = (None,)
+    steps: tuple[int | None, ...] = (None,)
     families: tuple[str, ...] = mask_ops.FAMILIES
     transforms: tuple[str, ...] = ()
     limit: int | None = None
     seed: int = 0
-    steps: int | None = None
     draws: int = DEFAULT_DRAWS
     with_fid: bool = True
     clip_weights: Path | None = None
@@ -134,7 +137,8 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
-    plans = [r.but(budget=b, steps=config.steps) for r in config.recipes for b in config.budgets]
+    budgets, steps = dict.fromkeys(config.budgets), dict.fromkeys(config.steps)  # a setting given twice runs once
+    plans = [r.but(budget=b, steps=s) for r in config.recipes for b in budgets for s in steps]
     total = len(pairs) * len(plans)
     runner = runner or LocalRunner()
     found: dict[tuple[int, int], Case] = {}
@@ -153,7 +157,7 @@ def evaluate(folder: Path, out_dir: Path, inpainter: Inpainter | Sequence[Inpain
 
 
 def _key(image_path: Path, recipe: Recipe) -> str:
-    return f"{image_path.stem}__{recipe.name}__b{round(recipe.budget * 255, 3):g}"
+    return f"{image_path.stem}__{recipe.name}__b{recipe.budget_255:g}__s{recipe.steps}"
 
 
 class _CaseWork:
@@ -192,7 +196,6 @@ def _evaluate_case(task: jobs.Task, loaded: tuple[io.LoadedImage, Tensor], prote
     ensemble, recipe, config, features = work.ensemble, work.recipe, work.config, work.features
     # a batch's protection was timed with the batch: its share counts toward the case's total
     started = time.perf_counter() - protection.seconds
-    budget_255 = round(recipe.budget * 255, 3)
     request = jobs.Request(recipe, seed=config.seed, draws=config.draws, max_pixels=config.max_pixels)
     judged = jobs.protect_task(task, ensemble, request, families=config.families, log=work.log, loaded=loaded,
                                protection=protection)
@@ -211,9 +214,9 @@ def _evaluate_case(task: jobs.Task, loaded: tuple[io.LoadedImage, Tensor], prote
     if attacks:
         features.add("original fills", torch.stack([f.original for f in attacks]), reference=image)
         features.add("protected fills", torch.stack([f.protected for f in attacks]), reference=image)
-    case = Case(image=task.image.name, recipe=recipe.name, budget_255=budget_255, steps=recipe.steps,
+    case = Case(image=task.image.name, recipe=recipe.name, budget_255=recipe.budget_255, steps=recipe.steps,
                 seconds_protect=judged.protection.seconds, seconds_total=time.perf_counter() - started,
-                invisibility=verdict.invisibility, skipped=verdict.skipped)
+                invisibility=verdict.invisibility, skipped=verdict.skipped, points=curve.points(outcome, recipe))
     case.rows = [row(case, e, t) for e, t in measured]
     case.thumbs = write_thumbs(work.out_dir, task.out.stem, image, judged.saved, verdict.edits, fills, work.inputs)
     return case
@@ -227,7 +230,7 @@ def _progress_line(done: int, total: int, case: Case) -> str:
     plain = [r for r in case.rows if r["transform"] == "none"]
     attacks = [r for r in plain if r["kind"] == "attacker"]
     benign = [r for r in plain if r["kind"] == "benign"]
-    return (f"[{done}/{total}] {case.image} {case.recipe} {case.budget_255:g}/255: "
+    return (f"[{done}/{total}] {case.image} {case.recipe} {case.budget_255:g}/255 × {case.steps} steps: "
             f"{sum(r['failed'] == 1 for r in attacks)}/{len(attacks)} attacker edits failed, "
             f"{sum(r['intact'] == 1 for r in benign)}/{len(benign)} benign intact, "
             f"{case.seconds_total:.1f} s")

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from backfire.inpainters.base import Inpainter
 from backfire.judge.verdict import (INTACT_SSIM, VERDICT_FAMILIES, AttackerEdit, BenignEdit, EditImages,
-                                    EditResult, Verdict, judge)
+                                    EditResult, Verdict, invisibility, judge)
 from backfire.protect import TargetKind
 
 DEFAULT_DRAWS = 8
@@ -240,6 +240,7 @@ def judge_every(original: Tensor, protected: Tensor, region: Tensor, models: Seq
     trial's fills (in the same order). ``clean_fills(trial)``: edits of the original already made for that
     trial (see ``judge``), e.g. those the optimisation computed for each model's default strategy and draw 0."""
     found = trials(models, tuple(original.shape[-2:]), draws)
+    visibility = invisibility(original, protected)  # of the two images alone: measured once for every trial
     verdicts, fills = [], []
     for n, trial in enumerate(found):
         def progress(done: int, total: int, trial: Trial = trial, n: int = n) -> None:
@@ -247,7 +248,7 @@ def judge_every(original: Tensor, protected: Tensor, region: Tensor, models: Seq
 
         verdict, images = judge(original, protected, region, trial.tool, target, tuple(families), seed=seed,
                                 clean_fills=clean_fills(trial) if clean_fills else (), target_kind=target_kind,
-                                on_edit=None if on_edit is None else progress)
+                                on_edit=None if on_edit is None else progress, visibility=visibility)
         verdict.default_strategy, verdict.draw = trial.default_strategy, trial.draw
         verdicts.append(verdict)
         fills.append(images)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from backfire import masks as mask_ops
 from backfire.inpainters.base import Inpainter
-from backfire.judge import metrics
+from backfire.judge import colour, metrics
 from backfire.masks import EditKind
 from backfire.protect import TargetKind
 
@@ -37,6 +37,9 @@ ATTACKER_METRICS: tuple[str, ...] = (
 the CSV columns, the tables and the terminal read these names)."""
 BENIGN_METRICS: tuple[str, ...] = ("fidelity_ssim", "fidelity_psnr")
 """What is measured of a benign edit: its fill on x̃ against its fill on x."""
+INVISIBILITY_METRICS: tuple[str, ...] = ("psnr", "ssim", "linf_255", "delta_e_mean", "delta_e_p99")
+"""What is measured of the whole protected photo x̃ against x (:func:`invisibility`): the JSON's ``invisibility``,
+``cases.csv``'s and ``curve.csv``'s columns of the same names."""
 
 
 @dataclass
@@ -186,6 +189,7 @@ def judge(
     clean_fills: Sequence[tuple[Tensor, Tensor]] = (),
     target_kind: TargetKind = "solid",
     on_edit: Callable[[int, int], None] | None = None,
+    visibility: dict[str, float] | None = None,
 ) -> tuple[Verdict, list[EditImages]]:
     """Run the edits of ``families`` on both images and measure them.
 
@@ -204,6 +208,8 @@ def judge(
         target_kind: what ``target`` is (``make_target``'s kind): a ``restore`` target is judged by the
             protocol's relative rule, the others by the distance to T.
         on_edit: called as ``on_edit(done, total)`` after each edit (a verdict takes seconds per edit).
+        visibility: :func:`invisibility` of this pair, when already measured (it depends on the two images
+            only, not on the model: every trial of a photo shares it).
 
     Returns:
         The verdict and the fills of every edit (for the preview).
@@ -237,7 +243,7 @@ def judge(
         stochastic=inpainter.stochastic,
         target_kind=target_kind,
         target_colour=_solid_colour(target),
-        invisibility=invisibility(original, protected),
+        invisibility=visibility if visibility is not None else invisibility(original, protected),
         edits=results,
         skipped=[f for f in families if f not in produced],
     )
@@ -252,11 +258,16 @@ def fail_distance(target_kind: TargetKind, distance_original: float) -> float:
 
 
 def invisibility(original: Tensor, protected: Tensor) -> dict[str, float]:
-    """How visible the perturbation is: whole-image PSNR (dB), SSIM and L∞ (/255)."""
+    """How visible the perturbation is (:data:`INVISIBILITY_METRICS`): whole-image PSNR (dB), SSIM, L∞ (/255), and
+    CIEDE2000 ΔE as people see it, its mean and 99th percentile over the photo (one JND is
+    :data:`backfire.judge.colour.JND`; the percentile says whether it shows *anywhere*)."""
+    delta_e_mean, delta_e_p99 = colour.delta_e(protected, original)
     return {
         "psnr": metrics.psnr(protected, original),
         "ssim": metrics.ssim(protected, original),
         "linf_255": metrics.linf_255(protected, original),
+        "delta_e_mean": delta_e_mean,
+        "delta_e_p99": delta_e_p99,
     }
 
 

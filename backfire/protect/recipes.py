@@ -93,6 +93,11 @@ class Recipe:
     redraw: bool = False
     description: str = ""
 
+    @property
+    def budget_255(self) -> float:
+        """The budget in /255 as reports name it (rounded to thousandths: 0.025 is 6.375, never 6.37499…)."""
+        return round(self.budget * 255, 3)
+
     def but(self, **changes) -> Recipe:
         """A copy with some fields changed (``None`` values leave the field as it is)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
