@@ -327,10 +327,23 @@ def protect_task(task: Task, inpainters: Sequence[Inpainter], request: Request, 
                                                     grey=loaded.grey, on_step=on_step))
                 extra = {}
             else:
+                keepable: list[Judged] = []
+
+                def heard(index: int, tried: Tried[Judged]) -> None:
+                    # only the latest rung within the ceiling can still be kept: the fills (images of every edit
+                    # of every trial, the preview's) of the others go, or a large photo's search would hold them all
+                    if tried.within or not keepable:
+                        for old in keepable:
+                            old.fills = []
+                        keepable[:] = [tried.judged]
+                    else:
+                        tried.judged.fills = []
+                    if on_rung is not None:
+                        on_rung(tried)
+
                 searched = search(image, region, inpainters, recipe, request.auto, judged,
                                   holds=lambda j: j.outcome.protected, psnr=lambda j: j.psnr, seed=request.seed,
-                                  grey=loaded.grey, on_rung=lambda index, rung: on_step,
-                                  on_tried=None if on_rung is None else (lambda index, tried: on_rung(tried)))
+                                  grey=loaded.grey, on_rung=lambda index, rung: on_step, on_tried=heard)
                 done = searched.kept.judged
                 if searched.kept is not searched.tried[-1]:
                     save(done.protection)  # the kept rung's file again: the same bytes its verdict was judged on
