@@ -2,12 +2,14 @@
 """What the warm start of ``--budget auto`` buys: the search's rungs beside the same rungs run one by one from scratch.
 
     python benchmarks/bench_budget_auto.py [--model backfire-s] [--size 128x96] [--seed 0] [--steps 20]
-                                           [--max-budget 64] [--device cpu] [--threads N]
+                                           [--max-budget 64] [--recipe paper] [--no-chain] [--device cpu]
+                                           [--threads N]
 
 Per rung of the ladder (:mod:`backfire.protect.search`, up to ``--max-budget``, no PSNR floor so that every rung
 runs): the search itself (:func:`backfire.protect.search.search`, each rung warm-started from the one before,
 judged by the real verdict), the rung from scratch with the same steps, and the rung from scratch with as many
-steps as the warm chain has run by then (what a cold run needs to have had the same optimisation). Each column:
+steps as the warm chain has run by then (what a cold run needs to have had the same optimisation; ``--no-chain``
+leaves it out). Each column:
 optimisation seconds, the deciding attacker edit's fill distance to the target (fails at ≤ 0.15) and the verdict;
 the warm rung's visibility (PSNR, CIEDE2000 ΔE mean and 99th percentile). Every verdict is the protocol's
 (every trial, the verdict families) on the 8-bit image the file holds. The photo is a project-made one
@@ -27,8 +29,8 @@ from backfire.inpainters.registry import load_inpainter
 from backfire.judge.colour import delta_e
 from backfire.judge.outcome import Outcome, judge_every
 from backfire.protect.engine import Protection, protect
-from backfire.protect.recipes import PAPER
-from backfire.protect.search import AutoBudget, search
+from backfire.protect.recipes import PAPER, RECIPES, get_recipe
+from backfire.protect.search import AutoBudget, Tried, search
 
 
 def main() -> None:
@@ -38,6 +40,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the project photo's seed")
     parser.add_argument("--steps", type=int, default=PAPER.steps, help="steps per rung")
     parser.add_argument("--max-budget", type=float, default=64.0, help="the ceiling, /255")
+    parser.add_argument("--recipe", default=PAPER.name, choices=sorted(RECIPES))
+    parser.add_argument("--no-chain", action="store_true", help="leave out the cold runs with the chain's steps")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -47,7 +51,7 @@ def main() -> None:
     image, region = example_photo(width, height, seed=args.seed)
     model = load_inpainter(args.model, device=args.device)
     model = wrap(model, default_pipeline(model.name))
-    recipe = PAPER.but(steps=args.steps)
+    recipe = get_recipe(args.recipe).but(steps=args.steps)
     protect(image, region, model, recipe, steps=1)  # warms allocators and kernels: the first rung is timed fairly
 
     def judged(protection: Protection) -> Outcome:
@@ -55,28 +59,35 @@ def main() -> None:
         return outcome
 
     ceiling = AutoBudget(args.max_budget / 255, None)
-    # every rung runs: the search's own rule (stop at the first that holds) is reported, not applied here
-    warm = search(image, region, model, recipe, ceiling, judged, holds=lambda outcome: False,
-                  psnr=lambda outcome: outcome.verdicts[0].invisibility["psnr"])
-    print(f"# {args.model}, project photo {width}×{height} seed {args.seed}, recipe paper, {args.steps} steps per rung; "
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"device {args.device}")
+    print(f"# {args.model}, project photo {width}×{height} seed {args.seed}, recipe {recipe.name}, {args.steps} steps per "
+          f"rung; {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}, device {args.device}")
     print("| budget (/255) | warm: s | warm: fill distance | warm: verdict | cold, same steps: s | fill distance | "
           "verdict | cold, the chain's steps | s | fill distance | verdict | PSNR (dB) | ΔE00 mean | ΔE00 p99 |")
     print("|" + "---|" * 14)
     totals = [0.0, 0.0, 0.0]
-    for k, tried in enumerate(warm.tried, 1):
+
+    def beside(index: int, tried: Tried[Outcome]) -> None:
+        # the cold runs of a rung right after its warm one: a shared machine's load falls on both alike
         rung = tried.rung
         cold = protect(image, region, model, recipe, budget=rung.budget, steps=rung.steps)
-        chain = protect(image, region, model, recipe, budget=rung.budget, steps=k * rung.steps)
-        cold_outcome, chain_outcome = judged(cold), judged(chain)
+        cells = [f"{rung.budget * 255:g}", *_cells(tried.protection, tried.judged), *_cells(cold, judged(cold))]
+        totals[:2] = [totals[0] + tried.protection.seconds, totals[1] + cold.seconds]
+        if args.no_chain:
+            cells += ["—"] * 4
+        else:
+            chain = protect(image, region, model, recipe, budget=rung.budget, steps=(index + 1) * rung.steps)
+            totals[2] += chain.seconds
+            cells += [str((index + 1) * rung.steps), *_cells(chain, judged(chain))]
         mean, p99 = delta_e(image, tried.protection.protected)
-        totals = [totals[0] + tried.protection.seconds, totals[1] + cold.seconds, totals[2] + chain.seconds]
-        cells = [f"{rung.budget * 255:g}", *_cells(tried.protection, tried.judged), *_cells(cold, cold_outcome),
-                 str(k * rung.steps), *_cells(chain, chain_outcome), f"{tried.psnr:.1f}", f"{mean:.2f}", f"{p99:.2f}"]
+        cells += [f"{tried.psnr:.1f}", f"{mean:.2f}", f"{p99:.2f}"]
         print("| " + " | ".join(cells) + " |", flush=True)
-    print(f"\nseconds in all: the search {totals[0]:.1f}, the rungs one by one from scratch {totals[1]:.1f}, "
-          f"from scratch with the chain's steps {totals[2]:.1f}")
+
+    # every rung runs: the search's own rule (stop at the first that holds) is reported, not applied here
+    warm = search(image, region, model, recipe, ceiling, judged, holds=lambda outcome: False,
+                  psnr=lambda outcome: outcome.verdicts[0].invisibility["psnr"], on_tried=beside)
+    chain = "" if args.no_chain else f", from scratch with the chain's steps {totals[2]:.1f}"
+    print(f"\nseconds in all: the search {totals[0]:.1f}, the rungs one by one from scratch {totals[1]:.1f}{chain}")
     holding = next((t for t in warm.tried if t.judged.protected), None)
     print("first rung whose verdict holds: " + ("none up to the ceiling" if holding is None else
                                                  f"{holding.rung.budget * 255:g}/255"))
