@@ -19,11 +19,14 @@ from backfire.judge.text import format_outcome
 from backfire.metric_weights import METRIC_WEIGHTS
 from backfire.progress import Progress
 from backfire.protect.engine import OutOfMemory
-from backfire.protect.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
+from backfire.protect.recipes import DEFAULT_RECIPE, PAPER, RECIPES, get_recipe
 from backfire.protect.search import DEFAULT_MAX_BUDGET_255, DEFAULT_MIN_PSNR, LADDER_255, Tried
 from backfire.protect.targets import TARGET_KINDS
 
 DEFAULT_MODEL = registry.DEFAULT_MODEL
+_PAPER_BUDGET = f"{PAPER.budget * 255:g}"  # the /255 the help speaks; the recipe holds [0, 1] units
+_TARGETS_HELP = ("solid (the pure red, green or blue farthest from the photo's mean colour), "
+                 "inverted (1 − the photo) or restore (the original painted back)")
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_PROTECTED = 0, 1, 2, 3
 
 
@@ -113,6 +116,7 @@ def _protect_budget(text: str) -> float | str:
 
 
 _steps = _checked(int, jobs.check_steps)
+_seed = _checked(int, jobs.check_seed)
 _draws = _checked(int, check_draws)
 _pixels = _number(int, 1)
 _count = _number(int, 1)
@@ -142,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES), help="protection recipe")
     p.add_argument("--budget", type=_protect_budget, default=None, metavar="B",
-                   help="L∞ budget in /255, at least 0.5 (default: the recipe's; paper: 6.375), or auto: the "
+                   help="L∞ budget in /255, at least 0.5 (default: the recipe's; paper: "
+                        f"{_PAPER_BUDGET}), or auto: the "
                         f"smallest of {', '.join(f'{b:g}' for b in LADDER_255)} /255 whose verdict holds, up to "
                         "--max-budget and down to --min-psnr, each run warm-started from the one before")
     p.add_argument("--max-budget", type=_budget_255, default=None, metavar="B",
@@ -153,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_steps, default=None,
                    help="optimisation steps, ≥ 1 (default: the recipe's; with --budget auto: per budget tried)")
     p.add_argument("--target", choices=TARGET_KINDS, default=None,
-                   help="what a failed edit shows (default: the recipe's; paper: solid)")
-    p.add_argument("--seed", type=int, default=0)
+                   help=f"what a failed edit shows: {_TARGETS_HELP} (default: the recipe's; paper: {PAPER.target})")
+    _add_seed(p, "seeds the random start, the sampled edits and the verdict's random mask families")
     _add_draws(p)
     p.add_argument("--strict", action="store_true",
                    help="exit with code 3 when the verdict is NOT PROTECTED (as verify does); default: 0")
@@ -168,20 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=run_edit)
 
     p = commands.add_parser("verify", help="check a protected image: do edits of the region fail?")
-    p.add_argument("original", type=Path)
-    p.add_argument("protected", type=Path)
+    p.add_argument("original", type=Path, help="the photo as it was before protection")
+    p.add_argument("protected", type=Path, help="the protected file, as backfire protect wrote it (or as published)")
     p.add_argument("--mask", type=Path, required=True, help="the protected region")
     _add_model(p)
-    p.add_argument("--target", choices=TARGET_KINDS, default="solid")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target", choices=TARGET_KINDS, default=PAPER.target,
+                   help=f"what a failed edit shows: {_TARGETS_HELP}; give the one it was protected with "
+                        f"(default {PAPER.target})")
+    _add_seed(p, "seeds the verdict's random mask families (protect's seed judges the same edits)")
     _add_draws(p)
-    p.add_argument("--json", type=Path, default=None, help="also write the verdict as JSON here")
+    p.add_argument("--json", type=_output_path, default=None, help="also write the verdict as JSON here")
     p.set_defaults(run=run_verify)
 
     p = commands.add_parser("export", help="write a LaMa-family model as TorchScript in big-lama.pt's convention")
     p.add_argument("--torchscript", type=Path, required=True, metavar="OUT",
                    help="output .pt file, called as model(image, mask) like IOPaint's big-lama.pt")
-    _add_model(p)
+    _add_model_file(p, "the LaMa-family model to export: lama (its --weights: best.ckpt or a generator backfire's "
+                       "trainer exported), backfire-s, backfire-m, or auto (big-LaMa when pulled, else backfire-s; "
+                       "the default)", "the weights file to export (default: the model's pulled or shipped one)")
     p.set_defaults(run=run_export)
 
     p = commands.add_parser("evaluate", help="the full evaluation protocol on a folder of NAME.png + NAME_mask.png")
@@ -190,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", nargs="+", default=[DEFAULT_RECIPE], choices=sorted(RECIPES),
                    help="recipes to compare side by side")
     p.add_argument("--budget", nargs="+", type=_budget_255, default=None, metavar="B",
-                   help="L∞ budgets in /255, each at least 0.5 (default: each recipe's own; paper: 6.375)")
+                   help=f"L∞ budgets in /255, each at least 0.5 (default: each recipe's own; paper: {_PAPER_BUDGET})")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: FOLDER-evaluation beside it)")
     p.add_argument("--families", nargs="+", default=list(mask_ops.FAMILIES), metavar="FAMILY",
                    help=f"mask families (default: all): {', '.join(mask_ops.FAMILIES)}")
@@ -198,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also clean the protected image before each attacker edit; no names = every "
                         "transform of the protocol")
     p.add_argument("--limit", type=_count, default=None, help="only the first N images")
-    p.add_argument("--seed", type=int, default=0)
+    _add_seed(p, "seeds every protection's random start and the random mask families")
     p.add_argument("--steps", type=_steps, default=None, help="optimisation steps, ≥ 1 (default: the recipe's)")
     _add_draws(p)
     p.add_argument("--no-fid", action="store_true", help="skip FID (saves the Inception passes)")
@@ -249,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("app", help="protect, verify and batch in a local web page (extra: backfire[app])")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where the models run")
+    _add_device(p)
     p.set_defaults(run=run_app)
     return parser
 
@@ -273,19 +282,36 @@ def _add_batch(p: argparse.ArgumentParser) -> None:
                         "1 on the CPU, where batching does not pay; on a GPU as many as its free memory holds)")
 
 
+def _add_seed(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--seed", type=_seed, default=0, metavar="N",
+                   help=f"{what}; any whole number from 0 to 2**64 − 1 (default 0: the same run gives the same "
+                        "result)")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where the models run: auto (a CUDA GPU when there is one, else the CPU; the default), cpu, "
+                        "cuda, or mps (an Apple GPU)")
+
+
+def _add_model_file(p: argparse.ArgumentParser, model_help: str,
+                    weights_help: str = "model weights file (sd-inpaint: a local diffusers folder or an id in the "
+                                        "local HF cache)") -> None:
+    """``--model`` and ``--weights``: all that a command which only reads a model file takes (export)."""
+    p.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
+    p.add_argument("--weights", type=Path, default=None, help=weights_help)
+
+
 def _add_model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"inpainting model: {', '.join(available_models())}, or auto (big-LaMa when pulled, else "
-                        "backfire-s; the default) or all (every pulled erase model); protect, verify and evaluate "
-                        "also take an ensemble, NAME[=WEIGHTS],NAME[=WEIGHTS] (protected against all, judged on "
-                        "each)")
+    _add_model_file(p, f"inpainting model: {', '.join(available_models())}, or auto (big-LaMa when pulled, else "
+                       "backfire-s; the default) or all (every pulled erase model); protect, verify and evaluate "
+                       "also take an ensemble, NAME[=WEIGHTS],NAME[=WEIGHTS] (protected against all, judged on "
+                       "each)")
     p.add_argument("--pipeline", default=AUTO, choices=[AUTO, *PIPELINES],
                    help="the attacker's tool around the model: iopaint (IOPaint's padding and HD strategies: Crop "
                         "for photos over 800 px, Original, Resize; the default for lama, mat, migan, backfire-s) "
                         "or plain (the bare model on the whole photo; the default for sd-inpaint)")
-    p.add_argument("--weights", type=Path, default=None,
-                   help="model weights file (sd-inpaint: a local diffusers folder or an id in the local HF cache)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    _add_device(p)
     p.add_argument("--max-pixels", type=_pixels, default=io.DEFAULT_MAX_PIXELS,
                    help="refuse images larger than this many pixels (default 40 MP)")
     diffusion = p.add_argument_group("diffusion models (sd-inpaint)")
@@ -350,7 +376,7 @@ def _log(message: str) -> None:
 def run_protect(args: argparse.Namespace) -> int:
     request = _request(args, recipe=args.recipe, budget_255=args.budget, steps=args.steps, target=args.target,
                        max_budget_255=args.max_budget, min_psnr=args.min_psnr)
-    plan = jobs.plan(args.image, args.mask, args.out)
+    plan = jobs.plan(args.image, args.mask, args.out, keep_alpha=True, max_pixels=request.max_pixels)
     batch = args.image.is_dir()
     for path in plan.unpaired:
         _log(f"backfire: skipping {path.name}: no mask (add {path.stem}_mask.png beside it)")
@@ -443,8 +469,9 @@ def run_edit(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     inputs = [args.original, args.protected, args.mask]
     request = _request(args, target=args.target)
-    if args.json is not None:
-        io.check_not_input(args.json, inputs)
+    if args.json is not None:  # before any work: a verdict that cannot be written would lose its exit code
+        io.check_output(args.json, inputs)
+        io.check_writable(args.json.parent)
     outcome = jobs.verify_files(args.original, args.protected, args.mask, request.load_models(_log, _status),
                                 request, _log)
     print(format_outcome(outcome))

@@ -27,7 +27,7 @@ from backfire.judge.outcome import DEFAULT_DRAWS, Outcome, Trial, check_draws, j
 from backfire.judge.preview import preview
 from backfire.judge.verdict import VERDICT_FAMILIES, EditImages
 from backfire.protect.engine import Protection, StepCallback, protect
-from backfire.protect.recipes import DEFAULT_RECIPE, MIN_BUDGET_255, Recipe, get_recipe
+from backfire.protect.recipes import DEFAULT_RECIPE, MIN_BUDGET_255, PAPER, Recipe, get_recipe
 from backfire.protect.search import DEFAULT_MAX_BUDGET_255, DEFAULT_MIN_PSNR, AutoBudget, Searched, Tried, search
 from backfire.protect.targets import TARGET_KINDS, make_target
 
@@ -60,7 +60,7 @@ def check_budget_255(budget_255: float) -> float:
     the app's field are checked by this one rule."""
     if not MIN_BUDGET_255 <= budget_255 <= 255:
         raise ValueError(f"budget {budget_255:g} must be in [{MIN_BUDGET_255:g}, 255] — the budget is in /255 (the "
-                         f"paper's is 6.4); under {MIN_BUDGET_255:g}/255 8-bit rounding erases it")
+                         f"paper's is {PAPER.budget * 255:g}); under {MIN_BUDGET_255:g}/255 8-bit rounding erases it")
     return float(budget_255)
 
 
@@ -74,6 +74,20 @@ def check_min_psnr(psnr: float) -> float:
         raise ValueError(f"min PSNR {psnr:g} must be a number of dB > 0 (the default is {DEFAULT_MIN_PSNR:g}; "
                          f"the paper's 6.375/255 gives about 33)")
     return float(psnr)
+
+
+SEED_RANGE = (0, 2**64 - 1)
+"""Seeds every generator of the road takes: torch's ``manual_seed`` ends at 2**64 − 1 and numpy's (the sampled
+edits of recipe ``robust``) refuses negative seeds."""
+
+
+def check_seed(seed: int) -> int:
+    """A seed as the user gives it, or a ValueError saying why (one line): what fails in the generators only once
+    the model is loaded is refused where the user typed it."""
+    low, high = SEED_RANGE
+    if isinstance(seed, bool) or int(seed) != seed or not low <= seed <= high:
+        raise ValueError(f"seed must be a whole number in [{low}, 2**64 − 1 = {high}], got {seed}")
+    return int(seed)
 
 
 def check_steps(steps: int) -> int:
@@ -112,6 +126,7 @@ class Request:
         object.__setattr__(self, "weights", None if weights is None else Path(weights))
         object.__setattr__(self, "model", self.model.strip())
         object.__setattr__(self, "draws", check_draws(self.draws))
+        object.__setattr__(self, "seed", check_seed(self.seed))
 
     @classmethod
     def of(cls, *, recipe: str = DEFAULT_RECIPE, budget_255: float | str | None = None, steps: int | None = None,
@@ -209,8 +224,11 @@ def report_paths(out: Path) -> tuple[Path, Path]:
     return out.with_suffix(".json"), out.with_suffix(".preview.png")
 
 
-def plan(image: Path, mask: Path | None, out: Path, suffix: str = ".png") -> Plan:
-    """The tasks for a file or a folder, every output checked (format, folder, writable) before any work.
+def plan(image: Path, mask: Path | None, out: Path, suffix: str = ".png", *, keep_alpha: bool = False,
+         max_pixels: int | None = io.DEFAULT_MAX_PIXELS) -> Plan:
+    """The tasks for a file or a folder, every output checked (format, folder, writable) before any work;
+    ``keep_alpha`` (the outputs keep their image's transparency, as :func:`protect_task` writes them): also that
+    each output's format can hold it (:func:`io.check_image_output`, the image read up to ``max_pixels``).
 
     A folder's images are paired with ``NAME_mask.png`` and written as ``out/NAME.png`` (PNG always:
     a lossy copy would weaken the protection); images without a mask are listed in ``Plan.unpaired``.
@@ -244,7 +262,8 @@ def plan(image: Path, mask: Path | None, out: Path, suffix: str = ".png") -> Pla
         except OSError as exc:
             raise io.InputError(f"{out}: cannot create the output folder: {exc.strerror or exc}") from None
     for task in tasks:
-        io.check_image_output(task.out, inputs)
+        io.check_image_output(task.out, inputs, transparency_of=task.image if keep_alpha else None,
+                              max_pixels=max_pixels)
     return Plan(tasks, unpaired)
 
 

@@ -22,7 +22,7 @@ for k = 1..K; at each checkpoint its EMA generator is measured:
   (seed 0), against OpenCV Telea and Navier-Stokes on the same masks;
 - **steerability** (``study_steerability``'s photo cuts and distance): on the first ``--images`` sample
   pairs (one per kind, cut to ``--crop`` px around the region), the mean distance |F(x̃, M) − T| over M
-  of the exact edit on the 8-bit image, clean and after recipe ``paper`` (6.4/255, Adam, ``--attack-steps``),
+  of the exact edit on the 8-bit image, clean and after recipe ``paper`` (6.375/255, Adam, ``--attack-steps``),
   sign-PGD at 16/255 and sign-PGD unbounded (budget 1), ``--sign-steps`` each, the paper's objective; the
   benign ring change after ``paper``: mean |F(x̃, ring) − F(x, ring)| over the ring (8 px around M).
 
@@ -283,7 +283,7 @@ def write_report(args) -> None:
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     base = (refs + rows)[0]
     lines = [
-        "| variant | ckpt | steps | train CPU min | train wall min | hole PSNR | hole SSIM | FID | clean | paper 6.4 | "
+        "| variant | ckpt | steps | train CPU min | train wall min | hole PSNR | hole SSIM | FID | clean | paper 6.375 | "
         "sign 16 | unbounded | ring change |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -298,7 +298,7 @@ def write_report(args) -> None:
     lines.append(f"| OpenCV NS | | | | | {base['ns_psnr']:.2f} | {base['ns_ssim']:.4f} | {_fmt(base.get('ns_fid'))} "
                  "| | | | | |")
     lines += ["", "Movement toward the target (clean − attacked distance; positive = steered toward the target):", "",
-              "| variant | ckpt | train CPU min | paper 6.4/255 | sign 16/255 | unbounded |", "|---|---|---|---|---|---|"]
+              "| variant | ckpt | train CPU min | paper 6.375/255 | sign 16/255 | unbounded |", "|---|---|---|---|---|---|"]
     for r in refs + rows:
         moves = (f"{r['clean'] - r[c]:+.3f}" for c in ATTACKS)
         lines.append(f"| {_label(r)} | {r.get('checkpoint', '')} | {_fmt(r.get('train_cpu_min'))} | {' | '.join(moves)} |")
@@ -321,7 +321,7 @@ def write_report(args) -> None:
     panels = []
     x_key, x_label = (("train_wall_min", "training minutes (wall, log scale)") if meta.get("budget") == "wall"
                       else ("train_cpu_min", "training CPU minutes (log scale)"))
-    for i, (key, title, floor) in enumerate((("paper", "paper 6.4/255", 0.1), ("sign16", "sign-PGD 16/255", 0.1),
+    for i, (key, title, floor) in enumerate((("paper", "paper 6.375/255", 0.1), ("sign16", "sign-PGD 16/255", 0.1),
                                              ("unbounded", "sign-PGD unbounded", 0.5))):
         series: dict[str, list[tuple[float, float]]] = {}
         for r in rows:  # steerability = how far the attack moved the fill toward the target

@@ -10,10 +10,10 @@ pair of each kind (the name before the first ``-``) is used, up to ``--images``.
 on the context near the hole; the crop is stated in the output). Every configuration keeps the paper's
 objective (attack M and M⁺ toward the solid colour, keep the ring's fill) and changes one thing:
 
-- optimisers at the paper's budget 6.4/255: ``paper`` (Adam lr 0.1, betas 0.5/0.5), ``adam-small``
+- optimisers at the paper's budget 6.375/255: ``paper`` (Adam lr 0.1, betas 0.5/0.5), ``adam-small``
   (Adam lr 0.002, betas 0.9/0.999), ``sign`` (PGD, first step ε/4, cosine decay), ``momentum``
   (MI-FGSM, same steps), ``sign-lowfreq`` (sign-PGD on a 4× coarser δ, bilinearly upsampled);
-- budgets 4, 8, 16, 32/255 with sign-PGD (with its 6.4 run: a curve of distance against budget).
+- budgets 4, 8, 16, 32/255 with sign-PGD (with its 6.375 run: a curve of distance against budget).
 
 Measured along each run, on the 8-bit image (as a saved file would be): the mean distance
 |F(x̃, M) − T| over M of the attacker's exact edit (the protocol's failed-edit rule is ≤ 0.15) and the
@@ -230,7 +230,7 @@ def write(args, photos, all_runs, results, seconds, checkpoints) -> None:
         curves = results[run.name]
         cells = [f"{v:.3f} ({sum(c[s] <= FAIL_AT for c in curves)}/{n})"
                  for s, v in zip(steps, _mean_curve(curves, steps))]
-        lines.append(f"| {run.name} | {run.recipe.budget * 255:.1f} | " + " | ".join(cells)
+        lines.append(f"| {run.name} | {run.recipe.budget * 255:g} | " + " | ".join(cells)
                      + f" | {seconds[run.name] / n:.0f} |")
     lines.append("")
     Path(f"{args.out}.md").write_text("\n".join(lines) + "\n")
@@ -242,7 +242,7 @@ def write(args, photos, all_runs, results, seconds, checkpoints) -> None:
                                     for r in budget_runs)}
     svg = ['<svg xmlns="http://www.w3.org/2000/svg" width="880" height="290" font-family="sans-serif">',
            '<rect width="100%" height="100%" fill="white"/>',
-           svg_plot(by_steps, f"distance to target vs steps (ε = 6.4/255, {args.model})", "steps", 0, 0, log_x=True),
+           svg_plot(by_steps, f"distance to target vs steps (ε = 6.375/255, {args.model})", "steps", 0, 0, log_x=True),
            svg_plot(by_budget, f"distance after {args.steps} steps vs budget", "budget (/255)", 440, 0),
            "</svg>"]
     Path(f"{args.out}.svg").write_text("\n".join(svg) + "\n")

@@ -174,7 +174,7 @@ def test_console_script_runs_and_help_names_the_commands(tmp_path):
 
 def test_export_torchscript_round_trip(capsys, weights, tmp_path):
     out = tmp_path / "exported.pt"
-    code, stdout, err = run_cli(capsys, "export", "--torchscript", out, *_model(weights))
+    code, stdout, err = run_cli(capsys, "export", "--torchscript", out, "--model", "lama", "--weights", weights)
     assert code == 0, err
     # loaded exactly as simple-lama-inpainting / IOPaint load big-lama.pt: torch.jit.load, model(image, mask)
     scripted = torch.jit.load(str(out), map_location="cpu").eval()
@@ -193,7 +193,7 @@ def test_export_torchscript_round_trip(capsys, weights, tmp_path):
 
 
 def test_export_refuses_to_overwrite_its_weights(capsys, weights):
-    code, _, err = run_cli(capsys, "export", "--torchscript", weights, *_model(weights))
+    code, _, err = run_cli(capsys, "export", "--torchscript", weights, "--model", "lama", "--weights", weights)
     assert code == 2 and "refusing to overwrite" in err
 
 

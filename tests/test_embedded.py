@@ -195,7 +195,7 @@ def test_prefill_travels_in_the_weight_file_metadata(tmp_path):
 
 def test_default_model_exports_in_big_lamas_calling_convention(capsys, model, tmp_path):
     out = tmp_path / "backfire-s.pt"
-    code, _, err = run_cli(capsys, "export", "--torchscript", out, "--device", "cpu")
+    code, _, err = run_cli(capsys, "export", "--torchscript", out)  # export runs on the CPU: it takes no --device
     assert code == 0, err
     assert "Inception" not in err  # backfire-s holds nothing of it
     scripted = torch.jit.load(str(out), map_location="cpu").eval()  # as simple-lama-inpainting loads LAMA_MODEL

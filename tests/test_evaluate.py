@@ -342,3 +342,11 @@ def test_mask_text_without_rapidocr_says_how_to_get_it(capsys, astronaut, tmp_pa
         pytest.skip("rapidocr-onnxruntime is installed: the missing-package message cannot be shown")
     code, _, err = run_cli(capsys, "mask", astronaut, "--text", "-o", tmp_path / "t.png")
     assert code == 2 and "pip install rapidocr-onnxruntime" in err and not (tmp_path / "t.png").exists()
+
+
+def test_the_summary_says_the_steps_and_the_budget_it_ran(evaluation):
+    result = evaluation["result"]
+    for name in ("summary.md", "report.html"):  # the fixture ran --steps 1, each recipe at its own 6.375/255
+        text = (result / name).read_text()
+        for recipe in ("paper", "robust"):
+            assert f"recipe {recipe}, budget 6.375/255, 1 step, 2 images" in text.replace("`", ""), (name, recipe)

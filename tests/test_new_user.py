@@ -4,6 +4,7 @@ nothing the user gave is lost. Each test here failed before its fix."""
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -291,3 +292,122 @@ def test_preview_perturbation_panel_shows_structure():
     sheet = np.asarray(preview(image, protected, fills, None)).astype(int)
     panel = sheet[16:, 2 * (32 + 4): 2 * (32 + 4) + 32]  # the third tile, under its label
     assert panel.max() - panel.min() > 200  # stretched to its own range, not a flat ±10× grey
+
+
+# ------------------------------------------------------------------ issue 24, point 4: every check before the work
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail loudly if a model is loaded: the checks under test must come before it."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+    monkeypatch.setattr(jobs, "load_models", refuse)
+
+
+def _rgba(path, opaque: bool):
+    image, mask = example_photo(48, 40, seed=3)
+    alpha = np.full((40, 48), 255, np.uint8) if opaque else np.tile(np.linspace(0, 255, 48, dtype=np.uint8), (40, 1))
+    Image.fromarray(np.dstack([np.asarray(to_pil(image)), alpha]), mode="RGBA").save(path)
+    bio.save_mask(mask, path.with_name(path.stem + "_mask.png"))
+    return path, path.with_name(path.stem + "_mask.png")
+
+
+def test_a_transparent_photo_to_jpeg_is_refused_before_the_protection(capsys, weights, tmp_path, no_protection):
+    photo, mask = _rgba(tmp_path / "t.png", opaque=False)
+    code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "x.jpg", *_model(weights))
+    assert code == 2 and "JPEG cannot hold the image's transparency" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.png", "t_mask.png"]
+
+
+def test_only_a_transparency_the_output_cannot_hold_is_refused(tmp_path):
+    opaque, mask = _rgba(tmp_path / "o.png", opaque=True)  # its alpha is dropped as it is read: a JPEG holds it
+    transparent, other = _rgba(tmp_path / "t.png", opaque=False)
+    assert jobs.plan(opaque, mask, tmp_path / "o.jpg", keep_alpha=True).tasks
+    assert jobs.plan(transparent, other, tmp_path / "t.webp", keep_alpha=True).tasks
+    assert jobs.plan(transparent, other, tmp_path / "t.jpg").tasks  # edit composites it: no alpha is written
+    with pytest.raises(bio.InputError, match="JPEG cannot hold"):
+        jobs.plan(transparent, other, tmp_path / "t.jpg", keep_alpha=True)
+
+
+@pytest.mark.parametrize("where", ["folder", "missing folder"])
+def test_verify_checks_its_json_path_before_any_work(capsys, files, weights, tmp_path, no_model, where):
+    photo, mask = files
+    target = tmp_path if where == "folder" else tmp_path / "missing" / "v.json"
+    code, _, err = run_cli(capsys, "verify", photo, photo, "--mask", mask, *_model(weights), "--json", target)
+    assert code == 2 and err.count("\n") == 1
+    assert ("is a directory" if where == "folder" else "does not exist") in err
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("command", ["protect", "verify", "evaluate"])
+@pytest.mark.parametrize("seed", ["99999999999999999999", "-1"])
+def test_a_seed_no_generator_takes_is_refused_before_the_model_loads(capsys, files, weights, tmp_path, no_model,
+                                                                    command, seed):
+    photo, mask = files
+    where = {"protect": [photo, "--mask", mask, "-o", tmp_path / "o.png"],
+             "verify": [photo, photo, "--mask", mask], "evaluate": [tmp_path, "--out", tmp_path.parent / "ev"]}
+    code, _, err = run_cli(capsys, command, *where[command], *_model(weights), "--seed", seed)
+    assert code == 2 and "seed" in err and err.count("\n") == 1
+    assert not (tmp_path / "o.png").exists() and not (tmp_path.parent / "ev").exists()
+
+
+def test_the_largest_seed_runs_and_the_apps_request_refuses_the_others(capsys, files, weights, tmp_path):
+    photo, mask = files
+    top = str(2**64 - 1)
+    code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "o.png", *_model(weights),
+                           "--recipe", "robust", "--steps", "1", "--quiet", "--seed", top)
+    assert code == 0, err
+    assert json.loads((tmp_path / "o.json").read_text())["seed"] == 2**64 - 1
+    from backfire.evaluate import EvaluationConfig
+    from backfire.protect.recipes import PAPER
+
+    for seed in (-1, 2**64):
+        with pytest.raises(ValueError, match="seed must be"):
+            jobs.Request.of(seed=seed)
+        with pytest.raises(ValueError, match="seed must be"):
+            EvaluationConfig(recipes=(PAPER,), seed=seed).check()
+
+
+# ------------------------------------------------------------------------- issue 24, point 10: words that fit
+
+
+def _subcommands():
+    return cli.build_parser()._subparsers._group_actions[0].choices
+
+
+def test_verify_says_which_model_judges_without_speaking_of_protecting(capsys, files, tmp_path):
+    photo, mask = files
+    small = tmp_path / "small.png"
+    Image.open(photo).crop((0, 0, 32, 32)).save(small)  # refused after the model loaded: its notice is said
+    code, _, err = run_cli(capsys, "verify", photo, small, "--mask", mask, "--device", "cpu")
+    assert code == 2 and "note: model: backfire-s" in err and "protecting" not in err
+
+
+def test_every_argument_of_protect_verify_and_evaluate_says_what_it_is(capsys):
+    commands = _subcommands()
+    for name in ("protect", "edit", "verify", "evaluate", "app"):
+        for action in commands[name]._actions:
+            assert action.help, f"{name} {action.dest} has no help"
+    seeds = [a.help for n in ("protect", "verify", "evaluate") for a in commands[n]._actions if a.dest == "seed"]
+    assert len(seeds) == 3 and all("2**64" in h for h in seeds)
+
+
+def test_export_lists_only_the_options_it_uses(capsys):
+    options = {o for a in _subcommands()["export"]._actions for o in a.option_strings}
+    assert options == {"-h", "--help", "--torchscript", "--model", "--weights"}
+
+
+def test_the_paper_budget_is_6_375_in_the_readme_the_help_and_the_errors(capsys, files, tmp_path):
+    from pathlib import Path
+
+    from backfire.protect.recipes import PAPER
+
+    assert f"{PAPER.budget * 255:g}" == "6.375"
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "6.375" in readme and not re.search(r"(?<![\d.])6\.4(?!\d)", readme)
+    helps = [a.help for n in ("protect", "evaluate") for a in _subcommands()[n]._actions if a.dest == "budget"]
+    assert all("paper: 6.375" in h for h in helps)
+    photo, mask = files
+    code, _, err = run_cli(capsys, "protect", photo, "--mask", mask, "-o", tmp_path / "o.png", "--budget", "0.1")
+    assert code == 2 and "paper's is 6.375" in err

@@ -49,11 +49,13 @@ class Table:
 
 @dataclass
 class Case:
-    """One image under one recipe and budget: its measured edits and where its thumbnails are."""
+    """One image under one recipe and budget (and the recipe's steps, ``--steps`` applied): its measured edits and
+    where its thumbnails are."""
 
     image: str
     recipe: str
     budget_255: float
+    steps: int
     seconds_protect: float
     seconds_total: float
     invisibility: dict[str, float]
@@ -148,7 +150,8 @@ def tables(cases: list[Case], families: Sequence[str], transforms: list[str],
     for case in cases:
         groups.setdefault((case.recipe, case.budget_255), []).append(case)
     for (recipe, budget), group in groups.items():
-        where = f"recipe `{recipe}`, budget {budget:g}/255, {len(group)} images"
+        steps = group[0].steps  # one recipe's steps in one run (--steps overrides every recipe's alike)
+        where = f"recipe `{recipe}`, budget {budget:g}/255, {steps} step{'s' * (steps != 1)}, {len(group)} images"
         rows = [r for c in group for r in c.rows]
         plain = [r for r in rows if r["transform"] == "none"]
         attack_rows = []

@@ -91,6 +91,7 @@ class EvaluationConfig:
             raise ValueError("robustness needs at least one attacker family")
         if not self.recipes:
             raise ValueError("give at least one recipe")
+        jobs.check_seed(self.seed)
 
 
 def _check_out_dir(folder: Path, out_dir: Path) -> None:
@@ -208,7 +209,7 @@ def _evaluate_case(task: jobs.Task, loaded: tuple[io.LoadedImage, Tensor], prote
     if attacks:
         features.add("original fills", torch.stack([f.original for f in attacks]), reference=image)
         features.add("protected fills", torch.stack([f.protected for f in attacks]), reference=image)
-    case = Case(image=task.image.name, recipe=recipe.name, budget_255=budget_255,
+    case = Case(image=task.image.name, recipe=recipe.name, budget_255=budget_255, steps=recipe.steps,
                 seconds_protect=judged.protection.seconds, seconds_total=time.perf_counter() - started,
                 invisibility=verdict.invisibility, skipped=verdict.skipped)
     case.rows = [row(case, e, t) for e, t in measured]

@@ -96,9 +96,10 @@ DEFAULT_MODEL = "auto"
 STAND_IN = "backfire-s"
 """The compact model shipped inside the package: what ``auto`` falls back to when nothing is pulled."""
 CHOICES: tuple[str, ...] = ("auto", "all")
-STAND_IN_NOTICE = ("protecting against backfire-s, the compact stand-in shipped with backfire: a verdict on it says "
-                   "nothing certain about the models attackers run; `backfire models pull lama` fetches big-LaMa "
-                   "(IOPaint's default)")
+STAND_IN_NOTICE = ("model: backfire-s, the compact stand-in shipped with backfire (big-LaMa is not pulled): a "
+                   "verdict on it says nothing certain about the models attackers run; `backfire models pull lama` "
+                   "fetches big-LaMa (IOPaint's default)")
+"""Said by every command that falls back to the stand-in (protect, verify, evaluate, the app): words for all."""
 
 
 def available_models() -> list[str]:

@@ -5,7 +5,7 @@ with values in {0, 1}. The layer has three rooms, whose public names are all her
 (``from backfire import io; io.read_image(...)``):
 
 - :mod:`backfire.io.read`: :func:`read_image`, :func:`read_mask` (pixel cap from the header, EXIF
-  orientation, modes, bit depth, truncation caught, every conversion noted);
+  orientation, modes, bit depth, truncation caught, every conversion noted), :func:`keeps_transparency`;
 - :mod:`backfire.io.write`: :func:`save_image`, :func:`save_mask`, :func:`encode_image` and the one home
   of atomic writes (:func:`write_atomic`, used for every file backfire writes; :class:`FileSet`, files that
   belong together, swapped in only once all are written);
@@ -24,7 +24,7 @@ from backfire.io.paths import (
     pair_files,
     pair_images,
 )
-from backfire.io.read import DEFAULT_MAX_PIXELS, LoadedImage, LoadedMask, read_image, read_mask
+from backfire.io.read import DEFAULT_MAX_PIXELS, LoadedImage, LoadedMask, keeps_transparency, read_image, read_mask
 from backfire.io.write import (
     LOSSY_SUFFIXES,
     FileSet,
@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "InputError",
+    "keeps_transparency",
     "LoadedImage",
     "LoadedMask",
     "encode_image",

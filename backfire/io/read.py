@@ -38,7 +38,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from backfire.io.paths import InputError, PathLike, _detail, _one_line, _show
 
-__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "LoadedMask", "read_image", "read_mask"]
+__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "LoadedMask", "keeps_transparency", "read_image", "read_mask"]
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
@@ -382,6 +382,20 @@ def read_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, keep
 
 
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+def keeps_transparency(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bool:
+    """Whether :func:`read_image` with ``keep_alpha`` keeps an alpha channel for ``path``, so that what is written
+    from it carries one: checked before any work. The header's mode answers for a file with no alpha channel, no
+    pixel decoded; one with an alpha is read, as a fully opaque alpha is dropped."""
+    try:
+        with _pillow_guard(), Image.open(path) as im:
+            if im.mode not in _ALPHA_MODES and "transparency" not in im.info:
+                return False
+    except _DECODE_ERRORS:
+        pass  # an unreadable header: read_image says what is wrong with the file
+    return read_image(path, max_pixels=max_pixels, keep_alpha=True).alpha is not None
 
 
 def _palette_is_grey(im: Image.Image) -> bool:

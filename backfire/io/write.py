@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from backfire.io.paths import InputError, PathLike, _detail, _show, check_output, check_writable
+from backfire.io.read import DEFAULT_MAX_PIXELS, keeps_transparency
 from backfire.pixels import as_chw, to_uint8
 
 __all__ = [
@@ -91,10 +92,24 @@ def encode_image(pixels: torch.Tensor, fmt: str = "PNG", *, grey: bool = False,
     return _encode(bands[0] if len(bands) == 1 else Image.merge(mode, bands), fmt)
 
 
-def check_image_output(path: PathLike, protect_inputs: Iterable[PathLike] = ()) -> Path:
-    """Everything :func:`save_image` would refuse, checked before any work: the format, the folder, and
-    that a file can really be created there (read-only filesystems and immutable folders included)."""
-    _format_for(path, {**_LOSSLESS, **_LOSSY}, "image")
+_NO_ALPHA = frozenset({"JPEG"})
+
+
+def _check_holds(path: PathLike, fmt: str, alpha: bool) -> None:
+    """The one rule of what a format cannot hold: JPEG has no alpha channel."""
+    if alpha and fmt in _NO_ALPHA:
+        raise InputError(f"{_show(path)}: {fmt} cannot hold the image's transparency; save as .png or .webp")
+
+
+def check_image_output(path: PathLike, protect_inputs: Iterable[PathLike] = (), *,
+                       transparency_of: PathLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Path:
+    """Everything :func:`save_image` would refuse, checked before any work: the format, the folder, and that a
+    file can really be created there (read-only filesystems and immutable folders included). ``transparency_of``:
+    the image the output is written from with its transparency kept (``read_image(keep_alpha=True)``); its alpha
+    must fit the format (read, up to ``max_pixels``, only when the format has none: :func:`keeps_transparency`)."""
+    fmt = _format_for(path, {**_LOSSLESS, **_LOSSY}, "image")
+    if transparency_of is not None and fmt in _NO_ALPHA:
+        _check_holds(path, fmt, keeps_transparency(transparency_of, max_pixels))
     target = check_output(path, protect_inputs)
     check_writable(target.parent)
     return target
@@ -115,8 +130,7 @@ def save_image(
     """
     fmt = _format_for(path, {**_LOSSLESS, **_LOSSY}, "image")
     check_output(path, protect_inputs)
-    if alpha is not None and fmt == "JPEG":
-        raise InputError(f"{_show(path)}: JPEG cannot hold the image's transparency; save as .png or .webp")
+    _check_holds(path, fmt, alpha is not None)
     write_bytes_atomic(path, encode_image(pixels, fmt, grey=grey, alpha=alpha), protect_inputs=protect_inputs)
 
 

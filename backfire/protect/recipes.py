@@ -50,7 +50,7 @@ class Recipe:
         name: registry name.
         terms: the edits in the loss (each an MSE averaged over the pixels of its mask).
         steps: optimisation steps.
-        budget: L∞ bound on the perturbation, in [0, 1] pixel units (0.025 ≈ 6.4/255).
+        budget: L∞ bound on the perturbation, in [0, 1] pixel units (0.025 = 6.375/255).
         lr, betas: Adam's step size and moment decay; for the sign optimisers ``lr`` is the first
             step as a fraction of the budget (see :func:`backfire.protect.optimisers.make_optimiser`).
         init_high: the perturbation starts as U[0, init_high).
