@@ -20,6 +20,7 @@ from backfire.metric_weights import METRIC_WEIGHTS
 from backfire.progress import Progress
 from backfire.protect.engine import OutOfMemory
 from backfire.protect.recipes import DEFAULT_RECIPE, PAPER, RECIPES, get_recipe
+from backfire.protect.search import DEFAULT_MAX_BUDGET_255, DEFAULT_MIN_PSNR, LADDER_255, Tried
 from backfire.protect.targets import TARGET_KINDS
 
 DEFAULT_MODEL = registry.DEFAULT_MODEL
@@ -106,6 +107,14 @@ def _checked(kind: type, check):
 
 
 _budget_255 = _checked(float, jobs.check_budget_255)
+_min_psnr = _checked(float, jobs.check_min_psnr)
+
+
+def _protect_budget(text: str) -> float | str:
+    """``protect --budget``: a budget in /255, or ``auto`` (searched for: :mod:`backfire.protect.search`)."""
+    return jobs.BUDGET_AUTO if text.strip().lower() == jobs.BUDGET_AUTO else _budget_255(text)
+
+
 _steps = _checked(int, jobs.check_steps)
 _seed = _checked(int, jobs.check_seed)
 _draws = _checked(int, check_draws)
@@ -137,11 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_io(p, mask_help="the region to protect (white = protected); not used with a folder")
     _add_model(p)
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES), help="protection recipe")
-    p.add_argument("--budget", nargs="+", type=_budget_255, default=None, metavar="B",
-                   help=f"L∞ budget in /255, at least 0.5 (default: the recipe's; paper: {_PAPER_BUDGET}); several "
+    p.add_argument("--budget", nargs="+", type=_protect_budget, default=None, metavar="B",
+                   help="L∞ budget in /255, at least 0.5 (default: the recipe's; paper: "
+                        f"{_PAPER_BUDGET}), or auto: the "
+                        f"smallest of {', '.join(f'{b:g}' for b in LADDER_255)} /255 whose verdict holds, up to "
+                        "--max-budget and down to --min-psnr, each run warm-started from the one before; several "
                         f"with --curve (default there: {' '.join(f'{b:g}' for b in jobs.CURVE_BUDGETS_255)})")
+    p.add_argument("--max-budget", type=_budget_255, default=None, metavar="B",
+                   help=f"with --budget auto: the largest budget tried, /255 (default {DEFAULT_MAX_BUDGET_255:g}: "
+                        "beyond it the perturbation is plainly visible)")
+    p.add_argument("--min-psnr", type=_min_psnr, default=None, metavar="DB",
+                   help=f"with --budget auto: the protected photo's smallest PSNR, dB (default {DEFAULT_MIN_PSNR:g})")
     p.add_argument("--steps", nargs="+", type=_steps, default=None, metavar="N",
-                   help="optimisation steps, ≥ 1 (default: the recipe's); several with --curve")
+                   help="optimisation steps, ≥ 1 (default: the recipe's; with --budget auto: per budget tried); "
+                        "several with --curve")
     p.add_argument("--curve", action="store_true",
                    help="one photo's strength curve: protect and judge it at every --budget × --steps and write "
                         "OUT.curve.csv and OUT.curve.svg; OUT is the protection at the recipe's budget and steps "
@@ -367,7 +385,7 @@ def _log(message: str) -> None:
 def _one(values: list | None, flag: str):
     """The one value of a flag that takes several only with --curve."""
     if values is not None and len(values) > 1:
-        raise ValueError(f"{flag} {' '.join(f'{v:g}' for v in values)}: one protected file takes one value; add "
+        raise ValueError(f"{flag} {' '.join(v if isinstance(v, str) else f'{v:g}' for v in values)}: one protected file takes one value; add "
                          f"--curve to protect and judge the photo at each")
     return None if values is None else values[0]
 
@@ -376,7 +394,8 @@ def run_protect(args: argparse.Namespace) -> int:
     if args.curve:
         return run_curve(args)
     request = _request(args, recipe=args.recipe, budget_255=_one(args.budget, "--budget"),
-                       steps=_one(args.steps, "--steps"), target=args.target)
+                       steps=_one(args.steps, "--steps"), target=args.target,
+                       max_budget_255=args.max_budget, min_psnr=args.min_psnr)
     plan = jobs.plan(args.image, args.mask, args.out, keep_alpha=True, max_pixels=request.max_pixels)
     batch = args.image.is_dir()
     results = _skip_unpaired(plan)
@@ -395,8 +414,17 @@ def run_protect(args: argparse.Namespace) -> int:
         bar = Progress(f"{label([task])} verdict", unit="edit", enabled=not args.quiet)
         return lambda model, done, total: bar(done, total)
 
+    def climbing(task):
+        rungs = request.auto.rungs(request.recipe.steps)
+        floor = "" if request.auto.min_psnr is None else f", PSNR ≥ {request.auto.min_psnr:g} dB"
+        _log(f"{label([task])}: --budget auto: {', '.join(f'{r.budget * 255:g}' for r in rungs)} /255 (ceiling "
+             f"{request.auto.max_budget * 255:g}/255{floor}), {request.recipe.steps} steps each, each from the one "
+             f"before; stops at the first that protects")
+        return lambda tried: _log(f"{label([task])}: {_rung_line(tried)}")
+
     work = runners.ProtectWork(inpainters, request, log=_log, on_judge=checking,
-                               on_step=lambda group: Progress(label(group), enabled=not args.quiet))
+                               on_step=lambda group: Progress(label(group), enabled=not args.quiet),
+                               on_rung=climbing if request.auto is not None else lambda task: None)
     for done in runners.LocalRunner(batch=args.batch).run(work, tasks):
         task, judged = done.task, done.result
         if done.error is not None:
@@ -407,6 +435,8 @@ def run_protect(args: argparse.Namespace) -> int:
         results.append(jobs.BatchRow.of(task, judged.outcome))
         print(f"{task.out}  (report: {jobs.report_paths(task.out)[0]})")
         print(format_outcome(judged.outcome))
+        if "search" in judged.record:
+            print(_search_line(judged.record["search"]))
     if batch:
         _write_summary(args.out, results, plan, "protected")
     if any(r.status == "skipped" for r in results):
@@ -421,6 +451,9 @@ def run_curve(args: argparse.Namespace) -> int:
     if args.image.is_dir():
         raise io.InputError(f"{args.image}: --curve takes one photo; for a folder, `backfire evaluate "
                             f"{args.image} --budget … --steps …` writes the curve of every photo")
+    if jobs.BUDGET_AUTO in (args.budget or ()) or args.max_budget is not None or args.min_psnr is not None:
+        raise ValueError("--curve measures the budgets it is given; --budget auto, --max-budget and --min-psnr "
+                         "search for one: use one or the other")
     request = _request(args, recipe=args.recipe, target=args.target)
     budgets = args.budget or list(jobs.CURVE_BUDGETS_255)
     steps = args.steps or [request.recipe.steps]
@@ -449,6 +482,29 @@ def run_curve(args: argparse.Namespace) -> int:
     if args.strict and not judged.outcome.protected:
         return EXIT_NOT_PROTECTED
     return EXIT_OK
+
+
+def _rung_line(tried: Tried) -> str:
+    """One rung of a budget search, as it is judged: its setting, verdict, deciding edit and visibility."""
+    outcome = tried.judged.outcome
+    weakest = outcome.weakest
+    deciding = "" if weakest is None else (f"; {weakest.edit}: distance to the target {weakest.distance_to_target:.3f}"
+                                           f" (fails at ≤ {weakest.fail_distance:.3f})")
+    over = "" if tried.within else " — under --min-psnr: over the ceiling, not kept"
+    return (f"budget {tried.rung.budget * 255:g}/255, {tried.rung.steps} steps: "
+            f"{'PROTECTED' if tried.holds else 'NOT PROTECTED'}{deciding}; PSNR {tried.psnr:.1f} dB{over} "
+            f"({tried.protection.seconds + tried.judge_seconds:.1f} s)")
+
+
+_STOPPED = {"protected": "the first budget whose verdict holds",
+            "budget": "no budget up to the ceiling protects this photo; kept the strongest",
+            "psnr": "the next budget fell under --min-psnr; kept the strongest within it"}
+
+
+def _search_line(record: dict) -> str:
+    kept = record["rungs"][record["kept"]]
+    return (f"budget auto: kept {kept['budget_255']:g}/255 after {len(record['rungs'])} of the ladder's budgets "
+            f"({_STOPPED[record['stopped']]}; {record['seconds']:.1f} s in all)")
 
 
 def run_edit(args: argparse.Namespace) -> int:

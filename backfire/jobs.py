@@ -30,6 +30,7 @@ from backfire.judge.preview import preview
 from backfire.judge.verdict import VERDICT_FAMILIES, EditImages
 from backfire.protect.engine import Protection, StepCallback, protect
 from backfire.protect.recipes import DEFAULT_RECIPE, MIN_BUDGET_255, PAPER, Recipe, get_recipe
+from backfire.protect.search import DEFAULT_MAX_BUDGET_255, DEFAULT_MIN_PSNR, AutoBudget, Searched, Tried, search
 from backfire.protect.targets import TARGET_KINDS, make_target
 
 Log = Callable[[str], None]
@@ -70,6 +71,18 @@ def check_budget_255(budget_255: float) -> float:
     return float(budget_255)
 
 
+BUDGET_AUTO = "auto"
+"""The budget that is searched for (``--budget auto``, the app's choice): :mod:`backfire.protect.search`."""
+
+
+def check_min_psnr(psnr: float) -> float:
+    """A smallest PSNR in dB as the user gives it, or a ValueError saying why (one line)."""
+    if not psnr > 0 or psnr == float("inf"):
+        raise ValueError(f"min PSNR {psnr:g} must be a number of dB > 0 (the default is {DEFAULT_MIN_PSNR:g}; "
+                         f"the paper's 6.375/255 gives about 33)")
+    return float(psnr)
+
+
 SEED_RANGE = (0, 2**64 - 1)
 """Seeds every generator of the road takes: torch's ``manual_seed`` ends at 2**64 − 1 and numpy's (the sampled
 edits of recipe ``robust``) refuses negative seeds."""
@@ -99,7 +112,8 @@ class Request:
 
     Made once at the edge with :meth:`of` (names and /255 units, each value checked by the rules above, the
     recipe's overrides applied here and nowhere else); the road below reads it and checks nothing again.
-    ``protect_task`` reads the protection and verdict fields, :meth:`load_models` the model fields.
+    ``protect_task`` reads the protection and verdict fields, :meth:`load_models` the model fields. ``auto``: the
+    budget is searched for under that ceiling (:mod:`backfire.protect.search`), the recipe's own budget unused.
     """
 
     recipe: Recipe = field(default_factory=lambda: get_recipe(DEFAULT_RECIPE))
@@ -111,6 +125,7 @@ class Request:
     seed: int = 0
     draws: int = DEFAULT_DRAWS
     max_pixels: int | None = io.DEFAULT_MAX_PIXELS
+    auto: AutoBudget | None = None
 
     def __post_init__(self) -> None:
         # a page's text fields: blank weights are none, a path is a Path
@@ -121,15 +136,28 @@ class Request:
         object.__setattr__(self, "seed", check_seed(self.seed))
 
     @classmethod
-    def of(cls, *, recipe: str = DEFAULT_RECIPE, budget_255: float | None = None, steps: int | None = None,
-           target: str | None = None, **rest: Any) -> Request:
-        """The request in the user's terms: a recipe name, its budget in /255, steps and target (``None``: the
-        recipe's own), and the other fields as they are named here."""
+    def of(cls, *, recipe: str = DEFAULT_RECIPE, budget_255: float | str | None = None, steps: int | None = None,
+           target: str | None = None, max_budget_255: float | None = None, min_psnr: float | None = None,
+           **rest: Any) -> Request:
+        """The request in the user's terms: a recipe name, its budget in /255 or ``"auto"`` (searched for up to
+        ``max_budget_255`` and down to ``min_psnr`` dB, each defaulting to :mod:`backfire.protect.search`'s),
+        steps and target (``None``: the recipe's own), and the other fields as they are named here."""
         if target is not None and target not in TARGET_KINDS:
             raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGET_KINDS)}")
+        searched = isinstance(budget_255, str) and budget_255.strip().lower() == BUDGET_AUTO
+        if not searched and (max_budget_255 is not None or min_psnr is not None):
+            given = "--max-budget" if max_budget_255 is not None else "--min-psnr"
+            raise ValueError(f"{given} is the ceiling of --budget auto; with a fixed --budget it means nothing")
+        auto = None
+        if searched:
+            auto = AutoBudget(check_budget_255(DEFAULT_MAX_BUDGET_255 if max_budget_255 is None else max_budget_255)
+                              / 255, DEFAULT_MIN_PSNR if min_psnr is None else check_min_psnr(min_psnr))
+            budget_255 = None
+        elif isinstance(budget_255, str):
+            raise ValueError(f"budget {budget_255!r} is not a number in /255 nor {BUDGET_AUTO!r}")
         chosen = get_recipe(recipe).but(budget=None if budget_255 is None else check_budget_255(budget_255) / 255,
                                         steps=None if steps is None else check_steps(steps), target=target)
-        return cls(chosen, **rest)
+        return cls(chosen, **rest, auto=auto)
 
     @property
     def models_key(self) -> tuple:
@@ -156,6 +184,11 @@ class Judged:
     trials: list[Trial]
     fills: list[list[EditImages]]
     record: dict
+
+    @property
+    def psnr(self) -> float:
+        """The saved file's PSNR against the original, dB (the first trial's invisibility: the same file for all)."""
+        return self.outcome.verdicts[0].invisibility["psnr"]
 
 
 def load_models(spec: str, weights: Path | None = None, device: str = "auto", *, pipeline: str | None = AUTO,
@@ -269,15 +302,25 @@ JudgeProgress = Callable[[str, int, int], None]
 """``on_judge(model name, edits done, edits in all)``, called as the verdict goes (over every trial)."""
 
 
+RungLog = Callable[[Tried], None]
+"""``on_rung(tried)``: a rung of a ``--budget auto`` search was judged (the CLI prints a line per rung)."""
+
+
 def protect_task(task: Task, inpainters: Sequence[Inpainter], request: Request, *,
                  families: Sequence[str] = VERDICT_FAMILIES, on_step: StepCallback | None = None,
                  on_judge: JudgeProgress | None = None, log: Log = lambda message: None,
-                 loaded: tuple[io.LoadedImage, Tensor] | None = None, protection: Protection | None = None) -> Judged:
+                 loaded: tuple[io.LoadedImage, Tensor] | None = None, protection: Protection | None = None,
+                 on_rung: RungLog | None = None) -> Judged:
     """The road of one image: read it (modes kept: a greyscale photo gets a greyscale perturbation and is written
     greyscale, a transparent one keeps its alpha untouched), protect it against every model of ``inpainters``,
     save it, read it back, judge the saved file on every trial (:func:`backfire.judge.outcome.judge_every`:
     every model × every strategy its tool applies × every draw of a stochastic model), and write ``.json`` and
     the preview beside it. ``backfire protect``, ``backfire evaluate`` and the app all take this road.
+
+    With ``request.auto`` the budget is searched for (:func:`backfire.protect.search.search`): every rung is
+    protected, saved, read back and judged exactly so, the kept rung's file and verdict are what is written, and
+    the JSON's ``search`` lists every rung tried. ``on_step`` then follows each rung's steps in turn and
+    ``on_rung`` hears of each rung judged.
 
     ``loaded`` (:func:`load`'s image and region) and ``protection``: a runner (:mod:`backfire.runners`) already
     read the task and protected it in a batch with others.
@@ -291,38 +334,94 @@ def protect_task(task: Task, inpainters: Sequence[Inpainter], request: Request, 
     image, recipe = loaded.pixels, request.recipe
     if task.out.suffix.lower() in io.LOSSY_SUFFIXES:
         log(f"warning: {task.out.suffix} is lossy; the compression weakens the protection (PNG keeps it)")
-    if on_step is not None and protection is None:
+    if on_step is not None and protection is None and request.auto is None:
         on_step(0, recipe.steps, None)  # the wait for the first step shows too
     files = io.FileSet((task.out, *report_paths(task.out)), protect_inputs=task.inputs)
     try:
         with files:
-            result = protection or protect(image, region, inpainters, recipe, seed=request.seed, grey=loaded.grey,
-                                           on_step=on_step)
             new_out = files[task.out]
-            io.save_image(result.protected, new_out, protect_inputs=task.inputs, grey=loaded.grey, alpha=loaded.alpha)
-            # every verdict is about the file as written
-            saved = io.read_image(new_out, max_pixels=request.max_pixels, keep_alpha=loaded.alpha is not None).pixels
 
-            def known(trial: Trial) -> Sequence[tuple[Tensor, Tensor]]:
-                reusable = trial.default_strategy and trial.draw == 0 and result.clean_fills
-                return result.clean_fills[trial.index] if reusable else ()
+            def save(result: Protection) -> Tensor:
+                io.save_image(result.protected, new_out, protect_inputs=task.inputs, grey=loaded.grey,
+                              alpha=loaded.alpha)
+                # every verdict is about the file as written
+                return io.read_image(new_out, max_pixels=request.max_pixels,
+                                     keep_alpha=loaded.alpha is not None).pixels
 
-            progress = None if on_judge is None else (lambda trial, done, total: on_judge(trial.model.name, done, total))
-            outcome, found, fills = judge_every(image, saved, region, inpainters, result.target, draws=request.draws,
-                                                families=families, seed=request.seed,
-                                                target_kind=result.recipe.target, clean_fills=known, on_edit=progress)
-            record = {
+            def judged(result: Protection) -> Judged:
+                saved = save(result)
+
+                def known(trial: Trial) -> Sequence[tuple[Tensor, Tensor]]:
+                    reusable = trial.default_strategy and trial.draw == 0 and result.clean_fills
+                    return result.clean_fills[trial.index] if reusable else ()
+
+                progress = None if on_judge is None else (
+                    lambda trial, done, total: on_judge(trial.model.name, done, total))
+                outcome, found, fills = judge_every(image, saved, region, inpainters, result.target,
+                                                    draws=request.draws, families=families, seed=request.seed,
+                                                    target_kind=result.recipe.target, clean_fills=known,
+                                                    on_edit=progress)
+                return Judged(image, region, saved, result, outcome, found, fills, {})
+
+            if request.auto is None:
+                done = judged(protection or protect(image, region, inpainters, recipe, seed=request.seed,
+                                                    grey=loaded.grey, on_step=on_step))
+                extra = {}
+            else:
+                keepable: list[Judged] = []
+
+                def heard(index: int, tried: Tried[Judged]) -> None:
+                    # only the latest rung within the ceiling can still be kept: the fills (images of every edit
+                    # of every trial, the preview's) of the others go, or a large photo's search would hold them all
+                    if tried.within or not keepable:
+                        for old in keepable:
+                            old.fills = []
+                        keepable[:] = [tried.judged]
+                    else:
+                        tried.judged.fills = []
+                    if on_rung is not None:
+                        on_rung(tried)
+
+                searched = search(image, region, inpainters, recipe, request.auto, judged,
+                                  holds=lambda j: j.outcome.protected, psnr=lambda j: j.psnr, seed=request.seed,
+                                  grey=loaded.grey, on_rung=lambda index, rung: on_step, on_tried=heard)
+                done = searched.kept.judged
+                if searched.kept is not searched.tried[-1]:
+                    save(done.protection)  # the kept rung's file again: the same bytes its verdict was judged on
+                extra = {"search": search_record(request.auto, searched)}
+            result, outcome = done.protection, done.outcome
+            done.record = {
                 "image": str(task.image), "mask": str(task.mask), "protected_image": str(task.out),
                 "recipe": result.recipe.as_dict(), "budget_255": result.recipe.budget * 255,
                 "seed": request.seed, "seconds": result.seconds, "losses": result.losses,
-                **outcome.as_dict(),
+                **outcome.as_dict(), **extra,
             }
-            write_reports(task, record, image, saved, fills[0], files)
+            write_reports(task, done.record, image, done.saved, done.fills[0], files)
     except KeyboardInterrupt:
         if files.committed:  # Ctrl-C held through the swap: this image's set is complete
             raise
         raise Interrupted(task, [p for p in files.targets if p.exists()]) from None
-    return Judged(image, region, saved, result, outcome, found, fills, record)
+    return done
+
+
+def rung_record(tried: Tried[Judged]) -> dict:
+    """One rung of a search in the JSON: its setting, times and ceiling (the search's), and its verdict — the edit
+    that decided it (its distance to the target, the distance at which it fails, its region SSIM)."""
+    outcome = tried.judged.outcome
+    weakest = outcome.weakest
+    deciding = None if weakest is None else next(d for d in outcome.attacker_edits if d.name == weakest.edit)
+    return {**tried.as_dict(), "deciding_edit": None if weakest is None else weakest.edit,
+            "fill_distance": None if weakest is None else weakest.distance_to_target,
+            "fail_distance": None if weakest is None else weakest.fail_distance,
+            "region_ssim": None if deciding is None else deciding.edit.metrics["region_ssim_protected"]}
+
+
+def search_record(ceiling: AutoBudget, searched: Searched[Judged]) -> dict:
+    """The JSON's ``search``: the ceiling, why it stopped, the kept rung (its index) and every rung tried."""
+    return {**ceiling.as_dict(), "stopped": searched.stopped, "kept": searched.tried.index(searched.kept),
+            "protected": searched.protected, "seconds": sum(t.protection.seconds + t.judge_seconds
+                                                            for t in searched.tried),
+            "rungs": [rung_record(t) for t in searched.tried]}
 
 
 CURVE_BUDGETS_255: tuple[float, ...] = (4.0, 6.375, 16.0, 32.0, 64.0)

@@ -44,6 +44,7 @@ class Progress:
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
+            self.bar = None  # fed again from the start (the next rung of a budget search): a new bar
 
     def close(self) -> None:
         if self.bar is not None:

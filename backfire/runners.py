@@ -169,14 +169,17 @@ class ProtectWork:
     """``backfire protect``'s work on a task (:class:`backfire.jobs.Task`): read it, protect a batch against
     ``inpainters`` as ``request`` asks, and finish each photo with :func:`backfire.jobs.protect_task` (the saved
     file, read back and judged; its ``.json`` and preview). ``on_step(tasks)`` gives the step callback of a
-    batch, ``on_judge(task)`` the verdict's progress of a photo (either may be None)."""
+    batch, ``on_judge(task)`` the verdict's progress of a photo, ``on_rung(task)`` what hears of each rung of a
+    ``--budget auto`` search (any may be None). A search protects in ``finish``, rung by rung (each rung's verdict
+    decides whether the next runs), so its batches protect nothing ahead."""
 
     def __init__(self, inpainters: Sequence[Inpainter], request: jobs.Request, *,
                  log: jobs.Log = lambda message: None,
                  on_step: Callable[[Sequence[jobs.Task]], StepCallback | None] = lambda tasks: None,
-                 on_judge: Callable[[jobs.Task], jobs.JudgeProgress | None] = lambda task: None):
+                 on_judge: Callable[[jobs.Task], jobs.JudgeProgress | None] = lambda task: None,
+                 on_rung: Callable[[jobs.Task], jobs.RungLog | None] = lambda task: None):
         self.inpainters, self.request, self.log = list(inpainters), request, log
-        self.on_step, self.on_judge = on_step, on_judge
+        self.on_step, self.on_judge, self.on_rung = on_step, on_judge, on_rung
 
     @property
     def device(self) -> torch.device:
@@ -186,12 +189,16 @@ class ProtectWork:
         loaded, region = jobs.load(task, self.request.max_pixels, self.log, keep_alpha=True, inpainters=self.inpainters)
         return Prepared(task, Photo(loaded.pixels, region, self.request.seed, loaded.grey), (loaded, region))
 
-    def protect(self, batch: Sequence[Prepared[jobs.Task]]) -> list[Protection]:
+    def protect(self, batch: Sequence[Prepared[jobs.Task]]) -> list[Protection | None]:
+        if self.request.auto is not None:
+            return [None] * len(batch)  # searched in finish
         on_step = self.on_step([p.task for p in batch])
         if on_step is not None:
             on_step(0, self.request.recipe.steps, None)  # the wait for the first step shows too
         return protect_batch([p.photo for p in batch], self.inpainters, self.request.recipe, on_step=on_step)
 
-    def finish(self, prepared: Prepared[jobs.Task], protection: Protection) -> jobs.Judged:
+    def finish(self, prepared: Prepared[jobs.Task], protection: Protection | None) -> jobs.Judged:
+        on_step = None if protection is not None else self.on_step([prepared.task])
         return jobs.protect_task(prepared.task, self.inpainters, self.request, on_judge=self.on_judge(prepared.task),
-                                 log=self.log, loaded=prepared.extra, protection=protection)
+                                 log=self.log, loaded=prepared.extra, protection=protection, on_step=on_step,
+                                 on_rung=self.on_rung(prepared.task))

@@ -139,6 +139,13 @@ def test_batch_detector_defaults_to_faces_where_opencv_is_installed_else_none(mo
     assert batch.default_detector() is None
 
 
+def test_service_protect_with_the_budget_auto_lists_the_budgets_tried(files, tmp_path, one_thread):
+    request = service.Request.of(budget_255=service.BUDGET_AUTO, max_budget_255=4, steps=1, device="cpu")
+    photo = service.protect(files["photo"], files["mask"], tmp_path / "out.png", request)
+    assert [r["budget_255"] for r in photo.search["rungs"]] == [4] and photo.search["kept"] == 0
+    assert json.loads(photo.report.read_text())["search"] == photo.search
+
+
 def test_batch_refuses_zips_that_unpack_too_large_and_duplicate_names(files, tmp_path, monkeypatch):
     archive = tmp_path / "big.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:

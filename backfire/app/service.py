@@ -33,6 +33,9 @@ IMAGE_EXTENSIONS = io.IMAGE_EXTENSIONS
 pair_files = io.pair_files  # the CLI's rule pairing NAME with NAME_mask
 is_image = io.is_image
 Task, BatchRow, BATCH_COLUMNS, write_batch_csv = jobs.Task, jobs.BatchRow, jobs.BATCH_COLUMNS, jobs.write_batch_csv
+BUDGET_AUTO = jobs.BUDGET_AUTO
+"""The budget field's "auto": ``Request.of(budget_255=BUDGET_AUTO, max_budget_255=…, min_psnr=…)`` searches for the
+budget (:mod:`backfire.protect.search`); the photo's ``search`` then lists the budgets tried."""
 PROBLEMS: tuple[type[Exception], ...] = (io.InputError, ModelError, ValueError)
 """Errors a user can fix (bad file, model, setting): shown as a message, never a crash."""
 
@@ -50,13 +53,15 @@ class Cancelled(Exception):
 
 @dataclass
 class ProtectedPhoto:
-    """One protected photo: the files written beside it and its outcome (a verdict per model, strategy, draw)."""
+    """One protected photo: the files written beside it and its outcome (a verdict per model, strategy, draw);
+    ``search``: with the budget ``auto``, the JSON's record of the budgets tried (else None)."""
 
     protected: Path
     report: Path
     preview: Path
     outcome: Outcome
     notes: list[str] = field(default_factory=list)
+    search: dict | None = None
 
     @property
     def verdicts(self) -> list[Verdict]:
@@ -194,7 +199,7 @@ def protect(image: Path, mask: Path, out: Path, request: Request, on_step: OnSte
     task = jobs.plan(image, mask, out).tasks[0]
     judged = jobs.protect_task(task, load_models(request), request, on_step=on_step, log=_both(notes, log))
     report, preview = jobs.report_paths(task.out)
-    return ProtectedPhoto(task.out, report, preview, judged.outcome, notes)
+    return ProtectedPhoto(task.out, report, preview, judged.outcome, notes, judged.record.get("search"))
 
 
 def attack(image: Path, mask: Path, out: Path, request: Request, log: Log | None = None) -> Path:

@@ -33,7 +33,10 @@ class Protection:
     ``protected`` is already quantised to 8 bits (round, never truncate): exactly what a saved PNG
     reads back as. ``losses`` holds the loss before each step. ``clean_fills`` holds, per model, the
     benign edits of the original the optimisation computed as goals — ``(mask, fill over x)`` pairs, only
-    for models whose surrogate is their real edit — so the verdict need not run them again.
+    for models whose surrogate is their real edit — so the verdict need not run them again. ``delta`` is the
+    optimised variable as the loop holds it (float, not quantised; its shape follows the recipe's stride,
+    a greyscale photo's one channel and a cropping tool's window): what a further run starts from
+    (``protect(..., init=delta)``, the warm start of :mod:`backfire.protect.search`).
     """
 
     protected: Tensor
@@ -42,6 +45,7 @@ class Protection:
     seconds: float
     losses: list[float] = field(default_factory=list)
     clean_fills: list[list[tuple[Tensor, Tensor]]] = field(default_factory=list)
+    delta: Tensor | None = None
 
 
 TermMaskBuilder = Callable[[Tensor, int, "EditSampler | None"], Tensor]
@@ -103,12 +107,14 @@ def masked_mse(output: Tensor, goal: Tensor, mask: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class Photo:
     """One photo of a batch for :func:`protect_batch`: the image (3, H, W) in [0, 1], its region (H, W) in
-    {0, 1}, the seed of its random start and sampled edits, and whether it is greyscale (see :func:`protect`)."""
+    {0, 1}, the seed of its random start and sampled edits, whether it is greyscale, and the δ to start from
+    instead of the random start (``init``: an earlier run's ``Protection.delta``; see :func:`protect`)."""
 
     image: Tensor
     region: Tensor
     seed: int = 0
     grey: bool = False
+    init: Tensor | None = None
 
 
 def protect(
@@ -123,6 +129,7 @@ def protect(
     seed: int = 0,
     max_batch: int | None = None,
     grey: bool = False,
+    init: Tensor | None = None,
     on_step: StepCallback | None = None,
     on_image: ImageCallback | None = None,
 ) -> Protection:
@@ -140,6 +147,9 @@ def protect(
             is the same); ``None`` puts all of a step's edits of one role in one batch.
         grey: the photo is greyscale (equal channels): optimise one δ shared by the three channels, so the
             protected photo stays greyscale instead of gaining colour noise.
+        init: start from this δ instead of the random start: an earlier run's ``Protection.delta`` on the same
+            photo, region, models and recipe but for its budget (which may differ: δ is clipped into this run's
+            bound before the first step).
         on_step: called as ``on_step(step, steps, loss)`` after every step; ``loss`` is a float on the CPU
             and, on an accelerator, every :data:`LOSS_EVERY` steps and at the last (None between: reading
             it waits for the device).
@@ -155,7 +165,7 @@ def protect(
         >>> save_image(result.protected, "protected.png")
     """
     watch = None if on_image is None else (lambda step, index, current: on_image(step, current))
-    return protect_batch([Photo(image, region, seed, grey)], inpainter, recipe, budget=budget, steps=steps,
+    return protect_batch([Photo(image, region, seed, grey, init)], inpainter, recipe, budget=budget, steps=steps,
                          target=target, max_batch=max_batch, on_step=on_step, on_image=watch)[0]
 
 
@@ -252,9 +262,15 @@ class _Job:
             attackers = [a.every_strategy(tuple(self.x.shape[-2:])) for a in attackers]
         self.attackers = [with_cleaning(a, cleaning) if cleaning else a for a in attackers]
 
-        generator = torch.Generator().manual_seed(photo.seed)
         shape = _parameter_shape(self.x[:1] if photo.grey else self.x, recipe.stride)
-        param = (torch.rand(shape, generator=generator) * recipe.init_high).to(device, dtype)
+        if photo.init is None:
+            generator = torch.Generator().manual_seed(photo.seed)
+            param = (torch.rand(shape, generator=generator) * recipe.init_high).to(device, dtype)
+        elif tuple(photo.init.shape) != shape:
+            raise ValueError(f"init δ is {tuple(photo.init.shape)}, this photo and recipe optimise {shape}: a warm "
+                             "start needs the same photo, region, models and recipe")
+        else:
+            param = photo.init.to(device, dtype)  # projected below: clipped into this run's bound
         self.param = _project(param, self.x, self.clip, self.largest).requires_grad_(True)
         self.optimiser = make_optimiser(recipe.optimiser, self.param, lr=recipe.lr, betas=recipe.betas,
                                         budget=recipe.budget, steps=recipe.steps)
@@ -280,7 +296,8 @@ class _Job:
             protected[self.window] = part
         return Protection(protected=protected.cpu(), target=self.target.cpu(), recipe=recipe, seconds=seconds,
                           losses=self.losses.tolist(), clean_fills=self.edits.clean_fills(self.models, self.full,
-                                                                                          self.window))
+                                                                                          self.window),
+                          delta=self.param.detach().cpu())
 
 
 def _out_of_memory(error: torch.OutOfMemoryError, photos: Sequence[Photo], members: list[Inpainter]) -> Exception:
