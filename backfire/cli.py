@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from backfire import __version__, io, jobs, models, runners
+from backfire import __version__, io, jobs, models, ray_runner, runners
 from backfire import masks as mask_ops
 from backfire.errors import ModelError
 from backfire.inpainters import registry
@@ -24,8 +25,6 @@ from backfire.protect.targets import TARGET_KINDS
 
 DEFAULT_MODEL = registry.DEFAULT_MODEL
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_PROTECTED = 0, 1, 2, 3
-
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +113,13 @@ def _batch(text: str) -> int | None:
     return None if text.strip().lower() == "auto" else _count(text)
 
 
+def _ray_address(text: str) -> str:
+    try:
+        return ray_runner.check_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _output_path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("the output path is empty")
@@ -143,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit with code 3 when the verdict is NOT PROTECTED (as verify does); default: 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_batch(p)
+    _add_ray(p)
     p.set_defaults(run=run_protect)
 
     p = commands.add_parser("edit", help="inpaint the masked region, exactly as an attacker would")
@@ -194,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the pulled ones, `backfire models pull lpips-alex`)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_batch(p)
+    _add_ray(p)
     p.set_defaults(run=run_evaluate)
 
     p = commands.add_parser("mask", help="make a mask: faces, text or a box")
@@ -254,6 +262,36 @@ def _add_batch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_batch, default=None, metavar="N",
                    help="a folder's photos of one size are protected N at a time, in shared passes (default auto: "
                         "1 on the CPU, where batching does not pay; on a GPU as many as its free memory holds)")
+
+
+def _add_ray(p: argparse.ArgumentParser) -> None:
+    ray = p.add_argument_group("a folder on Ray (extra backfire[ray]; docs/ray.md)")
+    ray.add_argument("--ray", nargs="?", const=ray_runner.LOCAL, default=None, type=_ray_address, metavar="ADDRESS",
+                     help="run the folder's photos on Ray workers: no ADDRESS starts a local runtime of its own "
+                          "(token-authenticated, no dashboard); auto, HOST:PORT or ray://HOST:PORT joins a cluster "
+                          "(every node must reach the input and output folders)")
+    ray.add_argument("--workers", type=_count, default=None, metavar="N",
+                     help="Ray workers, each loading the models once (default: as many as the free CPUs and GPUs hold)")
+    ray.add_argument("--gpus-per-worker", type=_number(float, 0), default=None, metavar="F",
+                     help="GPUs each worker takes, a fraction allowed (default 0: CPU workers)")
+    ray.add_argument("--cpus-per-worker", type=_count, default=None, metavar="N",
+                     help="CPUs (and torch threads) each worker takes (default 1)")
+
+
+def _ray_settings(args: argparse.Namespace, folder: bool) -> ray_runner.RaySettings | None:
+    """The run's Ray settings (None: this process), checked before any work: a folder only, the package there."""
+    sizing = {"--workers": args.workers, "--gpus-per-worker": args.gpus_per_worker,
+              "--cpus-per-worker": args.cpus_per_worker}
+    if args.ray is None:
+        given = [flag for flag, value in sizing.items() if value is not None]
+        if given:
+            raise io.InputError(f"{given[0]} sizes a run on Ray: add --ray (or drop {given[0]})")
+        return None
+    if not folder:
+        raise io.InputError(f"{args.image}: --ray runs a folder of NAME.png + NAME_mask.png; a single image runs "
+                            "here, without --ray")
+    ray_runner.require_ray()
+    return ray_runner.RaySettings(args.ray, args.workers, args.gpus_per_worker or 0.0, args.cpus_per_worker or 1)
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -332,13 +370,20 @@ def _log(message: str) -> None:
 
 def run_protect(args: argparse.Namespace) -> int:
     request = _request(args, recipe=args.recipe, budget_255=args.budget, steps=args.steps, target=args.target)
-    plan = jobs.plan(args.image, args.mask, args.out)
     batch = args.image.is_dir()
+    on_ray = _ray_settings(args, batch)
+    plan = jobs.plan(args.image, args.mask, args.out)
     for path in plan.unpaired:
         _log(f"backfire: skipping {path.name}: no mask (add {path.stem}_mask.png beside it)")
-    inpainters = request.load_models(_log, _status)
     results: list[jobs.BatchRow] = [jobs.BatchRow.skipped(p, "no mask") for p in plan.unpaired]
     tasks = plan.tasks
+    if batch:  # a rerun keeps the photos an earlier run finished with the same settings
+        earlier = {task: jobs.finished(task, request) for task in tasks}
+        results += [jobs.BatchRow.of_record(t, record) for t, record in earlier.items() if record is not None]
+        tasks = [t for t, record in earlier.items() if record is None]
+        if len(tasks) < len(plan.tasks):
+            _log(f"backfire: {len(plan.tasks) - len(tasks)} of {len(plan.tasks)} photos already done with these "
+                 f"settings (their files kept); doing {len(tasks)}")
     number = {task: i for i, task in enumerate(tasks, 1)}
 
     def label(group) -> str:
@@ -352,24 +397,42 @@ def run_protect(args: argparse.Namespace) -> int:
         bar = Progress(f"{label([task])} verdict", unit="edit", enabled=not args.quiet)
         return lambda model, done, total: bar(done, total)
 
-    work = runners.ProtectWork(inpainters, request, log=_log, on_judge=checking,
-                               on_step=lambda group: Progress(label(group), enabled=not args.quiet))
-    for done in runners.LocalRunner(batch=args.batch).run(work, tasks):
+    def report(done: runners.Done) -> None:
         task, judged = done.task, done.result
+        if isinstance(done.error, ray_runner.WorkerLost):
+            results.append(replace(jobs.BatchRow.skipped(task.image, str(done.error), task.mask), status="failed",
+                                   retries=done.retries))
+            _log(f"backfire: error: {task.image.name}: {done.error}")
+            return
         if done.error is not None:
             if not batch:
                 raise done.error
             results.append(jobs.BatchRow.skipped(task.image, str(done.error), task.mask))
             _log(f"backfire: error: {done.error}")
-            continue
-        results.append(jobs.BatchRow.of(task, judged.outcome))
+            return
+        row = jobs.BatchRow.of(task, judged.outcome)
+        results.append(row if on_ray is None else replace(row, retries=done.retries))
         print(f"{task.out}  (report: {jobs.report_paths(task.out)[0]})")
         print(format_outcome(judged.outcome))
+
+    if on_ray is not None:
+        with ray_runner.RayRunner(request, on_ray, args.out, log=_log, progress=not args.quiet) as runner:
+            for done in runner.run(runners.ProtectWork([], request), tasks):
+                report(done)
+    elif tasks:
+        work = runners.ProtectWork(request.load_models(_log, _status), request, log=_log, on_judge=checking,
+                                   on_step=lambda group: Progress(label(group), enabled=not args.quiet))
+        for done in runners.LocalRunner(batch=args.batch).run(work, tasks):
+            report(done)
     if batch:
-        summary = jobs.write_batch_summary(args.out, results, [p for t in tasks for p in t.inputs])
-        done = sum(r.status != "skipped" for r in results)
-        _log(f"backfire: {done} of {len(results)} images protected, {len(results) - done} skipped; "
-             f"summary: {summary}")
+        summary = jobs.write_batch_summary(args.out, results, [p for t in plan.tasks for p in t.inputs])
+        protected = sum(r.status in ("protected", "not protected") for r in results)
+        failed = sum(r.status == "failed" for r in results)
+        _log(f"backfire: {protected} of {len(results)} images protected, "
+             f"{len(results) - protected - failed} skipped" + (f", {failed} failed" if failed else "")
+             + f"; summary: {summary}")
+    if any(r.status == "failed" for r in results):
+        return EXIT_ERROR
     if any(r.status == "skipped" for r in results):
         return EXIT_BAD_INPUT
     if args.strict and any(r.status == "not protected" for r in results):
@@ -424,6 +487,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     folder = args.folder
     if not folder.is_dir():
         raise io.InputError(f"{folder}: not a folder of NAME.png + NAME_mask.png pairs")
+    on_ray = _ray_settings(args, folder=True)
     out = args.out or folder.resolve().parent / f"{folder.resolve().name}-evaluation"
     budgets = (None,) if args.budget is None else tuple(b / 255 for b in args.budget)
     transforms = () if args.robustness is None else tuple(args.robustness or TRANSFORMS)
@@ -435,8 +499,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
                               clip_weights=args.clip_weights, lpips_weights=tuple(args.lpips_weights),
                               max_pixels=args.max_pixels, arguments=arguments)
     config.check()
-    inpainters = _request(args).load_models(_log, _status)
-    evaluate(folder, out, inpainters, config, None if args.quiet else _log, runners.LocalRunner(batch=args.batch))
+    request = _request(args)
+    inpainters = request.load_models(_log, _status)  # the set-level measures' device and the report's model
+    progress = None if args.quiet else _log
+    if on_ray is None:
+        evaluate(folder, out, inpainters, config, progress, runners.LocalRunner(batch=args.batch))
+    else:  # every image × recipe × budget on the workers, the set-level measures here
+        with ray_runner.RayRunner(request, on_ray, out / "images", log=_log, progress=not args.quiet) as runner:
+            evaluate(folder, out, inpainters, config, progress, runner)
     print(f"{out / 'summary.md'}\n{out / 'report.html'}\n{out / 'cases.csv'}\n{out / 'config.json'}")
     return EXIT_OK
 
