@@ -19,6 +19,7 @@ the token is what keeps others out. docs/ray.md says how to secure a cluster of 
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import secrets
@@ -68,7 +69,7 @@ def require_ray() -> None:
     """Raise :class:`backfire.io.InputError` with the install command when the ``ray`` package is missing."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # read when ray is imported
     try:
-        import ray  # noqa: F401
+        importlib.import_module("ray")
     except ImportError:
         raise io.InputError(INSTALL) from None
 
@@ -97,10 +98,12 @@ class _Worker:
 
         torch.set_num_threads(threads)  # the float results depend on it: as a local run at that count
         self.request = request
-        self.inpainters = request.load_models()
+        self.notes: list[str] = []
+        self.inpainters = request.load_models(self.notes.append)
 
-    def ready(self, out: str) -> str:
-        """This worker's host, once it proved it can write into ``out`` (a probe file, written and removed)."""
+    def ready(self, out: str) -> tuple[str, list[str]]:
+        """This worker's host and the notes of its models' loading, once it proved it can write into ``out`` (a
+        probe file, written and removed)."""
         probe = Path(out) / f".backfire-probe-{uuid.uuid4().hex}"
         try:
             io.write_bytes_atomic(probe, b"")
@@ -108,7 +111,7 @@ class _Worker:
         except (OSError, io.InputError) as error:
             raise io.InputError(f"{out}: a Ray worker on {socket.gethostname()} cannot write there ({first_line(error)}); "
                                 "every node must reach the output folder (docs/ray.md)") from None
-        return socket.gethostname()
+        return socket.gethostname(), self.notes
 
     def run(self, remote: Any, task: Any, attempt: int) -> Done:
         image = getattr(task, "image", None)
@@ -201,8 +204,10 @@ class RayRunner(Runner, AbstractContextManager):
         self.log(f"backfire: starting {count} Ray worker(s) ({self.settings.cpus_per_worker} CPU, "
                  f"{self.settings.gpus_per_worker:g} GPU each) at {self.settings.address}; each loads the models")
         self._workers = [self._start() for _ in range(count)]
-        hosts = self._get([w.ready.remote(str(self.out)) for w in self._workers])
-        self.log(f"backfire: Ray workers ready on {', '.join(sorted(set(hosts)))}")
+        ready = self._get([w.ready.remote(str(self.out)) for w in self._workers])
+        for note in ready[0][1]:  # every worker loads the same models: their notes once
+            self.log(note)
+        self.log(f"backfire: Ray workers ready on {', '.join(sorted({host for host, _ in ready}))}")
 
     def _get(self, refs: list) -> list:
         """``ray.get``, with an error of backfire's own raised as itself (a model file missing, a folder not
