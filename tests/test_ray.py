@@ -78,18 +78,31 @@ def _rows(path: Path) -> dict[str, dict]:
         return {r["image"]: r for r in csv.DictReader(f)}
 
 
+def _cases(folder: Path) -> list[dict]:
+    with open(folder / "cases.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
 def test_a_local_runtime_survives_a_killed_worker_and_writes_what_the_folder_mode_writes(capsys, tmp_path, weights,
                                                                                          ray_env, one_thread):
     _needs_namespace()
     src = photo_folder(tmp_path / "in", 3)
     flags = ("--steps", "2", "--quiet", *lama_args(weights))
+    evaluating = ("--families", "exact", "ring", "--no-fid", "--limit", "2")
     code, _, err = run_cli(capsys, "protect", src, "-o", tmp_path / "local", *flags)  # one thread, as the workers
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "evaluate", src, "--out", tmp_path / "ev-local", *flags, *evaluating)
     assert code == 0, err
     # p1's worker ends its own process on the first attempt: a real crash, retried on a fresh worker
     ray_env[ray_runner.CRASH_ON] = "p1.png"
-    run = _in_namespace(_cli("protect", src, "-o", tmp_path / "ray", *flags, "--ray", "--workers", "2",
-                             "--cpus-per-worker", "1"), ray_env, timeout=240)
+    on_ray = ("--ray", "--workers", "2", "--cpus-per-worker", "1")
+    run = _in_namespace(_cli("protect", src, "-o", tmp_path / "ray", *flags, *on_ray) + " && " +
+                        _cli("evaluate", src, "--out", tmp_path / "ev-ray", *flags, *evaluating, *on_ray),
+                        ray_env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert _cases(tmp_path / "ev-ray") == _cases(tmp_path / "ev-local")  # each case on a worker, the same rows
+    for png in (tmp_path / "ev-local" / "images").glob("*.png"):
+        assert (tmp_path / "ev-ray" / "images" / png.name).read_bytes() == png.read_bytes()
     assert "the Ray worker running p1.png died; running it again (retry 1 of 2)" in run.stderr
     local, ray = _rows(tmp_path / "local" / "batch.csv"), _rows(tmp_path / "ray" / "batch.csv")
     assert {name: r["retries"] for name, r in ray.items()} == {"p0.png": "0", "p1.png": "1", "p2.png": "0"}
