@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backfire import io, jobs
-from backfire.errors import first_line
+from backfire.errors import ModelError, first_line
 from backfire.progress import Progress
 from backfire.runners import Done, LocalRunner, Runner, Work
 
@@ -210,11 +210,16 @@ class RayRunner(Runner, AbstractContextManager):
         self.log(f"backfire: Ray workers ready on {', '.join(sorted({host for host, _ in ready}))}")
 
     def _get(self, refs: list) -> list:
-        """``ray.get``, with an error of backfire's own raised as itself (a model file missing, a folder not
-        writable) rather than wrapped in Ray's."""
+        """``ray.get``, with an error of backfire's own raised as itself (a folder not writable) rather than
+        wrapped in Ray's, and a worker that could not load the models as one line (:class:`ModelError`)."""
+        exceptions = self._ray.exceptions
         try:
             return self._ray.get(refs)
-        except self._ray.exceptions.RayTaskError as error:
+        except exceptions.RayActorError as error:
+            if error.actor_init_failed:  # its models did not load: no other worker will load them either
+                raise ModelError(f"a Ray worker could not load the models: {_why(error)}") from None
+            raise
+        except exceptions.RayTaskError as error:
             cause = error.cause if isinstance(getattr(error, "cause", None), Exception) else error
             raise cause from None
 
@@ -254,7 +259,7 @@ class RayRunner(Runner, AbstractContextManager):
                 retries[place] = retries.get(place, 0) + 1
                 if retries[place] > RETRIES:
                     result = Done(queue[place], error=WorkerLost(
-                        f"its Ray worker died on each of {RETRIES + 1} attempts: {first_line(error)}"))
+                        f"its Ray worker died on each of {RETRIES + 1} attempts: {_why(error)}"))
                     retries[place] = RETRIES
                 else:
                     self.log(f"backfire: the Ray worker running {_name(queue[place])} died; running it again "
@@ -274,6 +279,13 @@ class RayRunner(Runner, AbstractContextManager):
         fresh = self._start()
         self._workers = [fresh if w is dead else w for w in self._workers]
         return fresh
+
+
+def _why(error: Exception) -> str:
+    """The line of a Ray error that says why (Ray's messages end with the cause: the worker's exit, the
+    exception of its creation)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
 
 
 def _name(task: Any) -> str:
