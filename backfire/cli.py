@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from backfire import __version__, io, jobs, models, runners
+from backfire import __version__, io, jobs, models, ray_runner, runners
 from backfire import masks as mask_ops
 from backfire.errors import ModelError
 from backfire.inpainters import registry
@@ -28,8 +29,6 @@ _PAPER_BUDGET = f"{PAPER.budget * 255:g}"  # the /255 the help speaks; the recip
 _TARGETS_HELP = ("solid (the pure red, green or blue farthest from the photo's mean colour), "
                  "inverted (1 − the photo) or restore (the original painted back)")
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NOT_PROTECTED = 0, 1, 2, 3
-
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +127,13 @@ def _batch(text: str) -> int | None:
     return None if text.strip().lower() == "auto" else _count(text)
 
 
+def _ray_address(text: str) -> str:
+    try:
+        return ray_runner.check_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _output_path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("the output path is empty")
@@ -172,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit with code 3 when the verdict is NOT PROTECTED (as verify does); default: 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_batch(p)
+    _add_ray(p)
     p.set_defaults(run=run_protect)
 
     p = commands.add_parser("edit", help="inpaint the masked region, exactly as an attacker would")
@@ -229,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the pulled ones, `backfire models pull lpips-alex`)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_batch(p)
+    _add_ray(p)
     p.set_defaults(run=run_evaluate)
 
     p = commands.add_parser("mask", help="make a mask: faces, text or a box")
@@ -309,6 +317,36 @@ def _add_model_file(p: argparse.ArgumentParser, model_help: str,
     """``--model`` and ``--weights``: all that a command which only reads a model file takes (export)."""
     p.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
     p.add_argument("--weights", type=Path, default=None, help=weights_help)
+
+
+def _add_ray(p: argparse.ArgumentParser) -> None:
+    ray = p.add_argument_group("a folder on Ray (extra backfire[ray]; docs/ray.md)")
+    ray.add_argument("--ray", nargs="?", const=ray_runner.LOCAL, default=None, type=_ray_address, metavar="ADDRESS",
+                     help="run the folder's photos on Ray workers: no ADDRESS starts a local runtime of its own "
+                          "(token-authenticated, no dashboard); auto, HOST:PORT or ray://HOST:PORT joins a cluster "
+                          "(every node must reach the input and output folders)")
+    ray.add_argument("--workers", type=_count, default=None, metavar="N",
+                     help="Ray workers, each loading the models once (default: as many as the free CPUs and GPUs hold)")
+    ray.add_argument("--gpus-per-worker", type=_number(float, 0), default=None, metavar="F",
+                     help="GPUs each worker takes, a fraction allowed (default 0: CPU workers)")
+    ray.add_argument("--cpus-per-worker", type=_count, default=None, metavar="N",
+                     help="CPUs (and torch threads) each worker takes (default 1)")
+
+
+def _ray_settings(args: argparse.Namespace, folder: bool) -> ray_runner.RaySettings | None:
+    """The run's Ray settings (None: this process), checked before any work: a folder only, the package there."""
+    sizing = {"--workers": args.workers, "--gpus-per-worker": args.gpus_per_worker,
+              "--cpus-per-worker": args.cpus_per_worker}
+    if args.ray is None:
+        given = [flag for flag, value in sizing.items() if value is not None]
+        if given:
+            raise io.InputError(f"{given[0]} sizes a run on Ray: add --ray (or drop {given[0]})")
+        return None
+    if not folder:
+        raise io.InputError(f"{args.image}: --ray runs a folder of NAME.png + NAME_mask.png; a single image runs "
+                            "here, without --ray")
+    ray_runner.require_ray()
+    return ray_runner.RaySettings(args.ray, args.workers, args.gpus_per_worker or 0.0, args.cpus_per_worker or 1)
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -396,11 +434,18 @@ def run_protect(args: argparse.Namespace) -> int:
     request = _request(args, recipe=args.recipe, budget_255=_one(args.budget, "--budget"),
                        steps=_one(args.steps, "--steps"), target=args.target,
                        max_budget_255=args.max_budget, min_psnr=args.min_psnr)
-    plan = jobs.plan(args.image, args.mask, args.out, keep_alpha=True, max_pixels=request.max_pixels)
     batch = args.image.is_dir()
+    on_ray = _ray_settings(args, batch)
+    plan = jobs.plan(args.image, args.mask, args.out, keep_alpha=True, max_pixels=request.max_pixels)
     results = _skip_unpaired(plan)
-    inpainters = request.load_models(_log, _status)
     tasks = plan.tasks
+    if batch:  # a rerun keeps the photos an earlier run finished with the same settings
+        earlier = {task: jobs.finished(task, request) for task in tasks}
+        results += [jobs.BatchRow.of_record(t, record) for t, record in earlier.items() if record is not None]
+        tasks = [t for t, record in earlier.items() if record is None]
+        if len(tasks) < len(plan.tasks):
+            _log(f"backfire: {len(plan.tasks) - len(tasks)} of {len(plan.tasks)} photos already done with these "
+                 f"settings (their files kept); doing {len(tasks)}")
     number = {task: i for i, task in enumerate(tasks, 1)}
 
     def label(group) -> str:
@@ -422,23 +467,39 @@ def run_protect(args: argparse.Namespace) -> int:
              f"before; stops at the first that protects")
         return lambda tried: _log(f"{label([task])}: {_rung_line(tried)}")
 
-    work = runners.ProtectWork(inpainters, request, log=_log, on_judge=checking,
-                               on_step=lambda group: Progress(label(group), enabled=not args.quiet),
-                               on_rung=climbing if request.auto is not None else lambda task: None)
-    for done in runners.LocalRunner(batch=args.batch).run(work, tasks):
+    def report(done: runners.Done) -> None:
         task, judged = done.task, done.result
+        if isinstance(done.error, ray_runner.WorkerLost):
+            results.append(replace(jobs.BatchRow.skipped(task.image, str(done.error), task.mask), status="failed",
+                                   retries=done.retries))
+            _log(f"backfire: error: {task.image.name}: {done.error}")
+            return
         if done.error is not None:
             if not batch:
                 raise done.error
             results.append(_skipped(task, done.error))
-            continue
-        results.append(jobs.BatchRow.of(task, judged.outcome))
+            return
+        row = jobs.BatchRow.of(task, judged.outcome)
+        results.append(row if on_ray is None else replace(row, retries=done.retries))
         print(f"{task.out}  (report: {jobs.report_paths(task.out)[0]})")
         print(format_outcome(judged.outcome))
         if "search" in judged.record:
             print(_search_line(judged.record["search"]))
+
+    if on_ray is not None:
+        with ray_runner.RayRunner(request, on_ray, args.out, log=_log, progress=not args.quiet) as runner:
+            for done in runner.run(runners.ProtectWork([], request), tasks):
+                report(done)
+    elif tasks:
+        work = runners.ProtectWork(request.load_models(_log, _status), request, log=_log, on_judge=checking,
+                                   on_step=lambda group: Progress(label(group), enabled=not args.quiet),
+                                   on_rung=climbing if request.auto is not None else lambda task: None)
+        for done in runners.LocalRunner(batch=args.batch).run(work, tasks):
+            report(done)
     if batch:
         _write_summary(args.out, results, plan, "protected")
+    if any(r.status == "failed" for r in results):
+        return EXIT_ERROR
     if any(r.status == "skipped" for r in results):
         return EXIT_BAD_INPUT
     if args.strict and any(r.status == "not protected" for r in results):
@@ -544,8 +605,10 @@ def _skipped(task: jobs.Task, error: Exception) -> jobs.BatchRow:
 def _write_summary(out: Path, rows: list[jobs.BatchRow], plan: jobs.Plan, done_word: str) -> None:
     """``out/batch.csv`` and the folder run's last line: how many were done, how many skipped."""
     summary = jobs.write_batch_summary(out, rows, [p for t in plan.tasks for p in t.inputs])
-    done = sum(r.status != "skipped" for r in rows)
-    _log(f"backfire: {done} of {len(rows)} images {done_word}, {len(rows) - done} skipped; summary: {summary}")
+    failed = sum(r.status == "failed" for r in rows)
+    done = sum(r.status not in ("skipped", "failed") for r in rows)
+    _log(f"backfire: {done} of {len(rows)} images {done_word}, {len(rows) - done - failed} skipped"
+         + (f", {failed} failed" if failed else "") + f"; summary: {summary}")
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -585,6 +648,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     folder = args.folder
     if not folder.is_dir():
         raise io.InputError(f"{folder}: not a folder of NAME.png + NAME_mask.png pairs")
+    on_ray = _ray_settings(args, folder=True)
     out = args.out or folder.resolve().parent / f"{folder.resolve().name}-evaluation"
     budgets = (None,) if args.budget is None else tuple(b / 255 for b in args.budget)
     steps = (None,) if args.steps is None else tuple(args.steps)
@@ -597,8 +661,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
                               clip_weights=args.clip_weights, lpips_weights=tuple(args.lpips_weights),
                               max_pixels=args.max_pixels, arguments=arguments)
     config.check()
-    inpainters = _request(args).load_models(_log, _status)
-    evaluate(folder, out, inpainters, config, None if args.quiet else _log, runners.LocalRunner(batch=args.batch))
+    request = _request(args)
+    inpainters = request.load_models(_log, _status)  # the set-level measures' device and the report's model
+    progress = None if args.quiet else _log
+    if on_ray is None:
+        evaluate(folder, out, inpainters, config, progress, runners.LocalRunner(batch=args.batch))
+    else:  # every image × recipe × budget × steps on the workers, the set-level measures here
+        with ray_runner.RayRunner(request, on_ray, out / "images", log=_log, progress=not args.quiet) as runner:
+            evaluate(folder, out, inpainters, config, progress, runner)
     print("\n".join(str(out / name) for name in ("summary.md", "report.html", "cases.csv", "curve.csv", "curve.svg",
                                                   "config.json")))
     return EXIT_OK

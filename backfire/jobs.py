@@ -164,6 +164,18 @@ class Request:
         """What decides which models :meth:`load_models` loads (a cache's key)."""
         return (self.model, self.weights, self.pipeline, self.device, tuple(sorted(self.options.items())))
 
+    def identity(self) -> dict:
+        """What decides a photo's files (the recipe with its overrides, the models, the tool, the seed, the
+        draws, the pixel cap, a budget search's ceiling), as JSON values: the ``run`` key of ``OUT.json``, which tells a rerun with other
+        settings from one with the same (:func:`finished`)."""
+        settings = {"recipe": self.recipe.as_dict(), "model": self.model,
+                    "weights": None if self.weights is None else str(self.weights), "pipeline": self.pipeline,
+                    "device": self.device, "options": dict(self.options), "seed": self.seed, "draws": self.draws,
+                    "max_pixels": self.max_pixels,
+                    "auto": None if self.auto is None else {"max_budget": self.auto.max_budget,
+                                                            "min_psnr": self.auto.min_psnr}}
+        return json.loads(json.dumps(_finite(settings)))  # tuples as lists: equal to the JSON read back
+
     def load_models(self, log: Log = lambda message: None, status: Log = lambda message: None) -> list[Inpainter]:
         """The request's models, each inside its attacker's tool (:func:`load_models`)."""
         return load_models(self.model, self.weights, self.device, pipeline=self.pipeline, options=dict(self.options),
@@ -189,6 +201,12 @@ class Judged:
     def psnr(self) -> float:
         """The saved file's PSNR against the original, dB (the first trial's invisibility: the same file for all)."""
         return self.outcome.verdicts[0].invisibility["psnr"]
+
+    def light(self) -> Judged:
+        """The outcome and the record alone, what a worker in another process sends back (its files are
+        written already): the pixel fields, the protection and the trials (which hold the models) are left
+        out (None, empty)."""
+        return replace(self, image=None, region=None, saved=None, protection=None, trials=[], fills=[])
 
 
 def load_models(spec: str, weights: Path | None = None, device: str = "auto", *, pipeline: str | None = AUTO,
@@ -284,6 +302,26 @@ def check_size(image: Path, size: tuple[int, int], inpainters: Sequence[Inpainte
             tool = model.describe((h, w))["pipeline"]
             raise io.InputError(f"{image}: {w}×{h} px is too small for {model.name} in the {tool} pipeline: every "
                                 f"side must be at least {smallest} px")
+
+
+def finished(task: Task, request: Request) -> dict | None:
+    """The JSON record of an earlier run of ``task`` that a rerun keeps, or None when the photo must be done
+    (again): its image, ``.json`` and preview all there (:class:`backfire.io.FileSet` writes them as one set),
+    the JSON recording the same settings (``run``: :meth:`Request.identity`), and no input newer than it. The
+    one rule of a folder run's resumption, in this process or on Ray."""
+    json_path, preview_path = report_paths(task.out)
+    if not all(p.is_file() for p in (task.out, json_path, preview_path)):
+        return None
+    try:
+        record = json.loads(json_path.read_text())
+        newest_input = max(p.stat().st_mtime_ns for p in task.inputs)
+        if newest_input > json_path.stat().st_mtime_ns:
+            return None  # the photo or its mask changed since
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("run") != request.identity() or "verdicts" not in record:
+        return None
+    return record
 
 
 def load(task: Task, max_pixels: int | None, log: Log, keep_alpha: bool = False,
@@ -394,7 +432,7 @@ def protect_task(task: Task, inpainters: Sequence[Inpainter], request: Request, 
                 "image": str(task.image), "mask": str(task.mask), "protected_image": str(task.out),
                 "recipe": result.recipe.as_dict(), "budget_255": result.recipe.budget * 255,
                 "seed": request.seed, "seconds": result.seconds, "losses": result.losses,
-                **outcome.as_dict(), **extra,
+                **outcome.as_dict(), "run": request.identity(), **extra,
             }
             write_reports(task, done.record, image, done.saved, done.fills[0], files)
     except KeyboardInterrupt:
@@ -498,7 +536,7 @@ class BatchRow:
     Every count is the outcome's, over every trial (:class:`backfire.judge.outcome.Outcome`)."""
 
     image: str
-    status: str  # "protected" | "not protected" | "edited" (``backfire edit``) | "skipped"
+    status: str  # "protected" | "not protected" | "edited" (``backfire edit``) | "skipped" | "failed" (on Ray: its worker died on every attempt)
     output: str = ""
     attacker_failed: str = ""
     benign_intact: str = ""
@@ -521,6 +559,7 @@ class BatchRow:
     weakest_draw: int | str = ""
     weakest_edit: str = ""
     weakest_distance: float | str = ""
+    retries: int | str = ""  # a run on Ray: the photo's attempts after a worker died (backfire.ray_runner)
 
     @classmethod
     def skipped(cls, image: Path, why: str, mask: Path | None = None) -> BatchRow:
@@ -534,20 +573,25 @@ class BatchRow:
     @classmethod
     def of(cls, task: Task, outcome: Outcome, output: str | None = None) -> BatchRow:
         """The row of a protected photo; ``output``: how the row names the written file (default: its path)."""
-        attacks, benign = outcome.attacker_edits, outcome.benign_edits
-        failed, intact = sum(d.ok for d in attacks), sum(d.ok for d in benign)
-        inv = outcome.verdicts[0].invisibility
-        weakest = outcome.weakest
+        return cls.of_record(task, outcome.as_dict(), output)
+
+    @classmethod
+    def of_record(cls, task: Task, record: Mapping[str, Any], output: str | None = None) -> BatchRow:
+        """The row of a protected photo from its verdict's JSON (:meth:`Outcome.as_dict`, what ``OUT.json``
+        holds): the one way a row is made, for a photo just judged or one an earlier run finished."""
+        inv, weakest = record["invisibility"], record.get("weakest")
         deciding = {} if weakest is None else dict(
-            weakest_model=weakest.model, weakest_strategy=weakest.strategy, weakest_draw=weakest.draw,
-            weakest_edit=weakest.edit, weakest_distance=round(weakest.distance_to_target, 4))
-        return cls(task.image.name, "protected" if outcome.protected else "not protected",
-                   str(task.out) if output is None else output, f"{failed}/{len(attacks)}",
-                   f"{intact}/{len(benign)}", protected_image=task.out.name, model=",".join(outcome.models),
-                   protected=outcome.protected, attacker_edits_failed=failed, attacker_edits=len(attacks),
-                   benign_edits_intact=intact, benign_edits=len(benign), psnr_db=round(inv["psnr"], 2),
-                   ssim=round(inv["ssim"], 5), linf_255=round(inv["linf_255"], 2), mask=task.mask.name,
-                   draws=outcome.draws, **deciding)
+            weakest_model=weakest["model"], weakest_strategy=weakest["strategy"], weakest_draw=weakest["draw"],
+            weakest_edit=weakest["edit"], weakest_distance=round(weakest["distance_to_target"], 4))
+        failed, attacks = record["attacker_edits_failed"], record["attacker_edits"]
+        intact, benign = record["benign_edits_intact"], record["benign_edits"]
+        models = ",".join(dict.fromkeys(v["model"] for v in record["verdicts"]))
+        return cls(task.image.name, "protected" if record["protected"] else "not protected",
+                   str(task.out) if output is None else output, f"{failed}/{attacks}", f"{intact}/{benign}",
+                   protected_image=task.out.name, model=models, protected=record["protected"],
+                   attacker_edits_failed=failed, attacker_edits=attacks, benign_edits_intact=intact,
+                   benign_edits=benign, psnr_db=round(inv["psnr"], 2), ssim=round(inv["ssim"], 5),
+                   linf_255=round(inv["linf_255"], 2), mask=task.mask.name, draws=record["draws"], **deciding)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -6,8 +6,9 @@ that task's error, not the run's), ``protect`` a batch of photos (the costly par
 ``finish`` one photo from its protection (save, read back, judge, reports). A :class:`Runner` schedules them;
 :class:`LocalRunner` runs them in this process, putting photos of the same size into one batch of
 optimisations (:func:`backfire.protect.engine.protect_batch`) so that a GPU's passes stay full. A runner
-that spreads photos over Ray actors is the same interface: it ships the work, and yields :class:`Done`
-records as they come back.
+that spreads photos over Ray actors (:class:`backfire.ray_runner.RayRunner`) is the same interface: it ships
+the work's :class:`Remote` (its settings, no models, no callbacks) to workers that hold their own models, runs
+the same three parts there one photo at a time, and yields :class:`Done` records as they come back.
 
     >>> runner = LocalRunner(batch=8)
     >>> for done in runner.run(ProtectWork(models, settings), plan.tasks):
@@ -30,7 +31,7 @@ from backfire.protect.engine import OutOfMemory, Photo, Protection, StepCallback
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["Done", "LocalRunner", "Prepared", "ProtectWork", "Runner", "Work", "default_batch"]
+__all__ = ["Done", "LocalRunner", "Prepared", "ProtectWork", "Remote", "Runner", "Work", "default_batch"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Done(Generic[T, R]):
     task: T
     result: R | None = None
     error: Exception | None = None
+    retries: int = 0  # the times a runner ran the task again because the worker running it died
 
 
 class Work(Protocol[T, R]):
@@ -64,6 +66,18 @@ class Work(Protocol[T, R]):
 
     def finish(self, prepared: Prepared[T], protection: Protection) -> R:
         """The task's result from its protection (files written, verdicts)."""
+
+
+class Remote(Protocol[T]):
+    """What of a :class:`Work` travels to a worker in another process (pickled: settings only, no models and no
+    callbacks), for a runner that runs photos elsewhere. The work's own ``remote()`` makes it, its
+    ``received(task, sent)`` turns what came back into the task's result on this side."""
+
+    def bind(self, inpainters: Sequence[Inpainter]) -> Work[T, Any]:
+        """The work, on the worker, with the worker's own models."""
+
+    def reduce(self, work: Work[T, Any], result: Any) -> Any:
+        """What travels back of ``work``'s result for a task (small: no pixels)."""
 
 
 class Runner(abc.ABC):
@@ -202,3 +216,23 @@ class ProtectWork:
         return jobs.protect_task(prepared.task, self.inpainters, self.request, on_judge=self.on_judge(prepared.task),
                                  log=self.log, loaded=prepared.extra, protection=protection, on_step=on_step,
                                  on_rung=self.on_rung(prepared.task))
+
+    def remote(self) -> _RemoteProtect:
+        return _RemoteProtect(self.request)
+
+    def received(self, task: jobs.Task, sent: jobs.Judged) -> jobs.Judged:
+        return sent
+
+
+@dataclass(frozen=True)
+class _RemoteProtect:
+    """:class:`ProtectWork` on a worker: the request travels, the worker's models protect, the outcome and the
+    record come back (:meth:`backfire.jobs.Judged.light`)."""
+
+    request: jobs.Request
+
+    def bind(self, inpainters: Sequence[Inpainter]) -> ProtectWork:
+        return ProtectWork(inpainters, self.request)
+
+    def reduce(self, work: ProtectWork, result: jobs.Judged) -> jobs.Judged:
+        return result.light()

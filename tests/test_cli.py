@@ -146,6 +146,29 @@ def test_protect_a_folder_mirrors_names(capsys, tmp_path, weights):
         "batch.csv", "img0.json", "img0.png", "img0.preview.png", "img1.json", "img1.png", "img1.preview.png"]
 
 
+def test_a_folder_rerun_keeps_the_photos_done_with_the_same_settings_and_redoes_the_rest(capsys, tmp_path, weights,
+                                                                                          one_thread):
+    src, out = photo_folder(tmp_path / "in", 3), tmp_path / "out"
+    args = ("protect", src, "-o", out, *_model(weights), "--steps", "1", "--quiet")
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    first = (out / "batch.csv").read_text()
+    written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    (out / "p1.preview.png").unlink()  # an incomplete set: redone whole
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "2 of 3 photos already done with these settings" in err
+    now = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert all(now[f"p{i}{ext}"] == written[f"p{i}{ext}"] for i in (0, 2) for ext in (".png", ".json", ".preview.png"))
+    assert now["p1.png"] != written["p1.png"] and (out / "p1.preview.png").is_file()
+    assert (out / "batch.csv").read_text() == first  # the kept photos' rows, rebuilt from their JSON
+    assert json.loads((out / "p0.json").read_text())["run"]["seed"] == 0
+    code, _, err = run_cli(capsys, *args, "--seed", "1")  # other settings: every photo again
+    assert code == 0 and "already done" not in err
+    assert (out / "p0.png").stat().st_mtime_ns != written["p0.png"]
+    assert json.loads((out / "p0.json").read_text())["run"]["seed"] == 1
+
+
 def test_edit_fills_only_the_mask(capsys, files, weights, tmp_path):
     photo, mask = files
     code, _, err = run_cli(capsys, "edit", photo, "--mask", mask, "-o", tmp_path / "edit.png", *_model(weights))

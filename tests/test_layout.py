@@ -105,7 +105,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("backfire.models", "backfire.inpainters", "backfire.metric_weights", "backfire.regions", "backfire.examples"),
     ("backfire.protect",),
     ("backfire.judge",),
-    ("backfire.jobs", "backfire.runners", "backfire.train"),
+    ("backfire.jobs", "backfire.runners", "backfire.ray_runner", "backfire.train"),
     ("backfire.evaluate",),
     ("backfire.cli", "backfire.app"),
 )

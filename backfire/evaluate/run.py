@@ -170,6 +170,8 @@ class _CaseWork:
         self.ensemble, self.recipe, self.config = ensemble, recipe, config
         self.out_dir, self.inputs, self.originals, self.features = out_dir, inputs, originals, features
         self.log = log or (lambda message: None)
+        self._arrived: dict[int, tuple[Case, list]] = {}  # cases judged elsewhere, waiting for their turn
+        self._next = 0
 
     @property
     def device(self) -> torch.device:
@@ -189,6 +191,51 @@ class _CaseWork:
     def finish(self, prepared: Prepared, protection: Protection) -> Case:
         job, loaded, region = prepared.extra
         return _evaluate_case(job, (loaded, region), protection, self)
+
+    def remote(self) -> _RemoteCases:
+        return _RemoteCases(self.recipe, self.config, self.out_dir, self.inputs, self.originals is not None)
+
+    def received(self, task: tuple[int, tuple[Path, Path]], sent: tuple[Case, list]) -> Case:
+        """A case judged on a worker: its images' measures are added here, in the folder's order (as a run in
+        this process adds them, so the set-level measures are the same)."""
+        self._arrived[task[0]] = sent
+        while self._next in self._arrived:
+            for name, images, reference in self._arrived[self._next][1]:
+                (self.features if name != "originals" else self.originals).add(name, images, reference=reference)
+            self._arrived[self._next] = (self._arrived[self._next][0], [])
+            self._next += 1
+        return sent[0]
+
+
+class _Recorded:
+    """Stands in for :class:`FeatureSets` on a worker: the images a case would add, kept to be sent back."""
+
+    def __init__(self):
+        self.added: list[tuple[str, Tensor, Tensor | None]] = []
+
+    def add(self, name: str, images: Tensor, reference: Tensor | None = None) -> None:
+        self.added.append((name, images.detach().cpu(), None if reference is None else reference.detach().cpu()))
+
+
+@dataclass(frozen=True)
+class _RemoteCases:
+    """:class:`_CaseWork` on a worker (:class:`backfire.runners.Remote`): the plan travels, the worker's models
+    protect and judge, the case comes back with the images its measures need (``originals``: the first plan's
+    originals too)."""
+
+    recipe: Recipe
+    config: EvaluationConfig
+    out_dir: Path
+    inputs: list[Path]
+    originals: bool
+
+    def bind(self, inpainters: Sequence[Inpainter]) -> _CaseWork:
+        recorded = _Recorded()
+        return _CaseWork(list(inpainters), self.recipe, self.config, self.out_dir, self.inputs,
+                         recorded if self.originals else None, recorded, None)
+
+    def reduce(self, work: _CaseWork, result: Case) -> tuple[Case, list]:
+        return result, work.features.added
 
 
 def _evaluate_case(task: jobs.Task, loaded: tuple[io.LoadedImage, Tensor], protection: Protection,
