@@ -505,6 +505,30 @@ def test_browser_every_region_source_is_drawn_on_the_photo_at_once(server, files
     assert abs(int(magenta.sum()) / scale**2 - region_px) < 0.1 * region_px  # what is drawn is what is protected
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright is not installed: pip install playwright")
+@needs_gradio
+def test_browser_a_run_clicked_right_after_cancel_completes(server, page, tmp_path):
+    """Protect clicked again while the cancelled run is still busy (judging, which has no steps to stop at; a
+    256×192 photo, so that takes a few seconds): the click waits for that run and completes, never dropped
+    (Gradio drops a click while its event is pending) nor stopped by the earlier Cancel."""
+    image, mask = example_photo(256, 192)
+    io.save_image(image, tmp_path / "wide.png")
+    io.save_mask(mask, tmp_path / "wide_mask.png")
+    _open_photo(page, server, tmp_path / "wide.png", "256×192")
+    page.locator("#mask-file input[type=file]").set_input_files(str(tmp_path / "wide_mask.png"))
+    page.wait_for_selector("#status :text('Region:')", timeout=90_000)
+    page.locator("#steps input").fill("2")
+    page.click("#run")
+    page.wait_for_selector(":text('judging the saved file')", timeout=120_000)
+    page.click("#cancel")
+    page.wait_for_selector("#status :text('Cancel')", timeout=30_000)  # the Cancel's own reply has come
+    page.locator("#budget input").fill("2")  # this run's verdict tells it from the first one's
+    page.click("#run")
+    page.wait_for_selector("#verdict :text('at most 2.0/255')", timeout=180_000)
+    assert "Done:" in page.locator("#status").inner_text()
+
+
 def _session_folders(server) -> set[Path]:
     return set(server["tmp"].glob("backfire-app-*/sessions/session-*"))
 
