@@ -203,7 +203,7 @@ def test_cancel_stops_the_runs_clicked_before_it_and_never_a_later_one(files, tm
     settings = ("backfire-s", "", "paper", 6.375, 2)
     assert page.cancel(tab) == ui.NOTHING_TO_CANCEL  # nothing is running: and no flag is left behind
     early = page.take_ticket(tab)  # a click whose job still waits in the queue when Cancel is pressed
-    assert page.cancel(tab) == ui.STOPPING
+    page.cancel(tab)
     cancelled = page._protect(page.sessions.get(tab), files["photo"], files["mask"], ui._settings(*settings, "cpu"),
                               lambda *a, **k: None, early)
     assert cancelled[-1] == ui.CANCELLED and cancelled[0] is None
@@ -212,6 +212,11 @@ def test_cancel_stops_the_runs_clicked_before_it_and_never_a_later_one(files, tm
                          lambda *a, **k: None, later)
     assert done[-1].startswith("Done:") and Image.open(done[0]).size == (64, 48)
     assert page.cancel(tab) == ui.NOTHING_TO_CANCEL  # both jobs ended
+    session = page.sessions.get(tab)
+    with ui.StepClock(session, page.take_ticket(tab), lambda *a, **k: None) as clock:
+        assert page.cancel(tab) == ui.STOPPING  # a running job: it stops at its next step
+        with pytest.raises(service.Cancelled):
+            clock(1, 2)
     page.sessions.close_all()
 
 

@@ -39,7 +39,7 @@ masking the region and inpainting gives a glaring solid colour, while edits else
 
 CANCELLED = "Cancelled: nothing was written."
 STOPPING = "Cancelling: the run stops at its next step…"
-NOTHING_TO_CANCEL = "Nothing is running."
+NOTHING_TO_CANCEL = "Nothing is running; a run still waiting its turn will not start."
 JPEG_WARNING = ("⚠ Share this PNG as it is: saving or recompressing it as JPEG weakens the protection "
                 "(recipe `robust` is made to resist recompression).")
 
@@ -58,7 +58,7 @@ class Session:
         self.folder = Path(tempfile.mkdtemp(prefix="session-", dir=root))
         self.issued = 0  # tickets handed to job clicks, in click order
         self.cancelled = 0  # the jobs holding a ticket up to this one stop at their next step
-        self.open: set[int] = set()  # tickets whose job has not ended
+        self.running: set[int] = set()  # the tickets of the jobs running now
         self.closed = False
         self.lock = threading.Lock()
         self.photo: Path | None = None
@@ -71,13 +71,7 @@ class Session:
     def ticket(self) -> int:
         with self.lock:
             self.issued += 1
-            self.open.add(self.issued)
             return self.issued
-
-    def finish(self, ticket: int) -> None:
-        """A job ended; the clicks before it that never ran (Gradio skips a click while its job runs) end too."""
-        with self.lock:
-            self.open = {t for t in self.open if t > ticket}
 
     def stopped(self, ticket: int) -> bool:
         return self.closed or ticket <= self.cancelled
@@ -90,10 +84,10 @@ class Session:
         return folder
 
     def cancel(self) -> bool:
-        """Stop every job clicked so far; whether one was still to end."""
+        """Stop every job clicked so far; whether one is running now."""
         with self.lock:
             self.cancelled = self.issued
-            return bool(self.open)
+            return bool(self.running)
 
     def close(self) -> None:
         self.closed = True
@@ -115,7 +109,7 @@ def _friendly(fn):
 
 class StepClock:
     """The service's step callback: page progress (step i/N, time left) and the cancel check. Used as a
-    context around the job, so its ticket ends with it."""
+    context around the job: the session knows what is running."""
 
     def __init__(self, session: Session, ticket: int | None, progress: gr.Progress, label: str = "") -> None:
         self.session, self.progress, self.label = session, progress, label
@@ -128,10 +122,11 @@ class StepClock:
 
     def __enter__(self) -> StepClock:
         self.check()  # cancelled while it waited in the queue: it stops before loading anything
+        self.session.running.add(self.ticket)
         return self
 
     def __exit__(self, *_) -> None:
-        self.session.finish(self.ticket)
+        self.session.running.discard(self.ticket)
 
     def __call__(self, step: int, total: int, loss: float | None = None) -> None:
         self.check()
