@@ -498,12 +498,15 @@ def test_browser_every_region_source_is_drawn_on_the_photo_at_once(server, files
 
     region_px = int(page.locator("#status").inner_text().split("Region:")[1].split("px")[0])
 
-    def drawn_px() -> float:  # the magenta on screen, in photo pixels
-        return int((_magenta(page)[0] & ~toolbar).sum()) / scale**2
+    def seen() -> tuple[float, int]:  # the magenta on screen in photo pixels, and the photo's pixels shown
+        magenta, photo = _magenta(page)
+        return int((magenta & ~toolbar).sum()) / scale**2, photo
 
-    # what is drawn is what is protected: both boxes and the stroke, all at once
-    assert _until(page, lambda: abs(drawn_px() - region_px) < 0.1 * region_px), (drawn_px(), region_px)
-    assert _magenta(page)[1] > 0.5 * photo_px, "the editor went blank"
+    def right() -> bool:  # what is drawn is what is protected (both boxes and the stroke), over the photo
+        drawn, photo = seen()
+        return abs(drawn - region_px) < 0.1 * region_px and photo > 0.5 * photo_px
+
+    assert _until(page, right), f"drawn px, photo px: {seen()}; region {region_px} px, photo {photo_px} px before"
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
