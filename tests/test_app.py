@@ -226,7 +226,7 @@ def test_painted_layers_become_the_mask_at_the_photos_size(tmp_path):
     assert sessions.get(tab) is session
     (session.fresh("photo") / "x.png").write_bytes(b"x")
     sessions.end(tab)  # the tab closed
-    assert not session.folder.exists() and session.generation == 1  # its folder is gone, its job told to stop
+    assert not session.folder.exists() and session.stopped(session.ticket())  # its folder is gone, its jobs stop
 
 
 @needs_gradio
@@ -238,12 +238,13 @@ def test_region_tools_add_to_the_painted_region_and_explain_failures(files, tmp_
     assert page.add_box(None, "1,1,2,2", tab)[1] == "⚠ upload a photo first"
     editor, status = page.load_photo(str(files["photo"]), tab)
     assert "64×48 px" in status and editor.value["layers"] == []
+    session = page.sessions.get(tab)
     value, status = page.add_box(None, "0,0,10,4", tab)
     value, status = page.add_box(value, "5,0,10,4", tab)  # overlaps the first: the union counts once
-    assert status.startswith("Region: 60 px") and int(ui.editor_mask(value, (64, 48)).sum()) == 60
+    assert status.startswith("Region: 60 px") and int(ui.region_of(session, value).sum()) == 60
     value, status = page.add_mask_file(value, str(files["mask"]), tab)
     logo = example_photo(64, 48)[1]
-    assert int(ui.editor_mask(value, (64, 48)).sum()) == 60 + int(logo.sum())  # the logo is not in the boxes
+    assert int(ui.region_of(session, value).sum()) == 60 + int(logo.sum())  # the logo is not in the boxes
     for bad, message in (("0,0,0,4", "w and h must be > 0"), ("64,0,2,2", "outside the 64×48 image"), ("x", "x,y,w,h")):
         editor, status = page.add_box(value, bad, tab)
         assert message in status and isinstance(editor, dict) and editor.get("__type__") == "update"  # left as is
@@ -360,6 +361,60 @@ def test_verify_shows_the_original_first_as_protect_does(tmp_path):
     position = {label: i for i, label in enumerate(labels)}
     assert position["The original (optional)"] < position["Protected photo"], labels
     assert position["attacker's edit of the original"] < position["attacker's edit of the protected photo"], labels
+
+
+@needs_gradio
+def test_every_region_source_is_drawn_on_the_photo_and_they_combine(files, tmp_path):
+    import numpy as np
+
+    from backfire.app import ui
+
+    page = ui.Page(tmp_path, "cpu")
+    tab = type("Request", (), {"session_hash": "tab-3"})()
+    page.load_photo(str(files["photo"]), tab)
+    session = page.sessions.get(tab)
+    photo = np.asarray(Image.open(files["photo"])).astype(int)
+    stroke = np.zeros((48, 64, 4), np.uint8)  # a brush stroke the user painted, then a box and a mask file
+    stroke[30:34, 2:12] = (255, 0, 255, 153)
+    value, _ = page.add_box({"background": None, "layers": [stroke]}, "40,2,20,10", tab)
+    value, _ = page.add_mask_file(value, str(files["mask"]), tab)
+    region = ui.region_of(session, value).numpy() > 0
+    assert region[30:34, 2:12].all() and region[2:12, 40:60].all() and region[example_photo(64, 48)[1] > 0].all()
+    assert value["layers"] == []  # the strokes are in the drawn region now, not lost
+    drawn = np.asarray(Image.open(value["background"])).astype(int)
+    alpha = ui.OVERLAY_RGBA[3] / 255
+    expected = photo * (1 - alpha) + np.array(ui.OVERLAY_RGBA[:3]) * alpha
+    assert np.abs(drawn[region] - expected[region]).max() <= 1  # inside: the photo under translucent magenta
+    assert (drawn[~region] == photo[~region]).all()  # outside: the photo itself
+    assert int(ui.region_of(session, None).sum()) == int(region.sum())  # Protect takes the same region
+    value, _ = page.clear_region(tab)
+    assert not ui.region_of(session, value).any() and (np.asarray(Image.open(value["background"])) == photo).all()
+
+
+@needs_gradio
+def test_cancel_stops_the_runs_clicked_before_it_and_never_a_later_one(files, tmp_path, one_thread):
+    from backfire.app import ui
+
+    page = ui.Page(tmp_path, "cpu")
+    tab = type("Request", (), {"session_hash": "tab-4"})()
+    settings = ("backfire-s", "", "paper", 6.375, 2)
+    assert page.cancel(tab) == ui.NOTHING_TO_CANCEL  # nothing is running: and no flag is left behind
+    early = page.take_ticket(tab)  # a click whose job still waits in the queue when Cancel is pressed
+    page.cancel(tab)
+    cancelled = page._protect(page.sessions.get(tab), files["photo"], files["mask"], ui._settings(*settings, "cpu"),
+                              lambda *a, **k: None, early)
+    assert cancelled[-1] == ui.CANCELLED and cancelled[0] is None
+    later = page.take_ticket(tab)  # the next click runs to the end
+    done = page._protect(page.sessions.get(tab), files["photo"], files["mask"], ui._settings(*settings, "cpu"),
+                         lambda *a, **k: None, later)
+    assert done[-1].startswith("Done:") and Image.open(done[0]).size == (64, 48)
+    assert page.cancel(tab) == ui.NOTHING_TO_CANCEL  # both jobs ended
+    session = page.sessions.get(tab)
+    with ui.StepClock(session, page.take_ticket(tab), lambda *a, **k: None) as clock:
+        assert page.cancel(tab) == ui.STOPPING  # a running job: it stops at its next step
+        with pytest.raises(service.Cancelled):
+            clock(1, 2)
+    page.sessions.close_all()
 
 
 @needs_gradio
@@ -642,6 +697,106 @@ def test_browser_batch_tab_shows_its_table_in_words(server, files, page):
         cells[texts[0]] = texts
     assert cells["photo.png"][2] in ("yes", "no"), cells
     assert cells["notes.png"][-1] == "not an image: notes.png" and cells["notes.png"][1:-1] == [""] * 5, cells
+
+
+def _open_photo(page, server, photo: Path, size: str) -> None:
+    """Load the page and upload ``photo``; returns once the editor shows it (``size``: e.g. "64×48")."""
+    page.goto(server["url"])
+    page.locator("#photo input[type=file]").set_input_files(str(photo))
+    page.wait_for_selector(f"#status :text('{size} px')", timeout=90_000)
+    page.wait_for_function("!document.querySelector('#editor').innerText.includes('processing')")
+
+
+def _magenta(page):
+    """The editor's canvas as the user sees it (a screenshot, mouse moved off it): a boolean map of the pixels
+    that show the region's translucent magenta (red and blue at least 0.6 of full, green at most 0.4 of the
+    photo's), and the number of pixels showing the photo (sky, hills: green or blue well above red)."""
+    import numpy as np
+
+    page.mouse.move(0, 0)  # the brush's round cursor is magenta too
+    shot = np.asarray(Image.open(_io.BytesIO(page.locator("#editor canvas").first.screenshot())).convert("RGB"))
+    r, g, b = (shot[..., i].astype(int) for i in range(3))
+    return (r >= 150) & (b >= 150) & (g <= 105), int(((g > r + 30) | (b > r + 60)).sum())
+
+
+def _until(page, check, timeout_s: float = 60):
+    """Poll ``check()`` (the page's state) until it is truthy or ``timeout_s`` passes; its last value."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()) and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    return value
+
+
+def _bbox(mask):
+    import numpy as np
+
+    ys, xs = np.nonzero(mask)
+    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright is not installed: pip install playwright")
+@needs_gradio
+def test_browser_every_region_source_is_drawn_on_the_photo_at_once(server, files, page):
+    _open_photo(page, server, files["photo"], "64×48")
+    toolbar, photo_px = _magenta(page)  # the editor's own magenta: the brush colour's button over the canvas
+    page.get_by_label("Box x,y,w,h (pixels)").fill("0,0,32,24")  # the photo's top-left quarter
+    page.get_by_role("button", name="Add box").click()
+    page.wait_for_selector("#status :text('Region: 768 px')", timeout=90_000)
+    first = _until(page, lambda: _bbox(_magenta(page)[0] & ~toolbar))
+    assert first, "Add box drew nothing on the photo"
+    x0, y0, x1, y1 = first
+    scale = (x1 - x0) / 32  # screen pixels per photo pixel
+    assert abs((y1 - y0) / scale - 24) <= 1.5, first  # the box's shape, drawn where the box is
+    # a brush stroke, then another box: both drawn with the first, and the photo stays on screen
+    page.locator("#editor").get_by_role("button", name="Brush").first.click()
+    sx, sy = x0 + 8 * scale, y0 + 40 * scale  # photo pixel (8, 40), bottom left
+    box = page.locator("#editor canvas").first.bounding_box()
+    page.mouse.move(box["x"] + sx, box["y"] + sy)
+    page.mouse.down()
+    for k in range(8):
+        page.mouse.move(box["x"] + sx + k * scale, box["y"] + sy)
+    page.mouse.up()
+    page.get_by_label("Box x,y,w,h (pixels)").fill("44,30,16,12")  # bottom right
+    page.get_by_role("button", name="Add box").click()
+    page.wait_for_function("document.querySelector('#status').innerText.match(/Region: (?!768 )/)",
+                           timeout=90_000)  # 768 + 192 + the stroke's
+
+    region_px = int(page.locator("#status").inner_text().split("Region:")[1].split("px")[0])
+
+    def seen() -> tuple[float, int]:  # the magenta on screen in photo pixels, and the photo's pixels shown
+        magenta, photo = _magenta(page)
+        return int((magenta & ~toolbar).sum()) / scale**2, photo
+
+    def right() -> bool:  # what is drawn is what is protected (both boxes and the stroke), over the photo
+        drawn, photo = seen()
+        return abs(drawn - region_px) < 0.1 * region_px and photo > 0.5 * photo_px
+
+    assert _until(page, right), f"drawn px, photo px: {seen()}; region {region_px} px, photo {photo_px} px before"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="playwright is not installed: pip install playwright")
+@needs_gradio
+def test_browser_a_run_clicked_right_after_cancel_completes(server, page, tmp_path):
+    """Protect clicked again while the cancelled run is still busy (judging, which has no steps to stop at; a
+    256×192 photo, so that takes a few seconds): the click waits for that run and completes, never dropped
+    (Gradio drops a click while its event is pending) nor stopped by the earlier Cancel."""
+    image, mask = example_photo(256, 192)
+    io.save_image(image, tmp_path / "wide.png")
+    io.save_mask(mask, tmp_path / "wide_mask.png")
+    _open_photo(page, server, tmp_path / "wide.png", "256×192")
+    page.locator("#mask-file input[type=file]").set_input_files(str(tmp_path / "wide_mask.png"))
+    page.wait_for_selector("#status :text('Region:')", timeout=90_000)
+    page.locator("#steps input").fill("2")
+    page.click("#run")
+    page.wait_for_selector(":text('judging the saved file')", timeout=120_000)
+    page.click("#cancel")
+    page.wait_for_selector("#status :text('Cancel')", timeout=30_000)  # the Cancel's own reply has come
+    page.locator("#budget input").fill("2")  # this run's verdict tells it from the first one's
+    page.click("#run")
+    page.wait_for_selector("#verdict :text('at most 2.0/255')", timeout=180_000)
+    assert "Done:" in page.locator("#status").inner_text()
 
 
 def _session_folders(server) -> set[Path]:

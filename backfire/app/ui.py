@@ -41,21 +41,43 @@ CANCELLED = "Cancelled: nothing was written."
 # what a protection shows: the API's outputs in their order, and the page's (the sheet's caption too; status last)
 API_OUTPUTS = ("protected", "files", "warning", "sheet", "verdict", "numbers", "status")
 PAGE_OUTPUTS = ("protected", "files", "warning", "sheet", "verdict", "numbers", "caption", "status")
+STOPPING = "Cancelling: the run stops at its next step…"
+NOTHING_TO_CANCEL = "Nothing is running; a run still waiting its turn will not start."
 JPEG_WARNING = ("⚠ Share this PNG as it is: saving or recompressing it as JPEG weakens the protection "
                 "(recipe `robust` is made to resist recompression).")
 
 
 class Session:
-    """One browser session's folder and its cancel switch."""
+    """One browser session's folder, its region and its cancel switch.
+
+    Cancel works on tickets, not on Gradio's own cancel (which stops whatever run of the same event this
+    session has when its request lands, so a Cancel arriving late stopped the *next* run): every job click
+    takes a ticket at once (no queue), and Cancel stops the jobs holding the tickets handed out so far, each
+    at its next step. A job that takes its ticket after the Cancel is untouched, so nothing stale carries
+    over; a job still waiting in the queue stops as soon as it starts."""
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix="session-", dir=root))
-        self.generation = 0  # bumped by Cancel; a running job stops when it sees it change
+        self.issued = 0  # tickets handed to job clicks, in click order
+        self.cancelled = 0  # the jobs holding a ticket up to this one stop at their next step
+        self.running: set[int] = set()  # the tickets of the jobs running now
+        self.closed = False
+        self.lock = threading.Lock()
         self.photo: Path | None = None
         self.size: tuple[int, int] | None = None  # (W, H) of the photo
-        self.view: Path | None = None  # the photo as shown in the editor
+        self.view: Path | None = None  # the photo as shown in the editor, without the region
+        self.region: torch.Tensor | None = None  # H×W: what detect, box, mask file and earlier strokes added
+        self.shown: Path | None = None  # the editor's background as last drawn: the view with the region on it
         self.used = time.monotonic()
+
+    def ticket(self) -> int:
+        with self.lock:
+            self.issued += 1
+            return self.issued
+
+    def stopped(self, ticket: int) -> bool:
+        return self.closed or ticket <= self.cancelled
 
     def fresh(self, name: str) -> Path:
         """An empty sub-folder ``name`` (its earlier contents are removed)."""
@@ -64,11 +86,14 @@ class Session:
         folder.mkdir(parents=True)
         return folder
 
-    def cancel(self) -> None:
-        self.generation += 1
+    def cancel(self) -> bool:
+        """Stop every job clicked so far; whether one is running now."""
+        with self.lock:
+            self.cancelled = self.issued
+            return bool(self.running)
 
     def close(self) -> None:
-        self.cancel()
+        self.closed = True
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -118,16 +143,25 @@ def _told(outputs: int):
 
 
 class StepClock:
-    """The service's step callback: page progress (step i/N, time left) and the cancel check."""
+    """The service's step callback: page progress (step i/N, time left) and the cancel check. Used as a
+    context around the job: the session knows what is running."""
 
-    def __init__(self, session: Session, progress: gr.Progress, label: str = "") -> None:
+    def __init__(self, session: Session, ticket: int | None, progress: gr.Progress, label: str = "") -> None:
         self.session, self.progress, self.label = session, progress, label
-        self.generation = session.generation
+        self.ticket = session.ticket() if ticket is None else ticket  # an API call takes its ticket as it starts
         self.first: float | None = None
 
     def check(self) -> None:
-        if self.session.generation != self.generation:
+        if self.session.stopped(self.ticket):
             raise service.Cancelled()
+
+    def __enter__(self) -> StepClock:
+        self.check()  # cancelled while it waited in the queue: it stops before loading anything
+        self.session.running.add(self.ticket)
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.session.running.discard(self.ticket)
 
     def __call__(self, step: int, total: int, loss: float | None = None) -> None:
         self.check()
@@ -152,23 +186,31 @@ def _view_size(size: tuple[int, int]) -> tuple[int, int]:
     return max(1, round(w * scale)), max(1, round(h * scale))
 
 
-def _editor_value(session: Session, mask: torch.Tensor | None = None) -> dict:
-    layers = [] if mask is None or not mask.any() else [_overlay(mask, _view_size(session.size))]
-    return {"background": str(session.view), "layers": layers, "composite": None}
+def region_of(session: Session, value: dict | None) -> torch.Tensor:
+    """The region that will be protected, H×W at the photo's size: what the region tools added (and the strokes
+    drawn before them) and the editor's brush strokes since."""
+    strokes = editor_mask(value, session.size)
+    return strokes if session.region is None else torch.maximum(session.region, strokes)
+
+
+def show_region(session: Session, region: torch.Tensor | None = None) -> dict:
+    """Make ``region`` the session's region and draw it: the editor's new background is the photo with the
+    region in translucent magenta, and its layers start empty (the strokes so far are in the region). Drawn
+    into the background rather than sent as a layer, which the editor does not always show."""
+    session.region = None if region is None or not region.any() else region
+    view = service.read_photo(session.view)[0]
+    if session.region is not None:
+        shade = OVERLAY_RGBA[3] / 255 * torch.nn.functional.interpolate(
+            session.region[None, None], size=view.shape[-2:], mode="nearest")[0]
+        view = view * (1 - shade) + torch.tensor(OVERLAY_RGBA[:3]).view(3, 1, 1) / 255 * shade
+    session.shown = session.fresh("shown") / "photo.png"
+    service.save_photo(view, session.shown)
+    return {"background": str(session.shown), "layers": [], "composite": None}
 
 
 def _brush(view_size: tuple[int, int]) -> gr.Brush:
     """A brush about 1/25 of the photo's short side, in the editor's (view) pixels."""
     return gr.Brush(colors=[BRUSH_COLOUR], color_mode="fixed", default_size=max(2, round(min(view_size) / 25)))
-
-
-def _overlay(mask: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    picture = Image.fromarray((mask.numpy() > 0.5).astype(np.uint8) * 255)
-    if picture.size != size:
-        picture = picture.resize(size, Image.Resampling.NEAREST)
-    rgba = np.zeros((size[1], size[0], 4), np.uint8)
-    rgba[np.asarray(picture) > 127] = OVERLAY_RGBA
-    return rgba
 
 
 def editor_mask(value: dict | None, size: tuple[int, int]) -> torch.Tensor:
@@ -273,7 +315,7 @@ class Page:
         if pixels.ndim == 3 and pixels.shape[2] == 4 and (pixels[..., 3] == 255).all():
             pixels = pixels[..., :3]  # opaque: no alpha to speak of
         session = self.sessions.get(request)
-        if session.view is not None and np.array_equal(pixels, np.asarray(Image.open(session.view))):
+        if session.shown is not None and np.array_equal(pixels, np.asarray(Image.open(session.shown))):
             return gr.skip(), gr.skip()  # the editor reports the photo the page itself just showed
         photo = session.fresh("photo") / "pasted.png"
         Image.fromarray(pixels).save(photo)
@@ -292,15 +334,15 @@ class Page:
         w, h = session.size
         shown = "" if view_size == session.size else f", shown at {view_size[0]}×{view_size[1]}"
         status = f"**{photo.name}**: {w}×{h} px{shown}. Now paint the region to protect."
-        editor = gr.ImageEditor(value=_editor_value(session), brush=_brush(view_size))
+        editor = gr.ImageEditor(value=show_region(session), brush=_brush(view_size))
         return editor, status + "".join(f"\n\nnote: {n}" for n in notes)
 
     def _add(self, request: gr.Request, value: dict | None, find) -> tuple:
         session = self.sessions.get(request)
         _need_photo(session)
-        region = torch.maximum(editor_mask(value, session.size), find(session))
+        region = torch.maximum(region_of(session, value), find(session))
         share = 100 * float(region.mean())
-        return _editor_value(session, region), f"Region: {int(region.sum())} px ({share:.1f} % of the photo)."
+        return show_region(session, region), f"Region: {int(region.sum())} px ({share:.1f} % of the photo)."
 
     @_told(2)
     def detect_faces(self, value: dict | None, request: gr.Request):
@@ -324,23 +366,23 @@ class Page:
     def clear_region(self, request: gr.Request):
         session = self.sessions.get(request)
         _need_photo(session)
-        return _editor_value(session), "Region cleared."
+        return show_region(session), "Region cleared."
 
     # ---- jobs
 
     @_told(len(PAGE_OUTPUTS))
-    def protect(self, value: dict | None, model, weights, recipe, budget, steps, request: gr.Request,
-                progress=gr.Progress()):
-        """Protect the uploaded photo's painted region."""
+    def protect(self, ticket: int | None, value: dict | None, model, weights, recipe, budget, steps,
+                request: gr.Request, progress=gr.Progress()):
+        """Protect the uploaded photo's region (``ticket``: the click's, from :meth:`take_ticket`)."""
         session = self.sessions.get(request)
         _need_photo(session)
-        region = editor_mask(value, session.size)
+        region = region_of(session, value)
         if not region.any():
             raise service.InputError("paint the region to protect first (brush, detect, box or mask file)")
         mask = session.fresh("region") / f"{session.photo.stem}_mask.png"
         service.save_region(region, mask)
         settings = _settings(model, weights, recipe, budget, steps, self.device, self.local_paths)
-        shown = self._protect(session, session.photo, mask, settings, progress)
+        shown = self._protect(session, session.photo, mask, settings, progress, ticket)
         return tuple(shown[name] for name in PAGE_OUTPUTS)
 
     @_friendly
@@ -353,13 +395,14 @@ class Page:
         shown = self._protect(self.sessions.get(request), Path(photo), Path(mask), settings, progress)
         return tuple(shown[name] for name in API_OUTPUTS)
 
-    def _protect(self, session: Session, photo: Path, mask: Path, settings: service.Request,
-                 progress) -> dict[str, object]:
+    def _protect(self, session: Session, photo: Path, mask: Path, settings: service.Request, progress,
+                 ticket: int | None = None) -> dict[str, object]:
         """What a protection shows, by the names of ``PAGE_OUTPUTS``."""
-        progress(0, desc="loading the model…")
-        out = session.fresh("result") / service.protected_name(photo)
         try:
-            done = service.protect(photo, mask, out, settings, on_step=StepClock(session, progress))
+            with StepClock(session, ticket, progress) as clock:
+                progress(0, desc="loading the model…")
+                out = session.fresh("result") / service.protected_name(photo)
+                done = service.protect(photo, mask, out, settings, on_step=clock)
         except service.Cancelled:
             return dict(protected=None, files=None, warning="", sheet=None, verdict="", numbers="", caption="",
                         status=CANCELLED)
@@ -390,33 +433,37 @@ class Page:
                 service.verdict_numbers(verdict))
 
     @_friendly
-    def batch(self, uploads: list[str] | None, detector: str, model, weights, recipe, budget, steps,
-              request: gr.Request, progress=gr.Progress()):
+    def batch(self, ticket: int | None, uploads: list[str] | None, detector: str, model, weights, recipe, budget,
+              steps, request: gr.Request, progress=gr.Progress()):
         """Protect several photos (or zips of them): a zip of PNGs, verdict JSONs and one CSV."""
         if not uploads:
             raise service.InputError("upload photos (NAME.png with NAME_mask.png, or choose a detector) or a .zip")
         session = self.sessions.get(request)
-        clock = StepClock(session, progress)
-
-        def on_photo(i: int, n: int, name: str) -> None:
-            clock.check()
-            clock.label, clock.first = f"{name} ({i}/{n}): ", None
-            progress((i - 1, n), desc=f"{name} ({i}/{n})")
-
+        settings = _settings(model, weights, recipe, budget, steps, self.device, self.local_paths)
         try:
-            result = batch.run([Path(u) for u in uploads], session.fresh("batch"),
-                               _settings(model, weights, recipe, budget, steps, self.device, self.local_paths),
-                               DETECTORS.get(detector, detector), on_photo=on_photo, on_step=clock)
+            with StepClock(session, ticket, progress) as clock:
+
+                def on_photo(i: int, n: int, name: str) -> None:
+                    clock.check()
+                    clock.label, clock.first = f"{name} ({i}/{n}): ", None
+                    progress((i - 1, n), desc=f"{name} ({i}/{n})")
+
+                result = batch.run([Path(u) for u in uploads], session.fresh("batch"), settings,
+                                   DETECTORS.get(detector, detector), on_photo=on_photo, on_step=clock)
         except service.Cancelled:
             return None, [], CANCELLED
         done = len({r["image"] for r in result.rows}) - result.failures
         failed = f", {result.failures} failed (see the table)" if result.failures else ""
         return str(result.archive), batch.table(result.rows), f"{done} photo(s) protected{failed}"
 
+    def take_ticket(self, request: gr.Request) -> int:
+        """A job click's ticket, taken at once (no queue): a Cancel pressed later stops that job, none before."""
+        return self.sessions.get(request).ticket()
+
     def cancel(self, request: gr.Request) -> str:
-        """Stop the session's running job at its next step (its thread ends there; nothing is written)."""
-        self.sessions.get(request).cancel()
-        return CANCELLED
+        """Stop the session's jobs clicked so far, each at its next step (its thread ends there and the job
+        itself then says so, so the next run starts only once this one is over); nothing is written."""
+        return STOPPING if self.sessions.get(request).cancel() else NOTHING_TO_CANCEL
 
     def end(self, request: gr.Request) -> None:
         """The tab closed: stop its job and remove its folder."""
@@ -521,10 +568,13 @@ def _protect_tab(page: Page, settings: list) -> list:
     clear.click(page.clear_region, None, region, **private)
     shown = dict(protected=protected, files=files, warning=warning, sheet=sheet, verdict=verdict, numbers=numbers,
                  caption=caption, status=status)
-    running = run.click(page.protect, [editor, *settings], [shown[name] for name in PAGE_OUTPUTS],
-                        api_name="protect_painted", concurrency_limit=1,
-                        concurrency_id=WORK, **private)
-    cancel.click(page.cancel, None, status, cancels=[running], queue=False, **private)
+    ticket = gr.State()
+    # a click while the last run is still stopping waits for it (Gradio's default drops it)
+    run.click(page.take_ticket, None, ticket, queue=False, **private).then(
+        page.protect, [ticket, editor, *settings], [shown[name] for name in PAGE_OUTPUTS],
+        api_name="protect_painted", concurrency_limit=1, concurrency_id=WORK, trigger_mode="always_last",
+        **private)
+    cancel.click(page.cancel, None, status, queue=False, **private)  # not Gradio's cancels=: see Session
     return [shown[name] for name in API_OUTPUTS]
 
 
@@ -563,9 +613,11 @@ def _batch_tab(page: Page, settings: list) -> None:
     status = gr.Markdown(elem_id="batch-status")
     archive = gr.File(label="Download", interactive=False)
     table = gr.Dataframe(headers=list(batch.TABLE_HEADERS), interactive=False, elem_id="batch-table")
-    batching = run.click(page.batch, [uploads, detector, *settings], [archive, table, status], api_name="batch",
-                         concurrency_limit=1, concurrency_id=WORK)
-    cancel.click(page.cancel, None, status, cancels=[batching], api_visibility="private", queue=False)
+    ticket = gr.State()
+    run.click(page.take_ticket, None, ticket, queue=False, api_visibility="private").then(
+        page.batch, [ticket, uploads, detector, *settings], [archive, table, status], api_name="batch",
+        concurrency_limit=1, concurrency_id=WORK, trigger_mode="always_last")
+    cancel.click(page.cancel, None, status, api_visibility="private", queue=False)
 
 
 THEME_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # system fonts: the page fetches nothing from the web
