@@ -307,7 +307,7 @@ def test_the_number_fields_carry_the_clis_limits_and_refuse_in_its_words(files, 
     value, _ = page.add_mask_file(None, str(files["mask"]), tab)
     for budget, steps, words in ((6.375, -1, "steps must be a whole number ≥ 1"), (6.375, 2.5, "whole number"),
                                  (0.1, 2, "budget 0.1 must be in [0.5, 255]")):
-        shown = page.protect(value, "backfire-s", "", "paper", budget, steps, tab)
+        shown = page.protect(None, value, "backfire-s", "", "paper", budget, steps, tab)
         assert shown[:-1] == (SKIPPED,) * (len(shown) - 1) and shown[-1].startswith("⚠ ") and words in shown[-1]
     page.sessions.close_all()
 
@@ -322,7 +322,7 @@ def test_the_preview_sheet_is_captioned_as_it_is_drawn_and_named_after_the_photo
     page, tab = ui.Page(tmp_path, "cpu"), _tab("tab-sheet")
     page.load_photo(str(files["photo"]), tab)
     value, _ = page.add_mask_file(None, str(files["mask"]), tab)
-    shown = dict(zip(ui.PAGE_OUTPUTS, page.protect(value, "backfire-s", "", "paper", 6.375, 2, tab)))
+    shown = dict(zip(ui.PAGE_OUTPUTS, page.protect(None, value, "backfire-s", "", "paper", 6.375, 2, tab)))
     protected = Path(shown["protected"])
     assert [Path(f).name for f in shown["files"]] == ["photo_protected.png", "photo_protected.json",
                                                        "photo_protected.preview.png"]
@@ -403,11 +403,11 @@ def test_cancel_stops_the_runs_clicked_before_it_and_never_a_later_one(files, tm
     page.cancel(tab)
     cancelled = page._protect(page.sessions.get(tab), files["photo"], files["mask"], ui._settings(*settings, "cpu"),
                               lambda *a, **k: None, early)
-    assert cancelled[-1] == ui.CANCELLED and cancelled[0] is None
+    assert cancelled["status"] == ui.CANCELLED and cancelled["protected"] is None
     later = page.take_ticket(tab)  # the next click runs to the end
     done = page._protect(page.sessions.get(tab), files["photo"], files["mask"], ui._settings(*settings, "cpu"),
                          lambda *a, **k: None, later)
-    assert done[-1].startswith("Done:") and Image.open(done[0]).size == (64, 48)
+    assert done["status"].startswith("Done:") and Image.open(done["protected"]).size == (64, 48)
     assert page.cancel(tab) == ui.NOTHING_TO_CANCEL  # both jobs ended
     session = page.sessions.get(tab)
     with ui.StepClock(session, page.take_ticket(tab), lambda *a, **k: None) as clock:

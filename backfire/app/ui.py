@@ -109,25 +109,9 @@ def _problem(page: Page, error: BaseException) -> str | None:
     return None
 
 
-def _friendly(fn):
-    """Errors a user can fix become a message in the page (``gr.Error``: the API's callers get it as their
-    error); the app keeps serving."""
-    @functools.wraps(fn)
-    def wrapper(page: Page, *args, **kwargs):
-        try:
-            return fn(page, *args, **kwargs)
-        except Exception as error:
-            message = _problem(page, error)
-            if message is None:
-                raise
-            raise gr.Error(message, print_exception=False) from None
-    return wrapper
-
-
-def _told(outputs: int):
-    """For the page's own events whose last output is the status line: an error a user can fix is said there,
-    in plain words, and the other ``outputs`` are left as they were (``gr.Error`` would mark every one of them
-    with a bare red "Error" and blank the editor)."""
+def _answering(said):
+    """A page event whose errors a user can fix are answered by ``said(message)`` (in plain words, from
+    :func:`_problem`); any other error is the app's own and propagates. The app keeps serving."""
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(page: Page, *args, **kwargs):
@@ -137,9 +121,24 @@ def _told(outputs: int):
                 message = _problem(page, error)
                 if message is None:
                     raise
-                return (*[gr.skip()] * (outputs - 1), f"⚠ {message}")
+                return said(message)
         return wrapper
     return decorate
+
+
+def _raise_for_the_page(message: str):
+    raise gr.Error(message, print_exception=False) from None
+
+
+# a message in the page (``gr.Error``: the API's callers get it as their error)
+_friendly = _answering(_raise_for_the_page)
+
+
+def _told(outputs: int):
+    """For the page's own events whose last output is the status line: an error a user can fix is said there,
+    in plain words, and the other ``outputs`` are left as they were (``gr.Error`` would mark every one of them
+    with a bare red "Error" and blank the editor)."""
+    return _answering(lambda message: (*[gr.skip()] * (outputs - 1), f"⚠ {message}"))
 
 
 class StepClock:
